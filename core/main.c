@@ -1,0 +1,231 @@
+/* main.c - the mfpipe command line: run, validate, plugins, help, version. Commands parse their own
+ * options; user errors print one line "mfpipe: error: ..." and exit non-zero. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mf_json.h"
+#include "mf_log.h"
+#include "mf_runner.h"
+
+#ifndef MFPIPE_VERSION
+#define MFPIPE_VERSION "0"
+#endif
+
+enum { EXIT_USAGE = 2 };
+
+static const char *k_usage =
+    "usage: mfpipe <command> [options]\n"
+    "\n"
+    "MeanFlow / flow-matching image generation pipelines from YAML experiment files.\n"
+    "\n"
+    "commands:\n"
+    "  run EXP.yaml [KEY=VALUE ...]     run an experiment into results/<name>/<stamp>/\n"
+    "  validate EXP.yaml [KEY=VALUE ...] check an experiment (and overrides) without running it\n"
+    "  plugins                           list stage plugins: kind, ABI version, path\n"
+    "  help [COMMAND]                    this text, or a command's help\n"
+    "\n"
+    "options: --version, --help; 'mfpipe COMMAND --help' for a command's options.\n"
+    "overrides (Hydra syntax): a.b=v (change), +a.b=v (add), ~a.b (delete); values are YAML:\n"
+    "  mfpipe run experiments/mnist_quick.yaml train.steps=500 model.channel_mult=[1,2,2]\n";
+
+static const char *k_run_help =
+    "usage: mfpipe run EXP.yaml [KEY=VALUE | +KEY=VALUE | ~KEY ...] [options]\n"
+    "\n"
+    "Runs the stages listed in the experiment, in order, after creating and configuring all of them.\n"
+    "Writes results/<name>/<YYYYmmdd-HHMMSS>[-n]/ with experiment.yaml, config.yaml (resolved),\n"
+    "overrides.txt, manifest.json, status.json, log.txt, metrics.jsonl and the stages' outputs;\n"
+    "results/<name>/latest points at the newest run.\n"
+    "\n"
+    "options:\n"
+    "  -q, --quiet      only warnings and errors on the terminal (log.txt gets everything)\n"
+    "  --results DIR    results root (same as results_dir=DIR)\n"
+    "exit status: 0 finished, 1 failed, 2 bad command line or experiment, 130 interrupted\n";
+
+static const char *k_validate_help =
+    "usage: mfpipe validate EXP.yaml [KEY=VALUE ...] [--print] [--keys]\n"
+    "\n"
+    "Loads the experiment, applies overrides, loads every stage plugin, validates every key and\n"
+    "configures every stage, without running anything or writing files.\n"
+    "  --print   print the resolved configuration (defaults and overrides applied) as YAML\n"
+    "  --keys    list every key the experiment's stages accept, with type, default and help\n";
+
+static const char *k_plugins_help =
+    "usage: mfpipe plugins\n"
+    "\n"
+    "Lists the stage plugins found in the plugin folders (the build's, then MFPIPE_PLUGIN_PATH):\n"
+    "kind, ABI version, path and summary; plugins that fail to load are listed with the reason.\n";
+
+static int has_flag(int argc, char **argv, const char *a, const char *b) {
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], a) == 0 || (b && strcmp(argv[i], b) == 0)) return 1;
+    return 0;
+}
+
+static int error_exit(int code) {
+    fprintf(stderr, "mfpipe: error: %s\n", mf_last_error());
+    return code;
+}
+
+static char *join_argv(int argc, char **argv) {
+    mf_buf b = {0};
+    mf_buf_puts(&b, "");
+    for (int i = 0; i < argc; i++) mf_buf_printf(&b, "%s%s", i ? " " : "", argv[i]);
+    return b.s;
+}
+
+/* Split args into the experiment path, overrides and known options. */
+typedef struct cli_args {
+    const char *exp;
+    char **ov;
+    int n_ov;
+    int quiet, print, keys;
+    const char *results;
+} cli_args;
+
+static int parse_args(int argc, char **argv, cli_args *a, const char *cmd) {
+    memset(a, 0, sizeof *a);
+    a->ov = mf_xcalloc((size_t)argc + 2, sizeof *a->ov);
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        if (strcmp(s, "-q") == 0 || strcmp(s, "--quiet") == 0) a->quiet = 1;
+        else if (strcmp(s, "--print") == 0) a->print = 1;
+        else if (strcmp(s, "--keys") == 0) a->keys = 1;
+        else if (strcmp(s, "--results") == 0) {
+            if (i + 1 >= argc) return mf_fail("%s: --results needs a folder", cmd);
+            a->results = argv[++i];
+        } else if (s[0] == '-' && s[1] == '-') return mf_fail("%s: unknown option '%s' (see 'mfpipe %s --help')", cmd, s, cmd);
+        else if (!a->exp && !strchr(s, '=') && s[0] != '~' && s[0] != '+') a->exp = s;
+        else if (strchr(s, '=') || s[0] == '~') a->ov[a->n_ov++] = (char *)s;
+        else return mf_fail("%s: unexpected argument '%s' (overrides look like key=value)", cmd, s);
+    }
+    if (!a->exp) return mf_fail("%s: no experiment file given (see 'mfpipe %s --help')", cmd, cmd);
+    return 0;
+}
+
+static int cmd_run(int argc, char **argv, int dry, const char *full_cmdline) {
+    const char *cmd = dry ? "validate" : "run";
+    if (has_flag(argc, argv, "--help", "-h")) {
+        fputs(dry ? k_validate_help : k_run_help, stdout);
+        return 0;
+    }
+    cli_args a;
+    if (parse_args(argc, argv, &a, cmd) != 0) {
+        free(a.ov);
+        return error_exit(EXIT_USAGE);
+    }
+    char *results_ov = NULL;
+    if (a.results) {
+        results_ov = mf_xasprintf("results_dir=\"%s\"", a.results);
+        a.ov[a.n_ov++] = results_ov;
+    }
+    if (a.quiet) mf_log_set_quiet(1);
+    mf_experiment ex;
+    int rc;
+    if (mf_experiment_load(&ex, a.exp, a.ov, a.n_ov) != 0) {
+        rc = error_exit(EXIT_USAGE);
+        goto out;
+    }
+    mf_run_opts opts = {.dry = dry, .argv_line = full_cmdline};
+    char dir[4096];
+    int r = mf_run_experiment(&ex, &opts, dir, sizeof dir);
+    if (r == 130) rc = 130;
+    else if (r != 0) rc = error_exit(dir[0] ? 1 : EXIT_USAGE);
+    else rc = 0;
+    if (rc == 0 && dry) {
+        if (a.keys) mf_experiment_print_keys(&ex, stdout);
+        if (a.print) mf_cfg_dump_yaml(ex.root, stdout);
+        if (!a.keys && !a.print) {
+            printf("%s: ok (%d stage%s:", a.exp, ex.n_stages, ex.n_stages == 1 ? "" : "s");
+            for (int i = 0; i < ex.n_stages; i++) printf(" %s", ex.stages[i].instance);
+            printf(")\n");
+        }
+    }
+out:
+    mf_experiment_free(&ex);
+    free(results_ov);
+    free(a.ov);
+    return rc;
+}
+
+static int is_plugin_file(const struct dirent *d) {
+    size_t n = strlen(d->d_name);
+    return strncmp(d->d_name, "stage_", 6) == 0 && n > 9 && strcmp(d->d_name + n - 3, ".so") == 0;
+}
+
+static int cmd_plugins(int argc, char **argv) {
+    if (has_flag(argc, argv, "--help", "-h")) {
+        fputs(k_plugins_help, stdout);
+        return 0;
+    }
+    char **dirs;
+    int n = mf_plugin_dirs(&dirs), found = 0, broken = 0;
+    printf("%-16s %-4s %s\n", "KIND", "ABI", "PATH / SUMMARY");
+    for (int i = 0; i < n; i++) {
+        struct dirent **ents = NULL;
+        int ne = scandir(dirs[i], &ents, is_plugin_file, alphasort);
+        for (int j = 0; j < ne; j++) {
+            char *path = mf_xasprintf("%s/%s", dirs[i], ents[j]->d_name);
+            char *canon = realpath(path, NULL);
+            mf_plugin p;
+            if (mf_plugin_open(canon ? canon : path, &p) == 0) {
+                printf("%-16s %-4u %s\n%-21s %s\n", p.kind, (unsigned)p.api->abi_version, p.path, "",
+                       p.api->summary ? p.api->summary : "");
+                mf_plugin_close(&p);
+                found++;
+            } else {
+                printf("%-16s %-4s %s\n%-21s refused: %s\n", "?", "-", canon ? canon : path, "", mf_last_error());
+                broken++;
+            }
+            free(canon);
+            free(path);
+            free(ents[j]);
+        }
+        free(ents);
+    }
+    printf("%d plugin%s (ABI %u) in:", found, found == 1 ? "" : "s", (unsigned)MF_STAGE_ABI_VERSION);
+    for (int i = 0; i < n; i++) printf(" %s", dirs[i]);
+    printf("\n");
+    if (broken) printf("%d file%s refused\n", broken, broken == 1 ? "" : "s");
+    mf_plugin_dirs_free(dirs, n);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(k_usage, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    char *line = join_argv(argc, argv);
+    int rc;
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        char libs[256];
+        mf_library_versions(libs, sizeof libs);
+        printf("mfpipe %s (plugin ABI %u; %s)\n", MFPIPE_VERSION, (unsigned)MF_STAGE_ABI_VERSION, libs);
+        rc = 0;
+    } else if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        fputs(k_usage, stdout);
+        rc = 0;
+    } else if (strcmp(cmd, "help") == 0) {
+        const char *which = argc > 2 ? argv[2] : "";
+        fputs(strcmp(which, "run") == 0        ? k_run_help
+              : strcmp(which, "validate") == 0 ? k_validate_help
+              : strcmp(which, "plugins") == 0  ? k_plugins_help
+                                               : k_usage,
+              stdout);
+        rc = 0;
+    } else if (strcmp(cmd, "run") == 0) {
+        rc = cmd_run(argc - 2, argv + 2, 0, line);
+    } else if (strcmp(cmd, "validate") == 0) {
+        rc = cmd_run(argc - 2, argv + 2, 1, line);
+    } else if (strcmp(cmd, "plugins") == 0) {
+        rc = cmd_plugins(argc - 2, argv + 2);
+    } else {
+        mf_fail("unknown command '%s' (commands: run, validate, plugins, help; see 'mfpipe --help')", cmd);
+        rc = error_exit(EXIT_USAGE);
+    }
+    free(line);
+    return rc;
+}

@@ -1,0 +1,136 @@
+/* mf_plugin.c - finding and loading stage plugins: stage_<kind>.so in the build's plugin folder, then
+ * MFPIPE_PLUGIN_PATH; dlopen with RTLD_NOW|RTLD_LOCAL, one entry symbol, ABI version check. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mf_json.h"
+#include "mf_runner.h"
+
+int mf_plugin_dirs(char ***dirs_out) {
+    char **dirs = NULL;
+    int n = 0;
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = '\0';
+        char *d = dirname(exe);
+        dirs = mf_xrealloc(dirs, sizeof *dirs * (size_t)(n + 1));
+        dirs[n++] = mf_xasprintf("%s/../lib/mfpipe/plugins", d);
+    }
+    const char *env = getenv("MFPIPE_PLUGIN_PATH");
+    if (env && *env) {
+        char *copy = mf_xstrdup(env), *save = NULL;
+        for (char *tok = strtok_r(copy, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
+            if (!*tok) continue;
+            dirs = mf_xrealloc(dirs, sizeof *dirs * (size_t)(n + 1));
+            dirs[n++] = mf_xstrdup(tok);
+        }
+        free(copy);
+    }
+    *dirs_out = dirs;
+    return n;
+}
+
+void mf_plugin_dirs_free(char **dirs, int n) {
+    for (int i = 0; i < n; i++) free(dirs[i]);
+    free(dirs);
+}
+
+int mf_plugin_open(const char *path, mf_plugin *out) {
+    memset(out, 0, sizeof *out);
+    dlerror();
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        return mf_fail("%s: cannot load plugin: %s", path, e ? e : "unknown dlopen error");
+    }
+    dlerror();
+    void *sym = dlsym(h, MF_STAGE_ENTRY_SYMBOL);
+    const char *e = dlerror();
+    if (e || !sym) {
+        mf_fail("%s: not an mfpipe stage plugin: symbol '%s' not found (%s)", path,
+                MF_STAGE_ENTRY_SYMBOL, e ? e : "null symbol");
+        dlclose(h);
+        return -1;
+    }
+    mf_stage_entry_fn entry;
+    memcpy(&entry, &sym, sizeof entry); /* object pointer -> function pointer, as POSIX allows */
+    const mf_stage_api *api = entry();
+    if (!api) {
+        dlclose(h);
+        return mf_fail("%s: %s() returned NULL", path, MF_STAGE_ENTRY_SYMBOL);
+    }
+    if (api->abi_version != MF_STAGE_ABI_VERSION) {
+        mf_fail("%s: plugin ABI version %u, but this mfpipe needs ABI version %u; rebuild the plugin "
+                "against this mfpipe's headers",
+                path, (unsigned)api->abi_version, (unsigned)MF_STAGE_ABI_VERSION);
+        dlclose(h);
+        return -1;
+    }
+    if (api->struct_size < sizeof(mf_stage_api) || !api->kind || !api->create || !api->run ||
+        !api->keys) {
+        mf_fail("%s: malformed stage plugin (struct size %u, expected %zu; kind, keys, create and run "
+                "are required)",
+                path, (unsigned)api->struct_size, sizeof(mf_stage_api));
+        dlclose(h);
+        return -1;
+    }
+    out->handle = h;
+    out->api = api;
+    out->kind = mf_xstrdup(api->kind);
+    out->path = mf_xstrdup(path);
+    return 0;
+}
+
+int mf_plugin_load(const char *kind, mf_plugin *out) {
+    memset(out, 0, sizeof *out);
+    for (const char *c = kind; *c; c++)
+        if (!(*c == '_' || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')))
+            return mf_fail("stage kind '%s': only lowercase letters, digits and '_' are allowed", kind);
+    char **dirs;
+    int n = mf_plugin_dirs(&dirs);
+    mf_buf tried = {0};
+    int rc = -1, found = 0;
+    for (int i = 0; i < n && !found; i++) {
+        char *path = mf_xasprintf("%s/stage_%s.so", dirs[i], kind);
+        struct stat st;
+        if (stat(path, &st) == 0) {
+            found = 1;
+            rc = mf_plugin_open(path, out);
+            if (rc == 0 && strcmp(out->api->kind, kind) != 0) {
+                mf_fail("%s: plugin says it is stage '%s', but its file name says '%s'", path,
+                        out->api->kind, kind);
+                mf_plugin_close(out);
+                rc = -1;
+            }
+        } else {
+            mf_buf_printf(&tried, "%s%s", tried.len ? ", " : "", path);
+        }
+        free(path);
+    }
+    if (!found)
+        mf_fail("no plugin for stage '%s' (looked for %s; 'mfpipe plugins' lists the installed ones, "
+                "MFPIPE_PLUGIN_PATH adds folders)",
+                kind, tried.len ? tried.s : "stage_<kind>.so in no folder");
+    mf_buf_free(&tried);
+    mf_plugin_dirs_free(dirs, n);
+    return rc;
+}
+
+void mf_plugin_close(mf_plugin *p) {
+    if (!p) return;
+    /* Plugins are never unloaded before exit under a sanitizer build so that leak reports keep
+     * their symbols; otherwise dlclose. */
+#ifndef MF_NO_DLCLOSE
+    if (p->handle && !getenv("MFPIPE_NO_DLCLOSE")) dlclose(p->handle);
+#endif
+    free(p->kind);
+    free(p->path);
+    memset(p, 0, sizeof *p);
+}

@@ -1,0 +1,56 @@
+/* mf_run.h - what a running stage may ask of the runner: the configuration, the results folder, the
+ * seed and engine, the typed artifact registry through which stages pass results, events (EMA and
+ * periodic sampling subscribe to "train.step"), and metrics.jsonl. Never globals. */
+#ifndef MF_RUN_H
+#define MF_RUN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mf_config.h"
+#include "mf_error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mf_run mf_run;
+
+const mf_node *mf_run_config(const mf_run *run);   /* resolved root config */
+const char *mf_run_name(const mf_run *run);        /* experiment name */
+/* Results folder of this run, or NULL when nothing is written (`mfpipe validate`). */
+const char *mf_run_dir(const mf_run *run);
+uint64_t mf_run_seed(const mf_run *run);
+int mf_run_threads(const mf_run *run);             /* worker threads to use (>= 1) */
+const char *mf_run_engine(const mf_run *run);      /* resolved engine: "cpu" or "cuda" */
+bool mf_run_interrupted(const mf_run *run);        /* SIGINT/SIGTERM received: stop at a safe point */
+
+/* Path inside the results folder; creates parent folders. Returns 0 or -1 (mf_fail). */
+int mf_run_path(const mf_run *run, char *buf, size_t cap, const char *rel);
+
+/* ---- artifacts: named, typed values owned by the run --------------------------------------- */
+/* `type` is a versioned type tag such as MF_ART_DATASET; a get with another tag is refused.
+ * free_fn (may be NULL) is called on the value when the run ends or the name is replaced. */
+int mf_artifact_put(mf_run *run, const char *name, const char *type, void *value,
+                    void (*free_fn)(void *));
+/* NULL with mf_fail() when missing ("no artifact 'dataset': add a data stage before 'train'") or
+ * of another type. */
+void *mf_artifact_get(mf_run *run, const char *name, const char *type);
+
+/* ---- events --------------------------------------------------------------------------------- */
+/* Handlers run synchronously in subscription order; a non-zero return stops the emitter with that
+ * handler's error. The payload's type is fixed per event name (documented where it is emitted). */
+typedef int (*mf_event_fn)(void *user, mf_run *run, const char *event, const void *payload);
+int mf_event_subscribe(mf_run *run, const char *event, mf_event_fn fn, void *user);
+int mf_event_emit(mf_run *run, const char *event, const void *payload);
+
+/* ---- metrics.jsonl ---------------------------------------------------------------------------- */
+/* Append one JSON object line {"stage":..., "time":..., <fields>} where fields is the inside of a
+ * JSON object ("\"loss\":0.1,\"step\":5"), built with mf_json.h. No-op when the run has no folder. */
+int mf_metrics_append(mf_run *run, const char *stage, const char *fields);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
