@@ -23,10 +23,7 @@
 
 static mf_node *node_new(mf_node_kind kind, const char *origin, int line, int col) {
     mf_node *n = mf_xcalloc(1, sizeof *n);
-    n->kind = kind;
-    n->origin = mf_xstrdup(origin ? origin : "<config>");
-    n->line = line;
-    n->col = col;
+    *n = (mf_node){.kind = kind, .origin = mf_xstrdup(origin ? origin : "<config>"), .line = line, .col = col};
     return n;
 }
 
@@ -50,13 +47,18 @@ static void node_unlink(mf_node *c) {
     c->parent = c->next = NULL;
 }
 
-static void free_tree(mf_node *n) {
-    mf_node *c = n->first;
-    while (c) {
-        mf_node *nx = c->next;
+static void free_tree(mf_node *n);
+static void free_children(mf_node *n) {
+    for (mf_node *c = n->first, *nx; c; c = nx) {
+        nx = c->next;
         free_tree(c);
-        c = nx;
     }
+    n->first = n->last = NULL;
+    n->n_children = 0;
+}
+
+static void free_tree(mf_node *n) {
+    free_children(n);
     free(n->key);
     free(n->value);
     free(n->origin);
@@ -96,24 +98,15 @@ static void set_origin_tree(mf_node *n, const char *origin) {
 /* Move src's contents (kind, value, origin, position, children) into dst, keeping dst's key and place
  * in its tree; src is freed. */
 static void replace_contents(mf_node *dst, mf_node *src) {
-    mf_node *c = dst->first;
-    while (c) {
-        mf_node *nx = c->next;
-        free_tree(c);
-        c = nx;
-    }
+    mf_node keep = *dst;
+    free_children(dst);
     free(dst->value);
     free(dst->origin);
-    dst->kind = src->kind;
-    dst->value = src->value;
-    dst->quoted = src->quoted;
-    dst->origin = src->origin;
-    dst->line = src->line;
-    dst->col = src->col;
-    dst->first = src->first;
-    dst->last = src->last;
-    dst->n_children = src->n_children;
-    for (c = dst->first; c; c = c->next) c->parent = dst;
+    *dst = *src;
+    dst->key = keep.key;
+    dst->parent = keep.parent;
+    dst->next = keep.next;
+    for (mf_node *c = dst->first; c; c = c->next) c->parent = dst;
     free(src->key);
     free(src);
 }
@@ -206,10 +199,7 @@ static int syntax_error(parser *p) {
     return mf_fail("%s:%zu:%zu: %s", p->origin, y->problem_mark.line + 1, y->problem_mark.column + 1, prob);
 }
 
-static int next_event(parser *p, yaml_event_t *ev) {
-    if (!yaml_parser_parse(&p->yp, ev)) return syntax_error(p);
-    return 0;
-}
+static int next_event(parser *p, yaml_event_t *ev) { return yaml_parser_parse(&p->yp, ev) ? 0 : syntax_error(p); }
 
 static int anchor_begin(parser *p, const yaml_char_t *name, mf_node *node) {
     if (!name) return -1;
@@ -241,9 +231,7 @@ static mf_node *parse_alias(parser *p, yaml_event_t *ev, int line, int col) {
         p->n_nodes += k;
         mf_node *n = mf_node_clone(p->anchors[i].node);
         free(n->key);
-        n->key = NULL;
-        n->line = line;
-        n->col = col;
+        n->key = NULL, n->line = line, n->col = col;
         return n;
     }
     mf_fail("%s:%d:%d: unknown alias *%s", p->origin, line, col, name);
@@ -285,10 +273,7 @@ static mf_node *parse_node(parser *p, yaml_event_t *ev, int depth) {
         for (;;) {
             yaml_event_t e;
             if (next_event(p, &e)) goto fail;
-            if (e.type == YAML_SEQUENCE_END_EVENT) {
-                yaml_event_delete(&e);
-                break;
-            }
+            if (e.type == YAML_SEQUENCE_END_EVENT) break; /* end events own no memory */
             mf_node *item = parse_node(p, &e, depth + 1);
             if (!item) goto fail;
             node_append(n, item);
@@ -301,10 +286,7 @@ static mf_node *parse_node(parser *p, yaml_event_t *ev, int depth) {
         for (;;) {
             yaml_event_t k, v;
             if (next_event(p, &k)) goto fail;
-            if (k.type == YAML_MAPPING_END_EVENT) {
-                yaml_event_delete(&k);
-                break;
-            }
+            if (k.type == YAML_MAPPING_END_EVENT) break;
             int kl = (int)k.start_mark.line + 1, kc = (int)k.start_mark.column + 1;
             if (k.type != YAML_SCALAR_EVENT) {
                 mf_fail("%s:%d:%d: mapping keys must be plain or quoted strings", p->origin, kl, kc);
@@ -324,9 +306,7 @@ static mf_node *parse_node(parser *p, yaml_event_t *ev, int depth) {
                 free(key);
                 goto fail;
             }
-            val->key = key;
-            val->line = kl;
-            val->col = kc;
+            val->key = key, val->line = kl, val->col = kc;
             node_append(n, val);
         }
         break;
@@ -521,10 +501,8 @@ void mf_cfg_merge(mf_node *dst, mf_node *src) {
         else node_append(dst, c);
     }
     free(dst->origin);
-    dst->origin = src->origin;
+    dst->origin = src->origin, dst->line = src->line, dst->col = src->col;
     src->origin = NULL;
-    dst->line = src->line;
-    dst->col = src->col;
     free_tree(src);
 }
 
@@ -548,18 +526,13 @@ static bool plain_ok(const char *s, bool flow) {
 }
 
 static void put_quoted(FILE *f, const char *s) {
+    static const char from[] = "\"\\\n\t\r", to[] = "\"\\ntr";
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\t': fputs("\\t", f); break;
-        case '\r': fputs("\\r", f); break;
-        default:
-            if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\x%02x", *p);
-            else fputc(*p, f);
-        }
+        const char *e = strchr(from, *p); /* *p != 0 here */
+        if (e) fprintf(f, "\\%c", to[e - from]);
+        else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\x%02x", *p);
+        else fputc(*p, f);
     }
     fputc('"', f);
 }

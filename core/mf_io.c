@@ -385,6 +385,7 @@ int mf_idx_read(const char *path, const char *expect_sha256, mf_idx *out) {
         }
     }
     /* keep the payload in the same allocation: move it to the front and shrink */
+    MF_ASSERT(b != NULL);
     memmove(b, b + hdr, tmp.nbytes);
     uint8_t *p = realloc(b, tmp.nbytes);
     if (p) b = p;

@@ -77,7 +77,7 @@ void mf_json_str(mf_buf *b, const char *k, const char *val) {
 }
 void mf_json_num(mf_buf *b, const char *k, double val) {
     key(b, k);
-    if (isfinite(val)) mf_buf_printf(b, "%.9g", val);
+    if (isfinite(val)) mf_buf_printf(b, "%.10g", val);
     else mf_buf_puts(b, "null");
 }
 void mf_json_int(mf_buf *b, const char *k, long long val) {

@@ -21,7 +21,10 @@ int mf_plugin_dirs(char ***dirs_out) {
         exe[len] = '\0';
         char *d = dirname(exe);
         dirs = mf_xrealloc(dirs, sizeof *dirs * (size_t)(n + 1));
-        dirs[n++] = mf_xasprintf("%s/../lib/mfpipe/plugins", d);
+        char *rel = mf_xasprintf("%s/../lib/mfpipe/plugins", d);
+        char *canon = realpath(rel, NULL);
+        dirs[n++] = canon ? canon : mf_xstrdup(rel);
+        free(rel);
     }
     const char *env = getenv("MFPIPE_PLUGIN_PATH");
     if (env && *env) {

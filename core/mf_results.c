@@ -127,7 +127,7 @@ int mf_results_manifest(const char *run_dir, const mf_experiment *ex, const char
     if (uname(&un) == 0) snprintf(os, sizeof os, "%s %s %s", un.sysname, un.release, un.machine);
     mf_library_versions(libs, sizeof libs);
 
-    mf_buf_puts(&b, "{\n");
+    mf_buf_puts(&b, "{");
     mf_json_str(&b, "mfpipe_version", MF_VERSION);
     mf_json_str(&b, "git_revision", MF_GIT_REV);
     mf_json_bool(&b, "git_dirty", MF_GIT_DIRTY);

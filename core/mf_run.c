@@ -117,7 +117,7 @@ int mf_metrics_append(mf_run *run, const char *stage, const char *fields) {
     mf_buf b = {0};
     mf_buf_puts(&b, "{");
     mf_json_str(&b, "stage", stage);
-    mf_json_num(&b, "time", (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec);
+    mf_buf_printf(&b, ",\"time\":%.3f", (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec);
     if (fields && *fields) mf_buf_printf(&b, ",%s", fields);
     mf_buf_puts(&b, "}\n");
     int rc = 0;

@@ -73,11 +73,8 @@ static bool set_by_user(const mf_node *section, const char *key) {
     return n && n->origin && strcmp(n->origin, "<default>") != 0;
 }
 
-static int data_create(mf_run *run, const char *instance, const mf_node *section, void **state) {
-    (void)run;
-    data_state *st = mf_xcalloc(1, sizeof *st);
-    *state = st;
-    snprintf(st->key, sizeof st->key, "%s", instance ? instance : "data");
+/* Read and check the section into st. */
+static int configure(data_state *st, const mf_node *section) {
     const char *ds = mf_cfg_str(section, "dataset");
     st->kind = strcmp(ds, "folder") == 0 ? DS_FOLDER : strcmp(ds, "fashion_mnist") == 0 ? DS_FASHION : DS_MNIST;
     st->fetch = mf_cfg_bool(section, "fetch");
@@ -131,6 +128,19 @@ static void data_destroy(void *state) {
     if (!st) return;
     free(st->root);
     free(st);
+}
+
+static int data_create(mf_run *run, const char *instance, const mf_node *section, void **state) {
+    (void)run;
+    data_state *st = mf_xcalloc(1, sizeof *st);
+    snprintf(st->key, sizeof st->key, "%s", instance ? instance : "data");
+    *state = NULL;
+    if (configure(st, section) != 0) { /* destroy() is only called for created stages */
+        data_destroy(st);
+        return -1;
+    }
+    *state = st;
+    return 0;
 }
 
 /* ---- IDX data sets --------------------------------------------------------------------------- */
@@ -223,10 +233,12 @@ static int load_idx_set(data_state *st, mf_dataset *ds) {
             if (rc == 0 && locate(st->root, paths, missing, sizeof missing) > 0)
                 rc = mf_fail("data: %s/%s still missing after fetching MNIST", st->root, missing);
         } else if (mnist) {
+            char why[96];
+            snprintf(why, sizeof why, st->fetch ? "MFPIPE_NO_FETCH is set" : "%s.fetch is false", st->key);
             rc = mf_fail("data: MNIST files missing in %s/: %s (not fetched: %s); place "
                          "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
                          "t10k-labels-idx1-ubyte (raw or .gz) in %s/ by hand, or set %s.root",
-                         st->root, missing, no_fetch ? "MFPIPE_NO_FETCH is set" : "fetch: false",
+                         st->root, missing, why,
                          st->root, st->key);
         } else {
             rc = mf_fail("data: Fashion-MNIST files missing in %s/: %s; install the Debian package "

