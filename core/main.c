@@ -22,6 +22,7 @@ static const char *k_usage =
     "\n"
     "commands:\n"
     "  run EXP.yaml [KEY=VALUE ...]     run an experiment into results/<name>/<stamp>/\n"
+    "  resume RESULTS_DIR [KEY=VALUE ...] continue a run from its newest checkpoint\n"
     "  validate EXP.yaml [KEY=VALUE ...] check an experiment (and overrides) without running it\n"
     "  plugins                           list stage plugins: kind, ABI version, path\n"
     "  help [COMMAND]                    this text, or a command's help\n"
@@ -41,7 +42,17 @@ static const char *k_run_help =
     "options:\n"
     "  -q, --quiet      only warnings and errors on the terminal (log.txt gets everything)\n"
     "  --results DIR    results root (same as results_dir=DIR)\n"
+    "  --resume DIR     continue the run in DIR from its newest checkpoint (see 'mfpipe resume')\n"
     "exit status: 0 finished, 1 failed, 2 bad command line or experiment, 130 interrupted\n";
+
+static const char *k_resume_help =
+    "usage: mfpipe resume RESULTS_DIR [KEY=VALUE ...]\n"
+    "\n"
+    "Continues a run in its own folder from its newest valid checkpoint (corrupt or truncated ones\n"
+    "are skipped), with the folder's resolved config.yaml plus any overrides (for example\n"
+    "train.steps=20000 to train longer). A run killed at any moment and resumed ends with the same\n"
+    "weights as an uninterrupted one (same engine and thread count).\n"
+    "Same as: mfpipe run RESULTS_DIR/config.yaml --resume RESULTS_DIR [KEY=VALUE ...]\n";
 
 static const char *k_validate_help =
     "usage: mfpipe validate EXP.yaml [KEY=VALUE ...] [--print] [--keys]\n"
@@ -81,7 +92,7 @@ typedef struct cli_args {
     char **ov;
     int n_ov;
     int quiet, print, keys;
-    const char *results;
+    const char *results, *resume;
 } cli_args;
 
 static int parse_args(int argc, char **argv, cli_args *a, const char *cmd) {
@@ -95,6 +106,9 @@ static int parse_args(int argc, char **argv, cli_args *a, const char *cmd) {
         else if (strcmp(s, "--results") == 0) {
             if (i + 1 >= argc) return mf_fail("%s: --results needs a folder", cmd);
             a->results = argv[++i];
+        } else if (strcmp(s, "--resume") == 0) {
+            if (i + 1 >= argc) return mf_fail("%s: --resume needs a results folder", cmd);
+            a->resume = argv[++i];
         } else if (s[0] == '-' && s[1] == '-') return mf_fail("%s: unknown option '%s' (see 'mfpipe %s --help')", cmd, s, cmd);
         else if (!a->exp && !strchr(s, '=') && s[0] != '~' && s[0] != '+') a->exp = s;
         else if (strchr(s, '=') || s[0] == '~') a->ov[a->n_ov++] = (char *)s;
@@ -127,7 +141,7 @@ static int cmd_run(int argc, char **argv, int dry, const char *full_cmdline) {
         rc = error_exit(EXIT_USAGE);
         goto out;
     }
-    mf_run_opts opts = {.dry = dry, .argv_line = full_cmdline};
+    mf_run_opts opts = {.dry = dry, .argv_line = full_cmdline, .resume_dir = a.resume};
     char dir[4096];
     int r = mf_run_experiment(&ex, &opts, dir, sizeof dir);
     if (r == 130) rc = 130;
@@ -146,6 +160,25 @@ out:
     mf_experiment_free(&ex);
     free(results_ov);
     free(a.ov);
+    return rc;
+}
+
+/* mfpipe resume DIR [overrides]: the run folder's resolved config, continued in place */
+static int cmd_resume(int argc, char **argv, const char *full_cmdline) {
+    if (has_flag(argc, argv, "--help", "-h") || argc < 1) {
+        fputs(k_resume_help, argc < 1 ? stderr : stdout);
+        return argc < 1 ? EXIT_USAGE : 0;
+    }
+    const char *dir = argv[0];
+    char *cfg = mf_xasprintf("%s/config.yaml", dir);
+    char **args = mf_xcalloc((size_t)argc + 3, sizeof *args);
+    args[0] = cfg;
+    for (int i = 1; i < argc; i++) args[i] = argv[i];
+    args[argc] = "--resume";
+    args[argc + 1] = (char *)dir;
+    int rc = cmd_run(argc + 2, args, 0, full_cmdline);
+    free(args);
+    free(cfg);
     return rc;
 }
 
@@ -213,6 +246,7 @@ int main(int argc, char **argv) {
         fputs(strcmp(which, "run") == 0        ? k_run_help
               : strcmp(which, "validate") == 0 ? k_validate_help
               : strcmp(which, "plugins") == 0  ? k_plugins_help
+              : strcmp(which, "resume") == 0   ? k_resume_help
                                                : k_usage,
               stdout);
         rc = 0;
@@ -220,6 +254,8 @@ int main(int argc, char **argv) {
         rc = cmd_run(argc - 2, argv + 2, 0, line);
     } else if (strcmp(cmd, "validate") == 0) {
         rc = cmd_run(argc - 2, argv + 2, 1, line);
+    } else if (strcmp(cmd, "resume") == 0) {
+        rc = cmd_resume(argc - 2, argv + 2, line);
     } else if (strcmp(cmd, "plugins") == 0) {
         rc = cmd_plugins(argc - 2, argv + 2);
     } else {

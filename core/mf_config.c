@@ -388,13 +388,9 @@ static char *read_file(const char *path, size_t *len) {
     }
     int bad = ferror(f);
     fclose(f);
-    if (bad) {
-        free(buf);
-        errno = EIO;
-        return NULL;
-    }
+    if (bad) free(buf), errno = EIO;
     *len = n;
-    return buf;
+    return bad ? NULL : buf;
 }
 
 static char *join_dir(const char *including, const char *rel) {
@@ -416,19 +412,16 @@ static mf_node *load_rec(const char *path, const chain *up, const mf_node *inc_a
     size_t len = 0;
     bool empty;
     char *text = read_file(path, &len);
-    if (!text) {
-        if (inc_at)
-            mf_fail("%s: cannot open included file '%s' (%s): %s", mf_node_where(inc_at, w, sizeof w),
-                    inc_at->value, path, strerror(errno));
-        else mf_fail("%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *real = realpath(path, NULL);
+    if (!text && inc_at)
+        mf_fail("%s: cannot open included file '%s' (%s): %s", mf_node_where(inc_at, w, sizeof w), inc_at->value,
+                path, strerror(errno));
+    else if (!text) mf_fail("%s: cannot open: %s", path, strerror(errno));
+    if (!text) return NULL;
+    char *real = realpath(path, NULL), *ct;
     if (!real) real = mf_xstrdup(path);
-    for (const chain *c = up; c; c = c->up) {
+    for (const chain *c = up; c; c = c->up) { /* up != NULL implies inc_at != NULL */
         if (strcmp(c->real, real) != 0) continue;
-        char *ct = chain_text(up, path);
-        mf_fail("%s: include cycle: %s", mf_node_where(inc_at, w, sizeof w), ct);
+        mf_fail("%s: include cycle: %s", mf_node_where(inc_at, w, sizeof w), ct = chain_text(up, path));
         free(ct);
         free(text);
         free(real);
@@ -466,10 +459,7 @@ static mf_node *load_rec(const char *path, const chain *up, const mf_node *inc_a
             else acc = t;
         }
         mf_node_free(inc);
-        if (acc) {
-            mf_cfg_merge(acc, tree);
-            tree = acc;
-        }
+        if (acc) mf_cfg_merge(acc, tree), tree = acc;
     }
     free(real);
     return tree;
@@ -553,18 +543,18 @@ static bool is_inline(const mf_node *n) {
     return true;
 }
 
-static void put_inline(FILE *f, const mf_node *n) {
+static void put_inline(FILE *f, const mf_node *n) { /* scalar, {} or a flow list of scalars */
     if (n->kind == MF_NODE_MAP) {
         fputs("{}", f);
-    } else if (n->kind == MF_NODE_SEQ) {
+    } else if (n->kind != MF_NODE_SEQ) {
+        put_scalar(f, n, false);
+    } else {
         fputc('[', f);
         for (const mf_node *c = n->first; c; c = c->next) {
             put_scalar(f, c, true);
             if (c->next) fputs(", ", f);
         }
         fputc(']', f);
-    } else {
-        put_scalar(f, n, false);
     }
 }
 
@@ -572,15 +562,11 @@ static void dump_map(FILE *f, const mf_node *n, int indent, bool first_inline);
 static void dump_seq(FILE *f, const mf_node *n, int indent);
 
 static void dump_after(FILE *f, const mf_node *c, int indent) { /* after "key:" or "-" */
-    if (is_inline(c)) {
-        fputc(' ', f);
-        put_inline(f, c);
-        fputc('\n', f);
-    } else {
-        fputc('\n', f);
-        if (c->kind == MF_NODE_MAP) dump_map(f, c, indent + 2, false);
-        else dump_seq(f, c, indent + 2);
-    }
+    bool flat = is_inline(c);
+    fputc(flat ? ' ' : '\n', f);
+    if (flat) put_inline(f, c), fputc('\n', f);
+    else if (c->kind == MF_NODE_MAP) dump_map(f, c, indent + 2, false);
+    else dump_seq(f, c, indent + 2);
 }
 
 static void dump_map(FILE *f, const mf_node *n, int indent, bool first_inline) {
@@ -596,25 +582,16 @@ static void dump_map(FILE *f, const mf_node *n, int indent, bool first_inline) {
 static void dump_seq(FILE *f, const mf_node *n, int indent) {
     for (const mf_node *c = n->first; c; c = c->next) {
         fprintf(f, "%*s-", indent, "");
-        if (c->kind == MF_NODE_MAP && !is_inline(c)) {
-            fputc(' ', f);
-            dump_map(f, c, indent + 2, true);
-        } else {
-            dump_after(f, c, indent);
-        }
+        if (c->kind == MF_NODE_MAP && !is_inline(c)) fputc(' ', f), dump_map(f, c, indent + 2, true);
+        else dump_after(f, c, indent);
     }
 }
 
 int mf_cfg_dump_yaml(const mf_node *root, FILE *f) {
     MF_ASSERT(root && f);
-    if (is_inline(root)) {
-        put_inline(f, root);
-        fputc('\n', f);
-    } else if (root->kind == MF_NODE_MAP) {
-        dump_map(f, root, 0, false);
-    } else {
-        dump_seq(f, root, 0);
-    }
+    if (is_inline(root)) put_inline(f, root), fputc('\n', f);
+    else if (root->kind == MF_NODE_MAP) dump_map(f, root, 0, false);
+    else dump_seq(f, root, 0);
     if (fflush(f) != 0 || ferror(f)) return mf_fail("cannot write YAML: %s", strerror(errno));
     return 0;
 }
@@ -631,14 +608,16 @@ static bool same_value(const mf_node *a, const mf_node *b) {
     return true;
 }
 
-/* "a.b.c" -> "a.b" for the first k segments. */
+/* "a" + "b" -> "a.b" (either may be empty). */
+static char *join2(const char *a, const char *b) {
+    if (!a || !*a) return mf_xstrdup(b);
+    return *b ? mf_xasprintf("%s.%s", a, b) : mf_xstrdup(a);
+}
+
+/* The first k segments of a key path, dotted. */
 static char *join_segs(char **seg, int k) {
-    char *r = mf_xstrdup("");
-    for (int i = 0; i < k; i++) {
-        char *t = *r ? mf_xasprintf("%s.%s", r, seg[i]) : mf_xstrdup(seg[i]);
-        free(r);
-        r = t;
-    }
+    char *r = mf_xstrdup(""), *t;
+    for (int i = 0; i < k; i++, free(r), r = t) t = join2(r, seg[i]);
     return r;
 }
 
@@ -648,12 +627,11 @@ static int suggest_missing(const char *text, const char *what, mf_node *parent, 
     int nc = 0;
     for (mf_node *c = parent->first; c && nc < 256; c = c->next) cands[nc++] = c->key;
     const char *s = mf_suggest(seg[matched], cands, nc);
-    char *base = join_segs(seg, matched);
-    char *sugg = s ? (*base ? mf_xasprintf("; did you mean %s.%s?", base, s) : mf_xasprintf("; did you mean %s?", s))
-                   : mf_xstrdup("");
-    mf_fail("override '%s': no key %s%s%s%s", text, path, what, sugg, hint);
+    char *base = join_segs(seg, matched), *full = s ? join2(base, s) : NULL;
+    mf_fail("override '%s': no key %s%s%s%s%s%s", text, path, what, s ? "; did you mean " : "", s ? full : "",
+            s ? "?" : "", hint);
     free(base);
-    free(sugg);
+    free(full);
     return -1;
 }
 
@@ -662,12 +640,8 @@ static int apply_override(mf_node *root, const char *text, char *path, char **se
     char w[1024];
     mf_node *cur = root, *val = *valp;
     int matched = 0;
-    while (matched < nseg && cur->kind == MF_NODE_MAP) {
-        mf_node *c = mf_node_child(cur, seg[matched]);
-        if (!c) break;
-        cur = c;
-        matched++;
-    }
+    for (mf_node *c; matched < nseg && (c = mf_node_child(cur, seg[matched])); matched++) cur = c;
+    if (matched < nseg && cur->kind == MF_NODE_NULL && op != '~') cur->kind = MF_NODE_MAP; /* `model:` + model.x */
     if (matched < nseg && cur->kind != MF_NODE_MAP) {
         char *p = join_segs(seg, matched);
         mf_fail("override '%s': %s is not a mapping (set at %s)", text, *p ? p : "the top level",
@@ -687,11 +661,7 @@ static int apply_override(mf_node *root, const char *text, char *path, char **se
     if (exists && op == '+')
         return mf_fail("override '%s': %s is already set at %s; use %s to change it", text, path,
                        mf_node_where(cur, w, sizeof w), text + 1);
-    if (exists) {
-        replace_contents(cur, val);
-        *valp = NULL;
-        return 0;
-    }
+    if (exists) return replace_contents(cur, val), *valp = NULL, 0;
     if (op == '=' && !(known && known(user, path))) {
         char *hint = mf_xasprintf(" (use +%s to add a new key)", text);
         suggest_missing(text, "", cur, seg, matched, path, hint);
@@ -733,15 +703,13 @@ int mf_cfg_apply_override(mf_node *root, const char *text, mf_known_key_fn known
         if (!dot) break;
         p = dot;
     }
-    if (eq) {
-        bool empty;
-        if (!eq[1]) val = node_new(MF_NODE_NULL, origin, 0, 0);
-        else if (!(val = parse_text(eq + 1, strlen(eq + 1), "<value>", &empty))) {
-            mf_error_prefix("override '%s': cannot parse the value: ", text);
-            goto out;
-        }
-        set_origin_tree(val, origin);
+    bool empty;
+    if (eq && !eq[1]) val = node_new(MF_NODE_NULL, origin, 0, 0); /* `a.b=` sets null */
+    else if (eq && !(val = parse_text(eq + 1, strlen(eq + 1), "<value>", &empty))) {
+        mf_error_prefix("override '%s': cannot parse the value: ", text);
+        goto out;
     }
+    if (val) set_origin_tree(val, origin);
     rc = apply_override(root, text, path, seg, nseg, op, &val, origin, known, user);
 out:
     if (val) free_tree(val);
@@ -864,10 +832,8 @@ static size_t edit_distance(const char *a, const char *b) { /* optimal string al
             if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && pp[j - 2] + 1 < v) v = pp[j - 2] + 1;
             cu[j] = v;
         }
-        size_t *t = pp;
-        pp = pr;
-        pr = cu;
-        cu = t;
+        size_t *t = pp; /* rotate the three rows */
+        pp = pr, pr = cu, cu = t;
     }
     size_t r = pr[lb];
     free(d);
@@ -883,17 +849,9 @@ const char *mf_suggest(const char *word, const char *const *candidates, int n) {
     for (int i = 0; i < n; i++) {
         if (!candidates[i]) continue;
         size_t lc = strlen(candidates[i]), d = edit_distance(word, candidates[i]);
-        if (d <= lim && d < (lw > lc ? lw : lc) && d < best_d) {
-            best_d = d;
-            best = candidates[i];
-        }
+        if (d <= lim && d < (lw > lc ? lw : lc) && d < best_d) best_d = d, best = candidates[i];
     }
     return best;
-}
-
-static char *join2(const char *a, const char *b) {
-    if (!a || !*a) return mf_xstrdup(b);
-    return *b ? mf_xasprintf("%s.%s", a, b) : mf_xstrdup(a);
 }
 
 static const char *fmt_num(double v, char *buf, size_t cap) { /* 1e9 -> "1e9", 0.5 -> "0.5" */
@@ -1015,9 +973,9 @@ static int unknown_key(const mf_node *c, const char *rel, const char *r, const c
         if (l && (strncmp(k->path, rel, l) || k->path[l] != '.')) continue;
         const char *seg = k->path + (l ? l + 1 : 0);
         char *name = mf_xasprintf("%.*s", (int)strcspn(seg, "."), seg);
-        bool seen = false;
-        for (int i = 0; i < nc; i++) seen = seen || !strcmp(cands[i], name);
-        if (seen) free(name);
+        int i = 0;
+        while (i < nc && strcmp(cands[i], name)) i++;
+        if (i < nc) free(name);
         else cands[nc++] = name;
     }
     const char *s = mf_suggest(c->key, (const char *const *)cands, nc);
@@ -1035,25 +993,17 @@ static int unknown_key(const mf_node *c, const char *rel, const char *r, const c
 static int check_unknown(mf_node *map, const char *rel, const char *prefix, const mf_key *keys) {
     char w[1024];
     for (mf_node *c = map->first; c; c = c->next) {
-        char *r = join2(rel, c->key);
+        char *r = join2(rel, c->key), *full = NULL, g[128];
         int rc = 0;
-        if (strchr(c->key, '.') || !*c->key) {
-            rc = unknown_key(c, rel, r, prefix, keys);
-        } else if (schema_exact(keys, r)) {
-        } else if (schema_below(keys, r)) {
-            if (c->kind == MF_NODE_NULL) c->kind = MF_NODE_MAP;
-            if (c->kind != MF_NODE_MAP) {
-                char *full = join2(prefix, r), g[128];
-                rc = mf_fail("%s: %s: expected a mapping, got %s", mf_node_where(c, w, sizeof w), full,
-                             got_text(c, g, sizeof g));
-                free(full);
-            } else {
-                rc = check_unknown(c, r, prefix, keys);
-            }
-        } else {
-            rc = unknown_key(c, rel, r, prefix, keys);
-        }
+        bool plain = !strchr(c->key, '.') && *c->key; /* "a.b" written as one key is never known */
+        if (plain && schema_below(keys, r) && c->kind == MF_NODE_NULL) c->kind = MF_NODE_MAP;
+        if (!plain || (!schema_exact(keys, r) && !schema_below(keys, r))) rc = unknown_key(c, rel, r, prefix, keys);
+        else if (!schema_exact(keys, r) && c->kind != MF_NODE_MAP)
+            rc = mf_fail("%s: %s: expected a mapping, got %s", mf_node_where(c, w, sizeof w), full = join2(prefix, r),
+                         got_text(c, g, sizeof g));
+        else if (!schema_exact(keys, r)) rc = check_unknown(c, r, prefix, keys);
         free(r);
+        free(full);
         if (rc) return -1;
     }
     return 0;
@@ -1074,8 +1024,7 @@ static int fill_default(mf_node *section, const mf_key *k, const char *full) {
             node_append(cur, c);
         }
         MF_ASSERT(c->kind == MF_NODE_MAP);
-        cur = c;
-        p = dot + 1;
+        cur = c, p = dot + 1;
     }
     v->key = mf_xstrdup(p);
     node_append(cur, v);
@@ -1096,8 +1045,11 @@ int mf_cfg_validate(mf_node *section, const char *prefix, const mf_key *keys) {
         int rc;
         if (n) rc = check_value(n, k, full);
         else if (k->def) rc = fill_default(section, k, full);
-        else rc = mf_fail("%s: %s: required key missing%s%s%s", section->origin ? section->origin : "<config>",
-                          full, k->help ? " (" : "", k->help ? k->help : "", k->help ? ")" : "");
+        else {
+            bool h = k->help && *k->help;
+            rc = mf_fail("%s: %s: required key missing%s%s%s", section->origin ? section->origin : "<config>", full,
+                         h ? " (" : "", h ? k->help : "", h ? ")" : "");
+        }
         free(full);
         if (rc) return -1;
     }
@@ -1115,55 +1067,47 @@ static const mf_node *get_node(const mf_node *section, const char *path) {
 
 long long mf_cfg_int(const mf_node *section, const char *path) {
     long long v = 0;
-    int rc = mf_node_as_int(get_node(section, path), &v);
-    MF_ASSERT(rc == 0);
+    MF_ASSERT(mf_node_as_int(get_node(section, path), &v) == 0);
     return v;
 }
 
 double mf_cfg_float(const mf_node *section, const char *path) {
     double v = 0;
-    int rc = mf_node_as_double(get_node(section, path), &v);
-    MF_ASSERT(rc == 0);
+    MF_ASSERT(mf_node_as_double(get_node(section, path), &v) == 0);
     return v;
 }
 
 bool mf_cfg_bool(const mf_node *section, const char *path) {
     bool v = false;
-    int rc = mf_node_as_bool(get_node(section, path), &v);
-    MF_ASSERT(rc == 0);
+    MF_ASSERT(mf_node_as_bool(get_node(section, path), &v) == 0);
     return v;
 }
 
 const char *mf_cfg_str(const mf_node *section, const char *path) {
     const char *s = NULL;
-    int rc = mf_node_as_string(get_node(section, path), &s);
-    MF_ASSERT(rc == 0);
+    MF_ASSERT(mf_node_as_string(get_node(section, path), &s) == 0);
     return s;
 }
 
-/* A null list (schema default "~") counts as empty. */
-int mf_cfg_ints(const mf_node *section, const char *path, long long *out, int cap) {
+/* Number lists; a null list (schema default "~") counts as empty. */
+static int get_list(const mf_node *section, const char *path, long long *iout, double *dout, int cap) {
     const mf_node *n = get_node(section, path);
     int i = 0;
     MF_ASSERT(n->kind == MF_NODE_SEQ || n->kind == MF_NODE_NULL);
     for (const mf_node *c = n->first; c; c = c->next, i++) {
         long long v = 0;
-        int rc = mf_node_as_int(c, &v);
-        MF_ASSERT(rc == 0);
-        if (i < cap) out[i] = v;
+        double d = 0;
+        MF_ASSERT(iout ? mf_node_as_int(c, &v) == 0 : mf_node_as_double(c, &d) == 0);
+        if (i < cap && iout) iout[i] = v;
+        if (i < cap && dout) dout[i] = d;
     }
     return i;
 }
 
+int mf_cfg_ints(const mf_node *section, const char *path, long long *out, int cap) {
+    return get_list(section, path, out, NULL, cap);
+}
+
 int mf_cfg_floats(const mf_node *section, const char *path, double *out, int cap) {
-    const mf_node *n = get_node(section, path);
-    int i = 0;
-    MF_ASSERT(n->kind == MF_NODE_SEQ || n->kind == MF_NODE_NULL);
-    for (const mf_node *c = n->first; c; c = c->next, i++) {
-        double v = 0;
-        int rc = mf_node_as_double(c, &v);
-        MF_ASSERT(rc == 0);
-        if (i < cap) out[i] = v;
-    }
-    return i;
+    return get_list(section, path, NULL, out, cap);
 }

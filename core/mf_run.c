@@ -33,6 +33,7 @@ struct mf_run {
     int n_arts;
     subscription *subs;
     int n_subs;
+    bool resuming;
 };
 
 static volatile sig_atomic_t g_interrupted;
@@ -50,6 +51,7 @@ uint64_t mf_run_seed(const mf_run *run) { return (uint64_t)run->ex->seed; }
 int mf_run_threads(const mf_run *run) { return run->ex->threads; }
 const char *mf_run_engine(const mf_run *run) { return run->ex->engine; }
 bool mf_run_interrupted(const mf_run *run) { return g_interrupted != 0; }
+bool mf_run_resuming(const mf_run *run) { return run->resuming; }
 
 int mf_run_path(const mf_run *run, char *buf, size_t cap, const char *rel) {
     if (!run->dir) return mf_fail("no results folder (dry run): cannot write %s", rel);
@@ -193,6 +195,9 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
         si->state = NULL;
         if (si->plugin.api->create(&run, si->instance, si->section, &si->state) != 0) {
             mf_error_prefix("%s: stage '%s': ", ex->path, si->instance);
+            /* a failed create() may leave partial state: destroy() must accept it */
+            if (si->state && si->plugin.api->destroy) si->plugin.api->destroy(si->state);
+            si->state = NULL;
             goto out;
         }
         si->created = true;
@@ -202,15 +207,37 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
         goto out;
     }
 
-    /* 2. the results folder */
+    /* 2. the results folder: a new one, or the one being resumed */
     char dir[4096];
-    if (mf_results_create(ex->results_dir, ex->name, dir, sizeof dir) != 0) goto out;
-    run.dir = mf_xstrdup(dir);
-    if (run_dir_out) snprintf(run_dir_out, cap, "%s", dir);
-    if (mf_results_status(run.dir, "running", NULL, NULL) != 0 || write_run_files(&run, ex, opts->argv_line) != 0 ||
-        mf_results_link_latest(run.dir) != 0) {
-        mf_results_status(run.dir, "failed", NULL, mf_last_error());
-        goto out;
+    if (opts->resume_dir) {
+        struct stat st;
+        snprintf(dir, sizeof dir, "%s/status.json", opts->resume_dir);
+        if (stat(dir, &st) != 0) {
+            mf_fail("%s: not a run folder (no status.json)", opts->resume_dir);
+            goto out;
+        }
+        snprintf(dir, sizeof dir, "%s", opts->resume_dir);
+        run.dir = mf_xstrdup(dir);
+        run.resuming = true;
+        if (run_dir_out) snprintf(run_dir_out, cap, "%s", dir);
+        char path[4200];
+        snprintf(path, sizeof path, "%s/metrics.jsonl", run.dir);
+        run.metrics = fopen(path, "a");
+        snprintf(path, sizeof path, "%s/log.txt", run.dir);
+        if (!run.metrics || mf_log_open_file(path) != 0 || mf_results_status(run.dir, "running", NULL, NULL) != 0) {
+            mf_fail("%s: cannot write to the run folder", run.dir);
+            goto out;
+        }
+        mf_info("resuming %s (%s)", run.dir, opts->argv_line ? opts->argv_line : "");
+    } else {
+        if (mf_results_create(ex->results_dir, ex->name, dir, sizeof dir) != 0) goto out;
+        run.dir = mf_xstrdup(dir);
+        if (run_dir_out) snprintf(run_dir_out, cap, "%s", dir);
+        if (mf_results_status(run.dir, "running", NULL, NULL) != 0 || write_run_files(&run, ex, opts->argv_line) != 0 ||
+            mf_results_link_latest(run.dir) != 0) {
+            mf_results_status(run.dir, "failed", NULL, mf_last_error());
+            goto out;
+        }
     }
     mf_info("mfpipe %s: experiment %s -> %s (engine %s, %d threads, seed %lld)", MFPIPE_VERSION, ex->path,
             run.dir, ex->engine, ex->threads, ex->seed);

@@ -25,6 +25,9 @@ uint64_t mf_run_seed(const mf_run *run);
 int mf_run_threads(const mf_run *run);             /* worker threads to use (>= 1) */
 const char *mf_run_engine(const mf_run *run);      /* resolved engine: "cpu" or "cuda" */
 bool mf_run_interrupted(const mf_run *run);        /* SIGINT/SIGTERM received: stop at a safe point */
+/* True when this run continues an existing results folder (`mfpipe resume DIR`): stages with state
+ * load their newest checkpoint from it. */
+bool mf_run_resuming(const mf_run *run);
 
 /* Path inside the results folder; creates parent folders. Returns 0 or -1 (mf_fail). */
 int mf_run_path(const mf_run *run, char *buf, size_t cap, const char *rel);

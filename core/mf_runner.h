@@ -68,6 +68,7 @@ void mf_experiment_print_keys(const mf_experiment *ex, FILE *f);
 typedef struct mf_run_opts {
     bool dry;                  /* validate only: create() every stage, run none, write nothing */
     const char *argv_line;     /* command line, for the manifest */
+    const char *resume_dir;    /* continue this existing results folder instead of making one */
 } mf_run_opts;
 /* The whole lifecycle: create all stages; (unless dry) make the results folder, write the
  * experiment, resolved config, overrides, manifest, then run the stages in order; mark the folder

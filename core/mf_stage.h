@@ -36,7 +36,7 @@ typedef struct mf_stage_api {
     const mf_section_schema *shared; /* other sections it reads (e.g. "model"); {NULL,NULL}-terminated, or NULL */
 
     /* Configure from the validated section; cheap (no data loading, no training). May subscribe to
-     * events. Returns 0, or -1 with mf_fail(). */
+     * events. Returns 0, or -1 with mf_fail(); on failure, a non-NULL *state is passed to destroy(). */
     int (*create)(mf_run *run, const char *instance, const mf_node *section, void **state);
     /* Do the work. Returns 0, or -1 with mf_fail(). */
     int (*run)(void *state, mf_run *run);

@@ -315,6 +315,9 @@ static void test_overrides(void) {
     CHECK(mf_cfg_apply_override(r, "+a.b.c=1", NULL, NULL) == 0);
     n = mf_cfg_find(r, "a.b.c");
     CHECK(n && !strcmp(n->value, "1") && !strcmp(mf_cfg_find(r, "a")->origin, "override '+a.b.c=1'"));
+    CHECK(mf_cfg_apply_override(r, "+e=", NULL, NULL) == 0 && mf_cfg_find(r, "e")->kind == MF_NODE_NULL);
+    CHECK(mf_cfg_apply_override(r, "+e.x=1", NULL, NULL) == 0); /* a null map (`e:`) can take keys */
+    CHECK(mf_cfg_find(r, "e")->kind == MF_NODE_MAP && !strcmp(mf_cfg_find(r, "e.x")->value, "1"));
     CHECK(mf_cfg_apply_override(r, "+model.width=3", NULL, NULL) == -1);
     CHECK_ERR_CONTAINS("override '+model.width=3': model.width is already set at t.yaml:3:3; use model.width=3 to change it");
 

@@ -108,12 +108,16 @@ static int configure(data_state *st, const mf_node *section) {
         if (st->image_size != 0)
             return mf_fail("%s.image_size: only for dataset: folder (%s images are 28x28; use %s.pad_to)",
                            st->key, ds, st->key);
-        if (set_by_user(section, "test_fraction") || set_by_user(section, "labels"))
-            mf_warn("%s.test_fraction and %s.labels apply to dataset: folder only; ignored for %s", st->key,
-                    st->key, ds);
-    } else if (set_by_user(section, "verify") || set_by_user(section, "fetch")) {
-        mf_warn("%s.verify and %s.fetch apply to mnist/fashion_mnist only; ignored for dataset: folder",
-                st->key, st->key);
+        static const char *const folder_only[] = {"test_fraction", "labels"};
+        for (int i = 0; i < 2; i++)
+            if (set_by_user(section, folder_only[i]))
+                mf_warn("%s.%s: only used with dataset: folder; ignored for %s", st->key, folder_only[i], ds);
+    } else {
+        static const char *const idx_only[] = {"verify", "fetch"};
+        for (int i = 0; i < 2; i++)
+            if (set_by_user(section, idx_only[i]))
+                mf_warn("%s.%s: only used with mnist and fashion_mnist; ignored for dataset: folder", st->key,
+                        idx_only[i]);
     }
     if (st->pad_to != 0 && st->kind != DS_FOLDER && st->pad_to < 28)
         return mf_fail("%s.pad_to: %d is smaller than the 28x28 images of %s", st->key, st->pad_to, ds);

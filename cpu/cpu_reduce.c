@@ -1,0 +1,127 @@
+/* cpu_reduce.c - reductions (sum_channel, sum_rows, sq_err_rows, sumsq) and the optimiser updates
+ * (AdamW, EMA) of the CPU backend. Every sum is accumulated in double over a partition that depends
+ * only on the sizes, so results are bit-identical run to run (and across thread counts). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+#include "mf_error.h"
+
+double mfcpu_dsum(const float *x, int64_t n) {
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += (double)x[i];
+    return s;
+}
+
+static int item_slots(const mf_backend *be, int64_t items, int64_t len) {
+    const int sl = items * len >= MFCPU_PAR_MIN ? be->threads : 1;
+    return items < sl ? (int)(items > 0 ? items : 1) : sl;
+}
+
+void mfcpu_sum_channel(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc) {
+    const int64_t planes = (int64_t)n * c;
+    const int slots = item_slots(be, planes, hw);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {
+            const double s = mfcpu_dsum(dy + q * hw, hw);
+            de[q] = (float)(acc ? (double)de[q] + s : s);
+        }
+}
+
+/* dbias[j] += sum_r dy[r, j]: blocks of SR_BLOCK columns, rows added in order in double. */
+#define SR_BLOCK 128
+void mfcpu_sum_rows(mf_backend *be, int rows, int cols, const float *dy, float *dbias) {
+    if (rows <= 0 || cols <= 0) return;
+    const int64_t nblk = (cols + SR_BLOCK - 1) / SR_BLOCK;
+    const int slots = item_slots(be, nblk, (int64_t)rows * SR_BLOCK);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t b = mfcpu_split(nblk, slots, sl); b < mfcpu_split(nblk, slots, sl + 1); b++) {
+            const int j0 = (int)b * SR_BLOCK, j1 = j0 + SR_BLOCK < cols ? j0 + SR_BLOCK : cols;
+            double acc[SR_BLOCK] = {0};
+            for (int r = 0; r < rows; r++) {
+                const float *g = dy + (int64_t)r * cols;
+                for (int j = j0; j < j1; j++) acc[j - j0] += (double)g[j];
+            }
+            for (int j = j0; j < j1; j++) dbias[j] = (float)((double)dbias[j] + acc[j - j0]);
+        }
+}
+
+static double dsqerr(const float *a, const float *b, int64_t n) {
+    double s = 0.0;
+    if (b) {
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = 0; i < n; i++) {
+            const double d = (double)a[i] - (double)b[i];
+            s += d * d;
+        }
+    } else {
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = 0; i < n; i++) s += (double)a[i] * (double)a[i];
+    }
+    return s;
+}
+
+void mfcpu_sq_err_rows(mf_backend *be, int n, int64_t d, const float *a, const float *b, double *out) {
+    const int slots = item_slots(be, n, d);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t i = mfcpu_split(n, slots, sl); i < mfcpu_split(n, slots, sl + 1); i++)
+            out[i] = dsqerr(a + i * d, b ? b + i * d : NULL, d);
+}
+
+/* Fixed blocks of SQ_BLOCK elements; block sums added in block order. */
+#define SQ_BLOCK 65536
+double mfcpu_sumsq(mf_backend *be, int64_t n, const float *x) {
+    if (n <= 0) return 0.0;
+    const int64_t nblk = (n + SQ_BLOCK - 1) / SQ_BLOCK;
+    if (nblk == 1) return dsqerr(x, NULL, n);
+    double stackbuf[64];
+    double *part = nblk <= 64 ? stackbuf : mf_xmalloc(sizeof(double) * (size_t)nblk);
+    const int slots = item_slots(be, nblk, SQ_BLOCK);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t b = mfcpu_split(nblk, slots, sl); b < mfcpu_split(nblk, slots, sl + 1); b++) {
+            const int64_t i0 = b * SQ_BLOCK, len = i0 + SQ_BLOCK < n ? SQ_BLOCK : n - i0;
+            part[b] = dsqerr(x + i0, NULL, len);
+        }
+    double s = 0.0;
+    for (int64_t b = 0; b < nblk; b++) s += part[b];
+    if (part != stackbuf) free(part);
+    return s;
+}
+
+/* PyTorch AdamW (torch.optim.AdamW, foreach=False, the default single-tensor path) with the gradient
+ * pre-scaled by gscale:
+ *   p *= 1 - lr*wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+ *   p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps),  bc1 = 1 - b1^step, bc2 = 1 - b2^step.
+ * The scalars (1 - lr*wd, lr/bc1, sqrt(bc2)) are formed in double and rounded once, as PyTorch does. */
+void mfcpu_adamw(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v, float lr,
+                 float b1, float b2, float eps, float wd, int64_t step, float gscale) {
+    MF_ASSERT(step >= 1);
+    const double bc1 = 1.0 - pow((double)b1, (double)step), bc2 = 1.0 - pow((double)b2, (double)step);
+    const float decay = (float)(1.0 - (double)lr * (double)wd);
+    const float step_size = (float)((double)lr / bc1), bc2s = (float)sqrt(bc2);
+    const float omb1 = (float)(1.0 - (double)b1), omb2 = (float)(1.0 - (double)b2);
+    MFCPU_PAR_RANGES(be, n, i0, i1, {
+        for (int64_t i = i0; i < i1; i++) {
+            const float g = gscale * grad[i];
+            const float mi = b1 * m[i] + omb1 * g;
+            const float vi = b2 * v[i] + omb2 * (g * g);
+            m[i] = mi;
+            v[i] = vi;
+            const float denom = sqrtf(vi) / bc2s + eps;
+            p[i] = p[i] * decay - step_size * (mi / denom);
+        }
+    });
+}
+
+void mfcpu_ema(mf_backend *be, int64_t n, float *e, const float *p, float d) {
+    const float omd = (float)(1.0 - (double)d);
+    MFCPU_PAR_RANGES(be, n, i0, i1, {
+        for (int64_t i = i0; i < i1; i++) e[i] = d * e[i] + omd * p[i];
+    });
+}

@@ -1,0 +1,136 @@
+/* mf_backend.h - the backend interface of the tensor engine: a table of function pointers plus a
+ * context (ggml style). A backend owns tensor storage (host memory for the CPU, device memory for
+ * CUDA); nothing outside a backend dereferences a tensor pointer. Work may be issued asynchronously:
+ * read() and synchronize() are the synchronisation points.
+ *
+ * All tensors are float32, contiguous, NCHW. Shapes are passed explicitly as ints. "acc" arguments:
+ * when acc is non-zero the result is ADDED to the output (gradient accumulation), else it overwrites.
+ * Every kernel must be deterministic for a given backend and thread count. */
+#ifndef MF_BACKEND_H
+#define MF_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mf_backend mf_backend;
+
+typedef struct mf_conv_shape {
+    int n, ci, h, w;    /* input (n, ci, h, w) */
+    int co, k, stride, pad; /* weight (co, ci, k, k); output (n, co, ho, wo) */
+    int ho, wo;         /* ho = (h + 2*pad - k)/stride + 1, same for wo */
+} mf_conv_shape;
+
+typedef struct mf_backend_i {
+    const char *name;
+
+    /* ---- memory ---------------------------------------------------------------------------- */
+    void *(*alloc)(mf_backend *be, size_t bytes);        /* 64-byte aligned; NULL on failure */
+    void (*free)(mf_backend *be, void *ptr);
+    void (*write)(mf_backend *be, void *dst, const void *host_src, size_t bytes); /* host -> backend */
+    void (*read)(mf_backend *be, void *host_dst, const void *src, size_t bytes);  /* backend -> host; syncs */
+    void (*copy)(mf_backend *be, void *dst, const void *src, size_t bytes);       /* backend -> backend */
+    void (*fill)(mf_backend *be, float *dst, float value, int64_t n);
+    void (*synchronize)(mf_backend *be);
+    size_t (*peak_bytes)(mf_backend *be); /* high-water mark of alloc'ed bytes (workspaces included) */
+
+    /* ---- dense ----------------------------------------------------------------------------- */
+    /* Row-major C(m,n) = alpha * op(A) op(B) + beta * C; op(A) is (m,k): A is (m,k), or (k,m) if ta.
+     * op(B) is (k,n): B is (k,n), or (n,k) if tb. */
+    void (*gemm)(mf_backend *be, int ta, int tb, int m, int n, int k, float alpha, const float *a,
+                 const float *b, float beta, float *c);
+    /* y (s.n, s.co, s.ho, s.wo) = conv(x, w) + bias[co] (bias may be NULL); cross-correlation as
+     * PyTorch's conv2d. */
+    void (*conv2d)(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w,
+                   const float *bias, float *y);
+    /* dx (+)= conv_transpose(dy, w) */
+    void (*conv2d_bwd_data)(mf_backend *be, const mf_conv_shape *s, const float *dy, const float *w,
+                            float *dx, int acc);
+    /* dw += corr(x, dy); dbias += sum over n,h,w of dy (dbias may be NULL). Always accumulates. */
+    void (*conv2d_bwd_filter)(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy,
+                              float *dw, float *dbias);
+
+    /* ---- normalisation --------------------------------------------------------------------- */
+    /* GroupNorm over (n, c, hw) with g groups (c % g == 0): per (sample, group) mean and
+     * rstd = 1/sqrt(var + eps) (biased variance, as PyTorch), saved in mean/rstd (n*g each);
+     * y = (x - mean) * rstd * gamma[c] + beta[c]. */
+    void (*groupnorm)(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
+                      const float *gamma, const float *beta, float *y, float *mean, float *rstd);
+    /* dx (+)= d/dx; dgamma += ..., dbeta += ... (always accumulate; either may be NULL). */
+    void (*groupnorm_bwd)(mf_backend *be, int n, int c, int hw, int g, const float *x,
+                          const float *gamma, const float *mean, const float *rstd, const float *dy,
+                          float *dx, float *dgamma, float *dbeta, int acc);
+    /* Forward-mode tangent w.r.t. x only (parameters held fixed): ty = J_x(GroupNorm) tx. */
+    void (*groupnorm_jvp)(mf_backend *be, int n, int c, int hw, int g, const float *x,
+                          const float *gamma, const float *mean, const float *rstd, const float *tx,
+                          float *ty);
+
+    /* ---- element-wise ---------------------------------------------------------------------- */
+    void (*silu)(mf_backend *be, int64_t n, const float *x, float *y);              /* y = x*sigmoid(x) */
+    void (*silu_bwd)(mf_backend *be, int64_t n, const float *x, const float *dy, float *dx, int acc);
+    void (*silu_jvp)(mf_backend *be, int64_t n, const float *x, const float *tx, float *ty); /* ty = silu'(x) tx */
+    /* y = a*x + b*y  (b = 0: y = a*x, y need not be initialised) */
+    void (*axpby)(mf_backend *be, int64_t n, float a, const float *x, float b, float *y);
+    /* z = a*x + b*y (z may alias x or y) */
+    void (*add2)(mf_backend *be, int64_t n, float a, const float *x, float b, const float *y, float *z);
+    /* y[i, c, :] += e[i, c] over hw  (x of shape (n, c, hw)): broadcast a per-channel vector */
+    void (*add_channel)(mf_backend *be, int n, int c, int hw, const float *e, float *y);
+    /* de[i, c] (+)= sum over hw of dy[i, c, :] */
+    void (*sum_channel)(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc);
+    /* dbias[j] += sum over rows of dy (rows, cols): bias gradient of a linear layer */
+    void (*sum_rows)(mf_backend *be, int rows, int cols, const float *dy, float *dbias);
+    /* y[r, :] += bias (rows, cols) */
+    void (*add_bias_rows)(mf_backend *be, int rows, int cols, const float *bias, float *y);
+
+    /* ---- layout ---------------------------------------------------------------------------- */
+    /* For r in rows: dst[r*dst_ld + off_d .. + cols) (+)= src[r*src_ld + off_s .. + cols).
+     * Used for channel concat/split in NCHW (rows = n, cols = c_part*hw). */
+    void (*copy2d)(mf_backend *be, int rows, int cols, const float *src, int src_ld, float *dst,
+                   int dst_ld, int acc);
+    /* Nearest-neighbour 2x up-sampling (n, c, h, w) -> (n, c, 2h, 2w), and its adjoint. */
+    void (*upsample2x)(mf_backend *be, int n, int c, int h, int w, const float *x, float *y);
+    void (*upsample2x_bwd)(mf_backend *be, int n, int c, int h, int w, const float *dy, float *dx, int acc);
+    /* Row gather: y[i, :] = table[idx[i], :] (idx on the host, n entries), and its scatter-add. */
+    void (*embed)(mf_backend *be, int n, int dim, const int32_t *idx, const float *table, float *y);
+    void (*embed_bwd)(mf_backend *be, int n, int dim, const int32_t *idx, const float *dy, float *dtable);
+
+    /* ---- time features --------------------------------------------------------------------- */
+    /* y[i, k] = sin(t[i]*freq[k]), y[i, half+k] = cos(t[i]*freq[k]) for k < half; y is (n, 2*half).
+     * jvp: ty[i, k] = cos(..)*freq[k]*tt[i], ty[i, half+k] = -sin(..)*freq[k]*tt[i]. */
+    void (*fourier)(mf_backend *be, int n, int half, const float *t, const float *freq, float *y);
+    void (*fourier_jvp)(mf_backend *be, int n, int half, const float *t, const float *freq,
+                        const float *tt, float *ty);
+
+    /* ---- reductions and optimiser (results to the host: synchronisation points) ---------------- */
+    /* out[i] = sum_j (a[i, j] - b[i, j])^2 over rows of length d (b may be NULL: sum of squares).
+     * Accumulated in double. out is a host array of n floats-as-doubles. */
+    void (*sq_err_rows)(mf_backend *be, int n, int64_t d, const float *a, const float *b, double *out);
+    /* sum of squares of x (n elements), accumulated in double */
+    double (*sumsq)(mf_backend *be, int64_t n, const float *x);
+    /* AdamW (decoupled weight decay, PyTorch semantics), with the gradient first multiplied by
+     * gscale (clipping): g = gscale*grad; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+     * p -= lr * (wd * p + (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps))  with PyTorch's order:
+     * p *= (1 - lr*wd) first, then p -= lr * mhat / (sqrt(vhat) + eps). step >= 1. */
+    void (*adamw)(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v, float lr,
+                  float b1, float b2, float eps, float wd, int64_t step, float gscale);
+    /* e = d*e + (1-d)*p */
+    void (*ema)(mf_backend *be, int64_t n, float *e, const float *p, float d);
+} mf_backend_i;
+
+struct mf_backend {
+    const mf_backend_i *i;
+    void *ctx;
+    int threads;
+};
+
+/* The CPU backend (always built). threads <= 0: all cores. */
+mf_backend *mf_cpu_backend_new(int threads);
+void mf_backend_free(mf_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,147 @@
+/* mf_checkpoint.c - checkpoint writing, verified loading, newest-valid lookup and pruning. */
+#include "mf_checkpoint.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mf_error.h"
+#include "mf_io.h"
+#include "mf_log.h"
+
+static const char k_magic[8] = {'M', 'F', 'C', 'K', 'P', 'T', 0, 1};
+
+int mf_ckpt_save(const char *path, const mf_ckpt *c) {
+    size_t total = 8 + 8 + 64 + 4;
+    for (int i = 0; i < c->n_sections; i++) total += 32 + 8 + sizeof(float) * (size_t)c->s[i].n;
+    total += 32;
+    uint8_t *buf = malloc(total);
+    if (!buf) return mf_fail("%s: out of memory (%zu bytes) writing checkpoint", path, total);
+    uint8_t *p = buf;
+    memcpy(p, k_magic, 8), p += 8;
+    memcpy(p, &c->step, 8), p += 8;
+    memset(p, 0, 64);
+    memcpy(p, c->config_hash, strnlen(c->config_hash, 64)), p += 64;
+    uint32_t ns = (uint32_t)c->n_sections;
+    memcpy(p, &ns, 4), p += 4;
+    for (int i = 0; i < c->n_sections; i++) {
+        memset(p, 0, 32);
+        memcpy(p, c->s[i].name, strnlen(c->s[i].name, 31)), p += 32;
+        memcpy(p, &c->s[i].n, 8), p += 8;
+        memcpy(p, c->s[i].data, sizeof(float) * (size_t)c->s[i].n), p += sizeof(float) * (size_t)c->s[i].n;
+    }
+    mf_sha256 h;
+    mf_sha256_init(&h);
+    mf_sha256_update(&h, buf, (size_t)(p - buf));
+    mf_sha256_final(&h, p);
+    int rc = mf_write_file_atomic(path, buf, total);
+    free(buf);
+    return rc;
+}
+
+int mf_ckpt_load(const char *path, mf_ckpt *c) {
+    memset(c, 0, sizeof *c);
+    uint8_t *buf;
+    size_t len;
+    int gz;
+    MF_TRY(mf_read_file(path, &buf, &len, &gz));
+    int rc = -1;
+    if (len < 8 + 8 + 64 + 4 + 32 || memcmp(buf, k_magic, 8) != 0) {
+        mf_fail("%s: not an mfpipe checkpoint (bad magic or too short: %zu bytes)", path, len);
+        goto out;
+    }
+    uint8_t digest[32];
+    mf_sha256 h;
+    mf_sha256_init(&h);
+    mf_sha256_update(&h, buf, len - 32);
+    mf_sha256_final(&h, digest);
+    if (memcmp(digest, buf + len - 32, 32) != 0) {
+        mf_fail("%s: checksum mismatch (file truncated or corrupt; %zu bytes)", path, len);
+        goto out;
+    }
+    const uint8_t *p = buf + 8, *end = buf + len - 32;
+    memcpy(&c->step, p, 8), p += 8;
+    memcpy(c->config_hash, p, 64), p += 64;
+    c->config_hash[64] = '\0';
+    uint32_t ns;
+    memcpy(&ns, p, 4), p += 4;
+    if (ns > MF_CKPT_MAX_SECTIONS) {
+        mf_fail("%s: %u sections (at most %d) at byte offset 80", path, ns, MF_CKPT_MAX_SECTIONS);
+        goto out;
+    }
+    for (uint32_t i = 0; i < ns; i++) {
+        if (end - p < 40) {
+            mf_fail("%s: section %u header truncated at byte offset %zu", path, i, (size_t)(p - buf));
+            goto out;
+        }
+        mf_ckpt_section *s = &c->s[i];
+        memcpy(s->name, p, 32), p += 32;
+        s->name[31] = '\0';
+        memcpy(&s->n, p, 8), p += 8;
+        if (s->n < 0 || (uint64_t)(end - p) < sizeof(float) * (uint64_t)s->n) {
+            mf_fail("%s: section '%s' claims %lld floats beyond the end (byte offset %zu)", path, s->name,
+                    (long long)s->n, (size_t)(p - buf));
+            goto out;
+        }
+        s->data = mf_xmalloc(sizeof(float) * (size_t)s->n);
+        memcpy(s->data, p, sizeof(float) * (size_t)s->n), p += sizeof(float) * (size_t)s->n;
+        c->n_sections = (int)i + 1;
+    }
+    rc = 0;
+out:
+    free(buf);
+    if (rc) mf_ckpt_free_loaded(c);
+    return rc;
+}
+
+void mf_ckpt_free_loaded(mf_ckpt *c) {
+    for (int i = 0; i < c->n_sections; i++) free(c->s[i].data);
+    c->n_sections = 0;
+}
+
+const mf_ckpt_section *mf_ckpt_find(const mf_ckpt *c, const char *name) {
+    for (int i = 0; i < c->n_sections; i++)
+        if (strcmp(c->s[i].name, name) == 0) return &c->s[i];
+    return NULL;
+}
+
+static int ckpt_filter(const struct dirent *d) {
+    size_t n = strlen(d->d_name);
+    return strncmp(d->d_name, "ckpt_", 5) == 0 && n > 9 && strcmp(d->d_name + n - 4, ".mfc") == 0;
+}
+
+int mf_ckpt_load_latest(const char *dir, mf_ckpt *c, char *path_out, size_t cap) {
+    struct dirent **ents = NULL;
+    int n = scandir(dir, &ents, ckpt_filter, alphasort);
+    if (n < 0) return 0;
+    int found = 0;
+    for (int i = n - 1; i >= 0 && !found; i--) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, ents[i]->d_name);
+        if (mf_ckpt_load(path, c) == 0) {
+            found = 1;
+            if (path_out) snprintf(path_out, cap, "%s", path);
+        } else {
+            mf_warn("skipping checkpoint: %s", mf_last_error());
+        }
+    }
+    for (int i = 0; i < n; i++) free(ents[i]);
+    free(ents);
+    return found;
+}
+
+void mf_ckpt_prune(const char *dir, int keep) {
+    struct dirent **ents = NULL;
+    int n = scandir(dir, &ents, ckpt_filter, alphasort);
+    for (int i = 0; i < n; i++) {
+        if (i < n - keep) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", dir, ents[i]->d_name);
+            unlink(path);
+        }
+        free(ents[i]);
+    }
+    free(ents);
+}

@@ -1,0 +1,497 @@
+/* mf_graph.c - the static op graph: builder, buffer allocation, and the per-op rules for forward,
+ * backward (reverse mode) and JVP (forward mode). Every op is expressed with backend kernels only,
+ * so a new backend needs no change here. */
+#include "mf_graph.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mf_error.h"
+#include "mf_rng.h"
+
+#define BE(g) ((g)->be)
+#define K(g) ((g)->be->i)
+
+void mf_graph_init(mf_graph *g, mf_backend *be, int batch) {
+    memset(g, 0, sizeof *g);
+    g->be = be;
+    g->batch = batch;
+    g->output = -1;
+}
+
+void mf_graph_free(mf_graph *g) {
+    if (!g->nodes && !g->params) return;
+    for (int i = 0; i < g->n_nodes; i++) {
+        mf_gnode *nd = &g->nodes[i];
+        if (!nd->is_view) K(g)->free(BE(g), nd->out);
+        K(g)->free(BE(g), nd->grad);
+        K(g)->free(BE(g), nd->tan);
+        K(g)->free(BE(g), nd->mean);
+        K(g)->free(BE(g), nd->rstd);
+        K(g)->free(BE(g), nd->freq);
+    }
+    free(g->nodes);
+    free(g->params);
+    free(g->grad_written);
+    memset(g, 0, sizeof *g);
+}
+
+void mf_graph_push(mf_graph *g, const char *fmt, ...) {
+    char part[96];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(part, sizeof part, fmt, ap);
+    va_end(ap);
+    size_t l = strlen(g->prefix);
+    snprintf(g->prefix + l, sizeof g->prefix - l, "%s%s", l ? "." : "", part);
+}
+
+void mf_graph_pop(mf_graph *g) {
+    char *dot = strrchr(g->prefix, '.');
+    if (dot) *dot = '\0';
+    else g->prefix[0] = '\0';
+}
+
+static int add_param(mf_graph *g, const char *leaf, int ndim, const int *shape, mf_init init, int fan_in) {
+    if (g->n_params == g->cap_params) {
+        g->cap_params = g->cap_params ? 2 * g->cap_params : 64;
+        g->params = mf_xrealloc(g->params, sizeof *g->params * (size_t)g->cap_params);
+    }
+    mf_param *p = &g->params[g->n_params];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s%s%s", g->prefix, g->prefix[0] ? "." : "", leaf);
+    p->ndim = ndim;
+    p->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        p->shape[i] = shape[i];
+        p->numel *= shape[i];
+    }
+    p->offset = g->n_param_floats;
+    p->init = init;
+    p->fan_in = fan_in;
+    /* keep every parameter 16-float (64-byte) aligned in the flat buffer */
+    g->n_param_floats += (p->numel + 15) & ~(int64_t)15;
+    return g->n_params++;
+}
+
+static int add_node(mf_graph *g, mf_op op, int a, int b, int c, int h, int w) {
+    if (g->n_nodes == g->cap_nodes) {
+        g->cap_nodes = g->cap_nodes ? 2 * g->cap_nodes : 128;
+        g->nodes = mf_xrealloc(g->nodes, sizeof *g->nodes * (size_t)g->cap_nodes);
+    }
+    mf_gnode *nd = &g->nodes[g->n_nodes];
+    memset(nd, 0, sizeof *nd);
+    nd->op = op;
+    nd->in[0] = a;
+    nd->in[1] = b;
+    nd->p[0] = nd->p[1] = -1;
+    nd->n = g->batch;
+    nd->c = c;
+    nd->h = h;
+    nd->w = w;
+    nd->numel = (int64_t)g->batch * c * h * w;
+    for (int i = 0; i < 2; i++)
+        if (nd->in[i] >= 0 && g->nodes[nd->in[i]].needs_grad) nd->needs_grad = true;
+    return g->n_nodes++;
+}
+
+static mf_gnode *N_(mf_graph *g, int id) {
+    MF_ASSERT(id >= 0 && id < g->n_nodes);
+    return &g->nodes[id];
+}
+
+int mf_g_input(mf_graph *g, int c, int h, int w) { return add_node(g, MF_OP_INPUT, -1, -1, c, h, w); }
+int mf_g_labels(mf_graph *g) { return add_node(g, MF_OP_LABELS, -1, -1, 1, 1, 1); }
+
+int mf_g_conv(mf_graph *g, int x, int co, int k, int stride, const char *name) {
+    mf_gnode *in = N_(g, x);
+    int ci = in->c, pad = k / 2;
+    int ho = (in->h + 2 * pad - k) / stride + 1, wo = (in->w + 2 * pad - k) / stride + 1;
+    mf_graph_push(g, "%s", name);
+    int ws[4] = {co, ci, k, k}, bs[1] = {co};
+    int pw = add_param(g, "weight", 4, ws, MF_INIT_UNIFORM_FANIN, ci * k * k);
+    int pb = add_param(g, "bias", 1, bs, MF_INIT_UNIFORM_FANIN, ci * k * k);
+    mf_graph_pop(g);
+    int id = add_node(g, MF_OP_CONV, x, -1, co, ho, wo);
+    mf_gnode *nd = &g->nodes[id];
+    nd->p[0] = pw;
+    nd->p[1] = pb;
+    nd->needs_grad = true;
+    nd->cs = (mf_conv_shape){g->batch, ci, g->nodes[x].h, g->nodes[x].w, co, k, stride, pad, ho, wo};
+    g->flops_fwd += 2.0 * g->batch * co * ci * k * k * (double)ho * wo;
+    return id;
+}
+
+int mf_g_linear(mf_graph *g, int x, int co, const char *name) {
+    int ci = (int)(N_(g, x)->numel / g->batch);
+    mf_graph_push(g, "%s", name);
+    int ws[2] = {co, ci}, bs[1] = {co};
+    int pw = add_param(g, "weight", 2, ws, MF_INIT_UNIFORM_FANIN, ci);
+    int pb = add_param(g, "bias", 1, bs, MF_INIT_UNIFORM_FANIN, ci);
+    mf_graph_pop(g);
+    int id = add_node(g, MF_OP_LINEAR, x, -1, co, 1, 1);
+    g->nodes[id].p[0] = pw;
+    g->nodes[id].p[1] = pb;
+    g->nodes[id].needs_grad = true;
+    g->flops_fwd += 2.0 * g->batch * (double)ci * co;
+    return id;
+}
+
+int mf_g_groupnorm(mf_graph *g, int x, int groups, const char *name) {
+    mf_gnode *in = N_(g, x);
+    MF_ASSERT(in->c % groups == 0);
+    int c = in->c, h = in->h, w = in->w;
+    mf_graph_push(g, "%s", name);
+    int s[1] = {c};
+    int pw = add_param(g, "weight", 1, s, MF_INIT_ONE, 0);
+    int pb = add_param(g, "bias", 1, s, MF_INIT_ZERO, 0);
+    mf_graph_pop(g);
+    int id = add_node(g, MF_OP_GROUPNORM, x, -1, c, h, w);
+    g->nodes[id].p[0] = pw;
+    g->nodes[id].p[1] = pb;
+    g->nodes[id].groups = groups;
+    g->nodes[id].eps = 1e-5f;
+    g->nodes[id].needs_grad = true;
+    return id;
+}
+
+int mf_g_silu(mf_graph *g, int x) {
+    mf_gnode *in = N_(g, x);
+    return add_node(g, MF_OP_SILU, x, -1, in->c, in->h, in->w);
+}
+
+static int binary(mf_graph *g, mf_op op, int a, int b) {
+    mf_gnode *na = N_(g, a), *nb = N_(g, b);
+    MF_ASSERT(na->numel == nb->numel);
+    return add_node(g, op, a, b, na->c, na->h, na->w);
+}
+int mf_g_add(mf_graph *g, int a, int b) { return binary(g, MF_OP_ADD, a, b); }
+int mf_g_sub(mf_graph *g, int a, int b) { return binary(g, MF_OP_SUB, a, b); }
+
+int mf_g_add_channel(mf_graph *g, int x, int e) {
+    mf_gnode *nx = N_(g, x), *ne = N_(g, e);
+    MF_ASSERT(ne->numel == (int64_t)g->batch * nx->c);
+    return add_node(g, MF_OP_ADD_CHANNEL, x, e, nx->c, nx->h, nx->w);
+}
+
+int mf_g_concat(mf_graph *g, int a, int b) {
+    mf_gnode *na = N_(g, a), *nb = N_(g, b);
+    MF_ASSERT(na->h == nb->h && na->w == nb->w);
+    return add_node(g, MF_OP_CONCAT, a, b, na->c + nb->c, na->h, na->w);
+}
+
+int mf_g_upsample(mf_graph *g, int x) {
+    mf_gnode *in = N_(g, x);
+    return add_node(g, MF_OP_UPSAMPLE, x, -1, in->c, 2 * in->h, 2 * in->w);
+}
+
+int mf_g_fourier(mf_graph *g, int t, int half, float scale, float max_period) {
+    MF_ASSERT(N_(g, t)->numel == g->batch);
+    int id = add_node(g, MF_OP_FOURIER, t, -1, 2 * half, 1, 1);
+    mf_gnode *nd = &g->nodes[id];
+    nd->half = half;
+    float *f = mf_xmalloc(sizeof *f * (size_t)half);
+    for (int k = 0; k < half; k++) f[k] = scale * (float)exp(-log((double)max_period) * k / half);
+    nd->freq = K(g)->alloc(BE(g), sizeof *f * (size_t)half);
+    MF_ASSERT(nd->freq);
+    K(g)->write(BE(g), nd->freq, f, sizeof *f * (size_t)half);
+    free(f);
+    return id;
+}
+
+int mf_g_embed(mf_graph *g, int labels, int num, int dim, const char *name) {
+    MF_ASSERT(N_(g, labels)->op == MF_OP_LABELS);
+    mf_graph_push(g, "%s", name);
+    int s[2] = {num, dim};
+    int pw = add_param(g, "weight", 2, s, MF_INIT_NORMAL, 0);
+    mf_graph_pop(g);
+    int id = add_node(g, MF_OP_EMBED, labels, -1, dim, 1, 1);
+    g->nodes[id].p[0] = pw;
+    g->nodes[id].needs_grad = true;
+    return id;
+}
+
+static float *alloc_f(mf_graph *g, int64_t n, int *fail) {
+    if (n <= 0) return NULL;
+    float *p = K(g)->alloc(BE(g), sizeof(float) * (size_t)n);
+    if (!p) *fail = 1;
+    g->act_bytes += sizeof(float) * (size_t)n;
+    return p;
+}
+
+int mf_graph_finalize(mf_graph *g, int output, bool need_grad, bool need_tan) {
+    g->output = output;
+    int fail = 0;
+    for (int i = 0; i < g->n_nodes && !fail; i++) {
+        mf_gnode *nd = &g->nodes[i];
+        if (nd->op != MF_OP_LABELS) nd->out = alloc_f(g, nd->numel, &fail);
+        if (need_grad && nd->needs_grad) nd->grad = alloc_f(g, nd->numel, &fail);
+        if (need_tan && nd->op != MF_OP_LABELS) nd->tan = alloc_f(g, nd->numel, &fail);
+        if (nd->op == MF_OP_GROUPNORM) {
+            nd->mean = alloc_f(g, (int64_t)nd->n * nd->groups, &fail);
+            nd->rstd = alloc_f(g, (int64_t)nd->n * nd->groups, &fail);
+        }
+    }
+    g->grad_written = mf_xcalloc((size_t)g->n_nodes, sizeof *g->grad_written);
+    g->allocated = true;
+    if (fail)
+        return mf_fail("out of %s memory allocating activations (%.1f MiB so far) for batch %d",
+                       K(g)->name, (double)g->act_bytes / 1048576.0, g->batch);
+    return 0;
+}
+
+void mf_graph_set_params(mf_graph *g, const float *params) { g->pbuf = params; }
+void mf_graph_set_grads(mf_graph *g, float *grads) { g->gbuf = grads; }
+void mf_graph_set_labels(mf_graph *g, const int32_t *labels) { g->labels = labels; }
+
+void mf_graph_write_input(mf_graph *g, int node, const float *host) {
+    mf_gnode *nd = N_(g, node);
+    MF_ASSERT(nd->op == MF_OP_INPUT);
+    K(g)->write(BE(g), nd->out, host, sizeof(float) * (size_t)nd->numel);
+}
+
+float *mf_graph_out(mf_graph *g, int node) { return N_(g, node)->out; }
+
+static const float *P(const mf_graph *g, int p) { return p < 0 ? NULL : g->pbuf + g->params[p].offset; }
+static float *G(const mf_graph *g, int p) { return p < 0 || !g->gbuf ? NULL : g->gbuf + g->params[p].offset; }
+
+static void forward_node(mf_graph *g, mf_gnode *nd) {
+    mf_backend *be = BE(g);
+    const mf_backend_i *k = K(g);
+    mf_gnode *a = nd->in[0] >= 0 ? &g->nodes[nd->in[0]] : NULL;
+    mf_gnode *b = nd->in[1] >= 0 ? &g->nodes[nd->in[1]] : NULL;
+    int hw = nd->h * nd->w;
+    switch (nd->op) {
+    case MF_OP_INPUT:
+    case MF_OP_LABELS: break;
+    case MF_OP_CONV: k->conv2d(be, &nd->cs, a->out, P(g, nd->p[0]), P(g, nd->p[1]), nd->out); break;
+    case MF_OP_LINEAR: {
+        int ci = (int)(a->numel / nd->n);
+        k->gemm(be, 0, 1, nd->n, nd->c, ci, 1.0f, a->out, P(g, nd->p[0]), 0.0f, nd->out);
+        k->add_bias_rows(be, nd->n, nd->c, P(g, nd->p[1]), nd->out);
+        break;
+    }
+    case MF_OP_GROUPNORM:
+        k->groupnorm(be, nd->n, nd->c, hw, nd->groups, nd->eps, a->out, P(g, nd->p[0]), P(g, nd->p[1]),
+                     nd->out, nd->mean, nd->rstd);
+        break;
+    case MF_OP_SILU: k->silu(be, nd->numel, a->out, nd->out); break;
+    case MF_OP_ADD: k->add2(be, nd->numel, 1.0f, a->out, 1.0f, b->out, nd->out); break;
+    case MF_OP_SUB: k->add2(be, nd->numel, 1.0f, a->out, -1.0f, b->out, nd->out); break;
+    case MF_OP_ADD_CHANNEL:
+        k->copy(be, nd->out, a->out, sizeof(float) * (size_t)nd->numel);
+        k->add_channel(be, nd->n, nd->c, hw, b->out, nd->out);
+        break;
+    case MF_OP_CONCAT: {
+        int ca = a->c * hw, cb = b->c * hw, ct = nd->c * hw;
+        k->copy2d(be, nd->n, ca, a->out, ca, nd->out, ct, 0);
+        k->copy2d(be, nd->n, cb, b->out, cb, nd->out + ca, ct, 0);
+        break;
+    }
+    case MF_OP_UPSAMPLE: k->upsample2x(be, a->n, a->c, a->h, a->w, a->out, nd->out); break;
+    case MF_OP_FOURIER: k->fourier(be, nd->n, nd->half, a->out, nd->freq, nd->out); break;
+    case MF_OP_EMBED:
+        MF_ASSERT(g->labels);
+        k->embed(be, nd->n, nd->c, g->labels, P(g, nd->p[0]), nd->out);
+        break;
+    }
+}
+
+void mf_graph_forward(mf_graph *g) {
+    MF_ASSERT(g->allocated && g->pbuf);
+    for (int i = 0; i < g->n_nodes; i++) forward_node(g, &g->nodes[i]);
+}
+
+/* dst (+)= src, element-wise */
+static void accum(mf_graph *g, float *dst, const float *src, int64_t n, int acc) {
+    if (acc) K(g)->axpby(BE(g), n, 1.0f, src, 1.0f, dst);
+    else K(g)->copy(BE(g), dst, src, sizeof(float) * (size_t)n);
+}
+
+/* Start or continue the gradient of input node `id`; returns the acc flag to use. */
+static int grad_target(mf_graph *g, int id, float **buf) {
+    mf_gnode *in = &g->nodes[id];
+    if (!in->needs_grad || !in->grad) return -1;
+    *buf = in->grad;
+    int acc = g->grad_written[id];
+    g->grad_written[id] = true;
+    return acc;
+}
+
+static void backward_node(mf_graph *g, int i) {
+    mf_backend *be = BE(g);
+    const mf_backend_i *k = K(g);
+    mf_gnode *nd = &g->nodes[i];
+    const float *dy = nd->grad;
+    mf_gnode *a = nd->in[0] >= 0 ? &g->nodes[nd->in[0]] : NULL;
+    mf_gnode *b = nd->in[1] >= 0 ? &g->nodes[nd->in[1]] : NULL;
+    int hw = nd->h * nd->w;
+    float *dx;
+    int acc;
+    switch (nd->op) {
+    case MF_OP_INPUT:
+    case MF_OP_LABELS:
+    case MF_OP_FOURIER: break; /* times are not trained */
+    case MF_OP_CONV:
+        if (G(g, nd->p[0])) k->conv2d_bwd_filter(be, &nd->cs, a->out, dy, G(g, nd->p[0]), G(g, nd->p[1]));
+        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) k->conv2d_bwd_data(be, &nd->cs, dy, P(g, nd->p[0]), dx, acc);
+        break;
+    case MF_OP_LINEAR: {
+        int ci = (int)(a->numel / nd->n);
+        if (G(g, nd->p[0])) {
+            k->gemm(be, 1, 0, nd->c, ci, nd->n, 1.0f, dy, a->out, 1.0f, G(g, nd->p[0]));
+            k->sum_rows(be, nd->n, nd->c, dy, G(g, nd->p[1]));
+        }
+        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0)
+            k->gemm(be, 0, 0, nd->n, ci, nd->c, 1.0f, dy, P(g, nd->p[0]), acc ? 1.0f : 0.0f, dx);
+        break;
+    }
+    case MF_OP_GROUPNORM:
+        acc = grad_target(g, nd->in[0], &dx);
+        k->groupnorm_bwd(be, nd->n, nd->c, hw, nd->groups, a->out, P(g, nd->p[0]), nd->mean, nd->rstd, dy,
+                         acc >= 0 ? dx : NULL, G(g, nd->p[0]), G(g, nd->p[1]), acc > 0);
+        break;
+    case MF_OP_SILU:
+        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) k->silu_bwd(be, nd->numel, a->out, dy, dx, acc);
+        break;
+    case MF_OP_ADD:
+    case MF_OP_SUB:
+        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) accum(g, dx, dy, nd->numel, acc);
+        if ((acc = grad_target(g, nd->in[1], &dx)) >= 0) {
+            if (nd->op == MF_OP_ADD) accum(g, dx, dy, nd->numel, acc);
+            else k->axpby(be, nd->numel, -1.0f, dy, acc ? 1.0f : 0.0f, dx);
+        }
+        break;
+    case MF_OP_ADD_CHANNEL:
+        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) accum(g, dx, dy, nd->numel, acc);
+        if ((acc = grad_target(g, nd->in[1], &dx)) >= 0) k->sum_channel(be, nd->n, nd->c, hw, dy, dx, acc);
+        break;
+    case MF_OP_CONCAT: {
+        int ca = a->c * hw, cb = b->c * hw, ct = nd->c * hw;
+        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) k->copy2d(be, nd->n, ca, dy, ct, dx, ca, acc);
+        if ((acc = grad_target(g, nd->in[1], &dx)) >= 0) k->copy2d(be, nd->n, cb, dy + ca, ct, dx, cb, acc);
+        break;
+    }
+    case MF_OP_UPSAMPLE:
+        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) k->upsample2x_bwd(be, a->n, a->c, a->h, a->w, dy, dx, acc);
+        break;
+    case MF_OP_EMBED:
+        if (G(g, nd->p[0])) k->embed_bwd(be, nd->n, nd->c, g->labels, dy, G(g, nd->p[0]));
+        break;
+    }
+}
+
+void mf_graph_backward(mf_graph *g, const float *dout) {
+    MF_ASSERT(g->allocated && g->gbuf);
+    memset(g->grad_written, 0, sizeof *g->grad_written * (size_t)g->n_nodes);
+    mf_gnode *o = &g->nodes[g->output];
+    K(g)->copy(BE(g), o->grad, dout, sizeof(float) * (size_t)o->numel);
+    g->grad_written[g->output] = true;
+    for (int i = g->n_nodes - 1; i >= 0; i--)
+        if (g->nodes[i].needs_grad && g->grad_written[i]) backward_node(g, i);
+}
+
+/* tangent of input slot s of nd, or NULL when structurally zero */
+static const float *tin(mf_graph *g, const mf_gnode *nd, int s) {
+    if (nd->in[s] < 0) return NULL;
+    const mf_gnode *x = &g->nodes[nd->in[s]];
+    return x->has_tan ? x->tan : NULL;
+}
+
+static void jvp_node(mf_graph *g, mf_gnode *nd) {
+    mf_backend *be = BE(g);
+    const mf_backend_i *k = K(g);
+    mf_gnode *a = nd->in[0] >= 0 ? &g->nodes[nd->in[0]] : NULL;
+    mf_gnode *b = nd->in[1] >= 0 ? &g->nodes[nd->in[1]] : NULL;
+    const float *ta = tin(g, nd, 0), *tb = tin(g, nd, 1);
+    nd->has_tan = ta || tb;
+    if (!nd->has_tan) return;
+    int hw = nd->h * nd->w;
+    size_t bytes = sizeof(float) * (size_t)nd->numel;
+    switch (nd->op) {
+    case MF_OP_INPUT:
+    case MF_OP_LABELS:
+    case MF_OP_EMBED: nd->has_tan = false; break;
+    case MF_OP_CONV: k->conv2d(be, &nd->cs, ta, P(g, nd->p[0]), NULL, nd->tan); break;
+    case MF_OP_LINEAR: {
+        int ci = (int)(a->numel / nd->n);
+        k->gemm(be, 0, 1, nd->n, nd->c, ci, 1.0f, ta, P(g, nd->p[0]), 0.0f, nd->tan);
+        break;
+    }
+    case MF_OP_GROUPNORM:
+        k->groupnorm_jvp(be, nd->n, nd->c, hw, nd->groups, a->out, P(g, nd->p[0]), nd->mean, nd->rstd, ta, nd->tan);
+        break;
+    case MF_OP_SILU: k->silu_jvp(be, nd->numel, a->out, ta, nd->tan); break;
+    case MF_OP_ADD:
+    case MF_OP_SUB: {
+        float sb = nd->op == MF_OP_ADD ? 1.0f : -1.0f;
+        if (ta && tb) k->add2(be, nd->numel, 1.0f, ta, sb, tb, nd->tan);
+        else if (ta) k->copy(be, nd->tan, ta, bytes);
+        else k->axpby(be, nd->numel, sb, tb, 0.0f, nd->tan);
+        break;
+    }
+    case MF_OP_ADD_CHANNEL:
+        if (ta) k->copy(be, nd->tan, ta, bytes);
+        else k->fill(be, nd->tan, 0.0f, nd->numel);
+        if (tb) k->add_channel(be, nd->n, nd->c, hw, tb, nd->tan);
+        break;
+    case MF_OP_CONCAT: {
+        int ca = a->c * hw, cb = b->c * hw, ct = nd->c * hw;
+        if (!ta || !tb) k->fill(be, nd->tan, 0.0f, nd->numel);
+        if (ta) k->copy2d(be, nd->n, ca, ta, ca, nd->tan, ct, 0);
+        if (tb) k->copy2d(be, nd->n, cb, tb, cb, nd->tan + ca, ct, 0);
+        break;
+    }
+    case MF_OP_UPSAMPLE: k->upsample2x(be, a->n, a->c, a->h, a->w, ta, nd->tan); break;
+    case MF_OP_FOURIER: k->fourier_jvp(be, nd->n, nd->half, a->out, nd->freq, ta, nd->tan); break;
+    }
+}
+
+void mf_graph_jvp(mf_graph *g, int n_tan, const int *tan_nodes, const float *const *tan_inputs) {
+    MF_ASSERT(g->allocated && g->pbuf);
+    for (int i = 0; i < g->n_nodes; i++) g->nodes[i].has_tan = false;
+    for (int j = 0; j < n_tan; j++) {
+        mf_gnode *nd = N_(g, tan_nodes[j]);
+        MF_ASSERT(nd->op == MF_OP_INPUT && nd->tan);
+        if (!tan_inputs[j]) continue;
+        K(g)->copy(BE(g), nd->tan, tan_inputs[j], sizeof(float) * (size_t)nd->numel);
+        nd->has_tan = true;
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        mf_gnode *nd = &g->nodes[i];
+        forward_node(g, nd);
+        if (nd->op != MF_OP_INPUT) jvp_node(g, nd);
+    }
+    mf_gnode *o = &g->nodes[g->output];
+    if (!o->has_tan) K(g)->fill(BE(g), o->tan, 0.0f, o->numel);
+}
+
+void mf_graph_init_params(const mf_graph *g, uint64_t seed, float *host) {
+    memset(host, 0, sizeof(float) * (size_t)g->n_param_floats);
+    for (int i = 0; i < g->n_params; i++) {
+        const mf_param *p = &g->params[i];
+        float *dst = host + p->offset;
+        switch (p->init) {
+        case MF_INIT_ZERO: break;
+        case MF_INIT_ONE:
+            for (int64_t j = 0; j < p->numel; j++) dst[j] = 1.0f;
+            break;
+        case MF_INIT_UNIFORM_FANIN: {
+            float bound = 1.0f / sqrtf((float)(p->fan_in > 0 ? p->fan_in : 1));
+            mf_rng_uniform(seed, MF_RNG_INIT, (uint64_t)i, dst, p->numel);
+            for (int64_t j = 0; j < p->numel; j++) dst[j] = (2.0f * dst[j] - 1.0f) * bound;
+            break;
+        }
+        case MF_INIT_NORMAL: mf_rng_normal(seed, MF_RNG_INIT, (uint64_t)i, dst, p->numel); break;
+        }
+    }
+}
+
+int mf_graph_find_param(const mf_graph *g, const char *name) {
+    for (int i = 0; i < g->n_params; i++)
+        if (strcmp(g->params[i].name, name) == 0) return i;
+    return -1;
+}

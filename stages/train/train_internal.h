@@ -1,0 +1,47 @@
+/* train_internal.h - state shared by the files of the train stage. */
+#ifndef TRAIN_INTERNAL_H
+#define TRAIN_INTERNAL_H
+
+#include <stdint.h>
+
+#include "mf_config.h"
+#include "mf_graph.h"
+#include "mf_model.h"
+#include "mf_run.h"
+
+typedef struct train_state {
+    char instance[64];
+    /* configuration */
+    mf_unet_cfg cfg;
+    int class_cond;
+    char objective[16];
+    int64_t steps;
+    int batch;
+    int logit_normal;
+    float time_mu, time_sigma;
+    float lambda;
+    int avg_k;
+    float lr, b1, b2, eps, wd, clip;
+    char schedule[16];
+    int64_t warmup;
+    float min_ratio;
+    int64_t log_every, ckpt_every, sample_every;
+    int keep, sample_n, sample_steps, final_grid, final_steps, skip_nan;
+    char sample_method[8];
+    /* run time */
+    mf_backend *be;
+    mf_model *model; /* owned by the run (artifact "model") */
+    mf_graph g;
+    mf_unet ids;
+    float *grads, *adam_m, *adam_v, *target, *dout, *vbar; /* backend */
+    float *h_x, *h_eps, *h_z, *h_t, *h_tgt;                /* host, one batch */
+    int32_t *h_y;
+    int64_t *perm, perm_epoch;
+    char hash[65];
+} train_state;
+
+int train_read_config(train_state *s, const mf_node *train, const mf_node *model);
+int train_run(void *state, mf_run *run);
+void train_free_buffers(train_state *s);
+
+#endif

@@ -1,0 +1,445 @@
+/* train_loop.c - the training loop of the `train` stage: batches, objectives, optimizer, schedule,
+ * events for EMA, logging, sample grids, checkpoints and resume. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mf_checkpoint.h"
+#include "mf_dataset.h"
+#include "mf_io.h"
+#include "mf_json.h"
+#include "mf_log.h"
+#include "mf_rng.h"
+#include "mf_stage.h"
+#include "train_internal.h"
+
+int train_read_config(train_state *s, const mf_node *t, const mf_node *m) {
+    mf_unet_cfg *c = &s->cfg;
+    c->ch = (int)mf_cfg_int(m, "channels");
+    long long mult[MF_UNET_MAX_LEVELS + 1];
+    int nl = mf_cfg_ints(m, "channel_mult", mult, MF_UNET_MAX_LEVELS + 1);
+    if (nl < 1 || nl > MF_UNET_MAX_LEVELS) return mf_fail("model.channel_mult: 1 to %d levels, got %d", MF_UNET_MAX_LEVELS, nl);
+    c->n_levels = nl;
+    for (int i = 0; i < nl; i++) c->mult[i] = (int)mult[i];
+    c->res_blocks = (int)mf_cfg_int(m, "res_blocks");
+    c->groups = (int)mf_cfg_int(m, "groups");
+    c->temb_dim = (int)mf_cfg_int(m, "time_embed.dim");
+    c->fourier_half = (int)mf_cfg_int(m, "time_embed.frequencies");
+    c->time_scale = (float)mf_cfg_float(m, "time_embed.scale");
+    c->time_inputs = 1;
+    s->class_cond = mf_cfg_bool(m, "class_cond");
+
+    snprintf(s->objective, sizeof s->objective, "%s", mf_cfg_str(t, "objective"));
+    s->steps = mf_cfg_int(t, "steps");
+    s->batch = (int)mf_cfg_int(t, "batch");
+    s->logit_normal = strcmp(mf_cfg_str(t, "time_dist"), "logit_normal") == 0;
+    s->time_mu = (float)mf_cfg_float(t, "time_mu");
+    s->time_sigma = (float)mf_cfg_float(t, "time_sigma");
+    s->lambda = (float)mf_cfg_float(t, "avgvel.lambda");
+    s->avg_k = (int)mf_cfg_int(t, "avgvel.k");
+    s->lr = (float)mf_cfg_float(t, "optimizer.lr");
+    double betas[3];
+    if (mf_cfg_floats(t, "optimizer.betas", betas, 3) != 2) return mf_fail("train.optimizer.betas: expected two values [beta1, beta2]");
+    s->b1 = (float)betas[0];
+    s->b2 = (float)betas[1];
+    s->eps = (float)mf_cfg_float(t, "optimizer.eps");
+    s->wd = (float)mf_cfg_float(t, "optimizer.weight_decay");
+    s->clip = (float)mf_cfg_float(t, "optimizer.grad_clip");
+    snprintf(s->schedule, sizeof s->schedule, "%s", mf_cfg_str(t, "schedule.kind"));
+    s->warmup = mf_cfg_int(t, "schedule.warmup");
+    s->min_ratio = (float)mf_cfg_float(t, "schedule.min_lr_ratio");
+    s->log_every = mf_cfg_int(t, "log_every");
+    s->ckpt_every = mf_cfg_int(t, "checkpoint_every");
+    s->keep = (int)mf_cfg_int(t, "keep_checkpoints");
+    s->sample_every = mf_cfg_int(t, "sample_every");
+    s->sample_n = (int)mf_cfg_int(t, "sample_n");
+    s->sample_steps = (int)mf_cfg_int(t, "sample_steps");
+    snprintf(s->sample_method, sizeof s->sample_method, "%s", mf_cfg_str(t, "sample_method"));
+    s->final_grid = (int)mf_cfg_int(t, "final_grid");
+    s->final_steps = (int)mf_cfg_int(t, "final_steps");
+    s->skip_nan = strcmp(mf_cfg_str(t, "on_nan"), "skip") == 0;
+    return 0;
+}
+
+void train_free_buffers(train_state *s) {
+    if (s->be) {
+        const mf_backend_i *k = s->be->i;
+        k->free(s->be, s->grads);
+        k->free(s->be, s->adam_m);
+        k->free(s->be, s->adam_v);
+        k->free(s->be, s->target);
+        k->free(s->be, s->dout);
+        k->free(s->be, s->vbar);
+        mf_graph_free(&s->g);
+    }
+    free(s->h_x);
+    free(s->h_eps);
+    free(s->h_z);
+    free(s->h_t);
+    free(s->h_tgt);
+    free(s->h_y);
+    free(s->perm);
+    s->grads = s->adam_m = s->adam_v = s->target = s->dout = s->vbar = NULL;
+    s->h_x = s->h_eps = s->h_z = s->h_t = s->h_tgt = NULL;
+    s->h_y = NULL;
+    s->perm = NULL;
+    s->be = NULL;
+}
+
+static float lr_at(const train_state *s, int64_t step) {
+    if (step < s->warmup) return s->lr * (float)(step + 1) / (float)s->warmup;
+    double p = (double)(step - s->warmup) / (double)(s->steps - s->warmup > 0 ? s->steps - s->warmup : 1);
+    if (p > 1) p = 1;
+    double lo = s->lr * s->min_ratio;
+    if (strcmp(s->schedule, "cosine") == 0) return (float)(lo + (s->lr - lo) * 0.5 * (1.0 + cos(M_PI * p)));
+    if (strcmp(s->schedule, "linear") == 0) return (float)(s->lr - (s->lr - lo) * p);
+    return s->lr;
+}
+
+/* Times for one batch: stream `sub` of step `step` (0: the main t, 1..K: average-velocity times). */
+static void draw_times(const train_state *s, uint64_t seed, int64_t step, int sub, float *t) {
+    uint64_t key = (uint64_t)step * 128u + (uint64_t)sub;
+    if (!s->logit_normal) {
+        mf_rng_uniform(seed, MF_RNG_TIME, key, t, s->batch);
+        return;
+    }
+    mf_rng_normal(seed, MF_RNG_TIME, key, t, s->batch);
+    for (int i = 0; i < s->batch; i++) t[i] = 1.0f / (1.0f + expf(-(s->time_mu + s->time_sigma * t[i])));
+}
+
+/* The batch of step `step`: examples in the seeded epoch order, noise, times. */
+static void make_batch(train_state *s, const mf_dataset *ds, uint64_t seed, int64_t step) {
+    int64_t n = ds->train.n, img = (int64_t)ds->C * ds->H * ds->W;
+    int64_t idx[s->batch];
+    for (int i = 0; i < s->batch; i++) {
+        int64_t g = step * s->batch + i, epoch = g / n;
+        if (epoch != s->perm_epoch) {
+            mf_dataset_epoch_order(ds, epoch, s->perm);
+            s->perm_epoch = epoch;
+        }
+        idx[i] = s->perm[g % n];
+    }
+    mf_dataset_gather(ds, &ds->train, idx, s->batch, s->h_x, s->h_y);
+    mf_rng_normal(seed, MF_RNG_NOISE, (uint64_t)step, s->h_eps, img * s->batch);
+    draw_times(s, seed, step, 0, s->h_t);
+}
+
+/* z = (1-t) x + t eps for per-sample t (host) */
+static void mix(const train_state *s, int64_t img, const float *t, float *z) {
+    for (int i = 0; i < s->batch; i++)
+        for (int64_t j = 0; j < img; j++) {
+            int64_t q = (int64_t)i * img + j;
+            z[q] = (1.0f - t[i]) * s->h_x[q] + t[i] * s->h_eps[q];
+        }
+}
+
+/* Forward at (z, t) and return the mean squared error against `target` (backend); leaves
+ * dout = scale * 2/numel * (out - target) ready for backward. */
+static double forward_mse(train_state *s, const float *host_z, const float *host_t, const float *target, float scale) {
+    const mf_backend_i *k = s->be->i;
+    mf_graph_write_input(&s->g, s->ids.x, host_z);
+    mf_graph_write_input(&s->g, s->ids.t, host_t);
+    mf_graph_forward(&s->g);
+    const float *out = mf_graph_out(&s->g, s->ids.out);
+    int64_t n = s->g.nodes[s->ids.out].numel;
+    k->add2(s->be, n, 1.0f, out, -1.0f, target, s->dout);
+    double loss = k->sumsq(s->be, n, s->dout) / (double)n;
+    k->axpby(s->be, n, scale * 2.0f / (float)n, s->dout, 0.0f, s->dout);
+    return loss;
+}
+
+/* One optimizer step's loss and gradients (grads zeroed first). Returns the total loss. */
+static double loss_and_grads(train_state *s, const mf_dataset *ds, uint64_t seed, int64_t step, double *avg_term) {
+    const mf_backend_i *k = s->be->i;
+    int64_t img = (int64_t)ds->C * ds->H * ds->W, n = img * s->batch;
+    make_batch(s, ds, seed, step);
+    if (s->h_y) mf_graph_set_labels(&s->g, s->h_y);
+    k->fill(s->be, s->grads, 0.0f, s->model->n_params);
+    /* flow matching: z_t = (1-t) x + t eps, target velocity dz/dt = eps - x */
+    mix(s, img, s->h_t, s->h_z);
+    for (int64_t q = 0; q < n; q++) s->h_tgt[q] = s->h_eps[q] - s->h_x[q];
+    k->write(s->be, s->target, s->h_tgt, sizeof(float) * (size_t)n);
+    double loss = forward_mse(s, s->h_z, s->h_t, s->target, 1.0f);
+    mf_graph_backward(&s->g, s->dout);
+    *avg_term = 0;
+    if (strcmp(s->objective, "fm_avgvel") == 0) {
+        /* v_bar = stop-grad mean of v(z_tk, tk) over K random times on the same path */
+        float tk[s->batch];
+        for (int j = 1; j <= s->avg_k; j++) {
+            draw_times(s, seed, step, j, tk);
+            mix(s, img, tk, s->h_z);
+            mf_graph_write_input(&s->g, s->ids.x, s->h_z);
+            mf_graph_write_input(&s->g, s->ids.t, tk);
+            mf_graph_forward(&s->g);
+            k->axpby(s->be, n, 1.0f / (float)s->avg_k, mf_graph_out(&s->g, s->ids.out), j == 1 ? 0.0f : 1.0f, s->vbar);
+        }
+        /* the velocity at the noise end (t = 1, z_1 = eps) should match v_bar */
+        for (int i = 0; i < s->batch; i++) tk[i] = 1.0f;
+        *avg_term = forward_mse(s, s->h_eps, tk, s->vbar, s->lambda);
+        mf_graph_backward(&s->g, s->dout);
+        loss += s->lambda * *avg_term;
+    }
+    return loss;
+}
+
+static int checkpoint_dir(mf_run *run, char *dir, size_t cap) {
+    char probe[4096];
+    MF_TRY(mf_run_path(run, probe, sizeof probe, "checkpoints/.probe"));
+    snprintf(dir, cap, "%s/checkpoints", mf_run_dir(run));
+    return 0;
+}
+
+static int save_checkpoint(train_state *s, mf_run *run) {
+    char dir[4096], path[4200];
+    MF_TRY(checkpoint_dir(run, dir, sizeof dir));
+    snprintf(path, sizeof path, "%s/ckpt_%08lld.mfc", dir, (long long)s->model->step);
+    mf_ckpt c = {.step = (uint64_t)s->model->step};
+    snprintf(c.config_hash, sizeof c.config_hash, "%s", s->hash);
+    float *bufs[3 + MF_MODEL_MAX_STATE] = {s->model->params, s->adam_m, s->adam_v};
+    const char *names[3] = {"model", "adam_m", "adam_v"};
+    int ns = 3 + s->model->n_state;
+    int64_t np = s->model->n_params;
+    for (int i = 0; i < ns; i++) {
+        mf_ckpt_section *sec = &c.s[i];
+        float *src = i < 3 ? bufs[i] : s->model->state[i - 3].buf;
+        sec->n = i < 3 ? np : s->model->state[i - 3].n;
+        snprintf(sec->name, sizeof sec->name, "%s", i < 3 ? names[i] : s->model->state[i - 3].name);
+        sec->data = mf_xmalloc(sizeof(float) * (size_t)sec->n);
+        s->be->i->read(s->be, sec->data, src, sizeof(float) * (size_t)sec->n);
+    }
+    c.n_sections = ns;
+    int rc = mf_ckpt_save(path, &c);
+    for (int i = 0; i < ns; i++) free(c.s[i].data);
+    if (rc == 0) mf_ckpt_prune(dir, s->keep);
+    return rc;
+}
+
+static int load_checkpoint(train_state *s, mf_run *run) {
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof dir, "%s/checkpoints", mf_run_dir(run));
+    mf_ckpt c;
+    int found = mf_ckpt_load_latest(dir, &c, path, sizeof path);
+    if (found <= 0) {
+        mf_warn("resume: no valid checkpoint in %s; training from the start", dir);
+        return 0;
+    }
+    int rc = 0;
+    if (strcmp(c.config_hash, s->hash) != 0)
+        rc = mf_fail("%s: made for another model configuration (hash %.12s, this run %.12s)", path, c.config_hash, s->hash);
+    float *bufs[3] = {s->model->params, s->adam_m, s->adam_v};
+    const char *names[3] = {"model", "adam_m", "adam_v"};
+    for (int i = 0; rc == 0 && i < 3 + s->model->n_state; i++) {
+        const char *nm = i < 3 ? names[i] : s->model->state[i - 3].name;
+        float *dst = i < 3 ? bufs[i] : s->model->state[i - 3].buf;
+        int64_t n = i < 3 ? s->model->n_params : s->model->state[i - 3].n;
+        const mf_ckpt_section *sec = mf_ckpt_find(&c, nm);
+        if (!sec || sec->n != n) {
+            rc = mf_fail("%s: section '%s' missing or of another size", path, nm);
+            break;
+        }
+        s->be->i->write(s->be, dst, sec->data, sizeof(float) * (size_t)n);
+    }
+    if (rc == 0) {
+        s->model->step = (int64_t)c.step;
+        mf_info("resume: %s (step %lld)", path, (long long)c.step);
+    }
+    mf_ckpt_free_loaded(&c);
+    return rc;
+}
+
+static int write_grid(train_state *s, mf_run *run, const char *rel, int n, int steps) {
+    mf_model *m = s->model;
+    int64_t img = (int64_t)m->cfg.in_ch * m->cfg.height * m->cfg.width;
+    float *x = mf_xmalloc(sizeof(float) * (size_t)(img * n));
+    int32_t *lab = NULL;
+    if (m->cfg.num_classes > 0) {
+        lab = mf_xmalloc(sizeof *lab * (size_t)n);
+        for (int i = 0; i < n; i++) lab[i] = i % m->cfg.num_classes;
+    }
+    const float *w = m->ema ? m->ema : m->params;
+    int rc = mf_sample_images(m, w, s->sample_method, steps, n, mf_run_seed(run), 1, lab, x);
+    char path[4096];
+    if (rc == 0) rc = mf_run_path(run, path, sizeof path, rel);
+    int nrow = (int)ceil(sqrt((double)n));
+    if (m->cfg.num_classes > 0) nrow = m->cfg.num_classes;
+    if (rc == 0) rc = mf_grid_write_png(path, x, n, m->cfg.in_ch, m->cfg.height, m->cfg.width, -1.0f, 1.0f, nrow, 2, 0.0f);
+    if (rc == 0) mf_info("samples: %s (%d images, %s %d steps, %s weights)", path, n, s->sample_method, steps, m->ema ? "EMA" : "raw");
+    free(x);
+    free(lab);
+    return rc;
+}
+
+static void model_free_void(void *p) { mf_model_free(p); }
+
+static int setup(train_state *s, mf_run *run, const mf_dataset *ds) {
+    s->be = mf_run_backend(run);
+    if (!s->be) return -1;
+    const mf_backend_i *k = s->be->i;
+    s->cfg.in_ch = ds->C;
+    s->cfg.height = ds->H;
+    s->cfg.width = ds->W;
+    if (s->class_cond && ds->num_classes <= 0) return mf_fail("model.class_cond: the data set '%s' has no labels", ds->name);
+    s->cfg.num_classes = s->class_cond ? ds->num_classes : 0;
+    MF_TRY(mf_unet_check(&s->cfg));
+    if (ds->train.n < 1) return mf_fail("the training split is empty");
+
+    mf_graph_init(&s->g, s->be, s->batch);
+    mf_unet_build(&s->g, &s->cfg, &s->ids);
+    MF_TRY(mf_graph_finalize(&s->g, s->ids.out, true, false));
+
+    mf_model *m = mf_xcalloc(1, sizeof *m);
+    m->be = s->be;
+    m->cfg = s->cfg;
+    snprintf(m->objective, sizeof m->objective, "%s", s->objective);
+    m->n_params = s->g.n_param_floats;
+    for (int i = 0; i < s->g.n_params; i++) m->n_weights += s->g.params[i].numel;
+    m->flops_per_image = s->g.flops_fwd / s->batch;
+    size_t pb = sizeof(float) * (size_t)m->n_params;
+    m->params = k->alloc(s->be, pb);
+    MF_TRY(mf_artifact_put(run, "model", MF_ART_MODEL, m, model_free_void));
+    s->model = m;
+    s->grads = k->alloc(s->be, pb);
+    s->adam_m = k->alloc(s->be, pb);
+    s->adam_v = k->alloc(s->be, pb);
+    int64_t n = s->g.nodes[s->ids.out].numel;
+    s->target = k->alloc(s->be, sizeof(float) * (size_t)n);
+    s->dout = k->alloc(s->be, sizeof(float) * (size_t)n);
+    s->vbar = k->alloc(s->be, sizeof(float) * (size_t)n);
+    if (!m->params || !s->grads || !s->adam_m || !s->adam_v || !s->target || !s->dout || !s->vbar)
+        return mf_fail("out of memory for parameters and optimizer state (%.1f MiB each)", (double)pb / 1048576.0);
+    float *host = mf_xmalloc(pb);
+    mf_graph_init_params(&s->g, mf_run_seed(run), host);
+    k->write(s->be, m->params, host, pb);
+    free(host);
+    k->fill(s->be, s->adam_m, 0.0f, m->n_params);
+    k->fill(s->be, s->adam_v, 0.0f, m->n_params);
+    mf_graph_set_params(&s->g, m->params);
+    mf_graph_set_grads(&s->g, s->grads);
+
+    s->h_x = mf_xmalloc(sizeof(float) * (size_t)n);
+    s->h_eps = mf_xmalloc(sizeof(float) * (size_t)n);
+    s->h_z = mf_xmalloc(sizeof(float) * (size_t)n);
+    s->h_tgt = mf_xmalloc(sizeof(float) * (size_t)n);
+    s->h_t = mf_xmalloc(sizeof(float) * (size_t)s->batch);
+    s->h_y = s->cfg.num_classes > 0 ? mf_xmalloc(sizeof(int32_t) * (size_t)s->batch) : NULL;
+    s->perm = mf_xmalloc(sizeof(int64_t) * (size_t)ds->train.n);
+    s->perm_epoch = -1;
+
+    /* the configuration hash that checkpoints must match */
+    char desc[512];
+    snprintf(desc, sizeof desc, "unet c%d h%d w%d ch%d L%d m%d,%d,%d,%d,%d,%d rb%d g%d te%d fh%d ts%g nc%d ti%d %s",
+             m->cfg.in_ch, m->cfg.height, m->cfg.width, m->cfg.ch, m->cfg.n_levels, m->cfg.mult[0], m->cfg.mult[1],
+             m->cfg.mult[2], m->cfg.mult[3], m->cfg.mult[4], m->cfg.mult[5], m->cfg.res_blocks, m->cfg.groups,
+             m->cfg.temb_dim, m->cfg.fourier_half, (double)m->cfg.time_scale, m->cfg.num_classes, m->cfg.time_inputs,
+             s->objective);
+    mf_sha256_hex(desc, strlen(desc), s->hash);
+    mf_info("model: UNet %s: %lld parameters, %.3f GFLOP forward per image; batch %d, %.1f MiB activations",
+            desc, (long long)m->n_weights, m->flops_per_image / 1e9, s->batch, (double)s->g.act_bytes / 1048576.0);
+    mf_buf b = {0};
+    mf_json_str(&b, "event", "model");
+    mf_json_int(&b, "params", m->n_weights);
+    mf_json_num(&b, "gflops_per_image", m->flops_per_image / 1e9);
+    mf_metrics_append(run, s->instance, b.s);
+    mf_buf_free(&b);
+    return 0;
+}
+
+int train_run(void *state, mf_run *run) {
+    train_state *s = state;
+    mf_dataset *ds = mf_artifact_get(run, "dataset", MF_ART_DATASET);
+    if (!ds) return -1;
+    MF_TRY(setup(s, run, ds));
+    const mf_backend_i *k = s->be->i;
+    mf_model *m = s->model;
+    uint64_t seed = mf_run_seed(run);
+    bool resumed = mf_run_resuming(run);
+    mf_train_event ev = {.model = m, .step = 0, .resumed = resumed};
+    MF_TRY(mf_event_emit(run, "train.begin", &ev));
+    if (resumed) MF_TRY(load_checkpoint(s, run));
+
+    mf_progress *pg = mf_progress_begin("train", s->steps, "it");
+    double loss_acc = 0, t_last = 0;
+    int64_t n_acc = 0, last_log = m->step;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = 0;
+    /* testing aid: MFPIPE_DEBUG_NAN_STEP=k makes the loss of step k NaN (tests the on_nan paths) */
+    const char *dbg = getenv("MFPIPE_DEBUG_NAN_STEP");
+    int64_t nan_step = dbg ? atoll(dbg) : -1;
+    while (m->step < s->steps) {
+        int64_t step = m->step;
+        double avg_term;
+        double loss = loss_and_grads(s, ds, seed, step, &avg_term);
+        if (step + 1 == nan_step) loss = NAN;
+        if (!isfinite(loss)) {
+            if (!s->skip_nan) {
+                rc = mf_fail("step %lld: the loss is %g (not finite); lower train.optimizer.lr, or set "
+                             "train.on_nan: skip",
+                             (long long)step + 1, loss);
+                break;
+            }
+            mf_warn("step %lld: non-finite loss %g; step skipped (train.on_nan: skip)", (long long)step + 1, loss);
+            m->step++;
+            continue;
+        }
+        double gnorm = sqrt(k->sumsq(s->be, m->n_params, s->grads));
+        float gscale = s->clip > 0 && gnorm > s->clip ? (float)(s->clip / (gnorm + 1e-6)) : 1.0f;
+        float lr = lr_at(s, step);
+        k->adamw(s->be, m->n_params, m->params, s->grads, s->adam_m, s->adam_v, lr, s->b1, s->b2, s->eps, s->wd,
+                 step + 1, gscale);
+        m->step++;
+        ev.step = m->step;
+        ev.loss = loss;
+        if (mf_event_emit(run, "train.step", &ev) != 0) {
+            rc = -1;
+            break;
+        }
+        loss_acc += loss;
+        n_acc++;
+        char extra[96];
+        snprintf(extra, sizeof extra, "loss=%.4f lr=%.3g", loss, (double)lr);
+        mf_progress_update(pg, m->step, extra);
+        if (m->step % s->log_every == 0 || m->step == s->steps) {
+            struct timespec t1;
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            double el = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+            mf_buf b = {0};
+            mf_json_int(&b, "step", m->step);
+            mf_json_num(&b, "loss", loss_acc / (double)n_acc);
+            if (strcmp(s->objective, "fm_avgvel") == 0) mf_json_num(&b, "avgvel_loss", avg_term);
+            mf_json_num(&b, "lr", lr);
+            mf_json_num(&b, "grad_norm", gnorm);
+            mf_json_num(&b, "img_per_s", (double)(m->step - last_log) * s->batch / (el - t_last > 0 ? el - t_last : 1e-9));
+            mf_metrics_append(run, s->instance, b.s);
+            mf_buf_free(&b);
+            loss_acc = 0;
+            n_acc = 0;
+            t_last = el;
+            last_log = m->step;
+        }
+        if (s->sample_every > 0 && m->step % s->sample_every == 0 && m->step < s->steps) {
+            char rel[64];
+            snprintf(rel, sizeof rel, "samples/step_%08lld.png", (long long)m->step);
+            if ((rc = write_grid(s, run, rel, s->sample_n, s->sample_steps)) != 0) break;
+        }
+        if (s->ckpt_every > 0 && m->step % s->ckpt_every == 0 && m->step < s->steps) {
+            if ((rc = save_checkpoint(s, run)) != 0) break;
+        }
+        if (mf_run_interrupted(run)) {
+            mf_warn("interrupted at step %lld: saving a checkpoint", (long long)m->step);
+            rc = save_checkpoint(s, run);
+            break;
+        }
+    }
+    mf_progress_end(pg);
+    if (rc != 0 || mf_run_interrupted(run)) return rc;
+    MF_TRY(save_checkpoint(s, run));
+    ev.step = m->step;
+    MF_TRY(mf_event_emit(run, "train.end", &ev));
+    if (s->final_grid > 0) MF_TRY(write_grid(s, run, "samples/final_grid.png", s->final_grid, s->final_steps));
+    mf_info("train: %lld steps done; peak backend memory %.1f MiB", (long long)m->step,
+            (double)k->peak_bytes(s->be) / 1048576.0);
+    return 0;
+}

@@ -1,0 +1,203 @@
+/* test_ref.c - the C UNet against PyTorch (tests/ref/make_fixtures.py, float64 reference): same
+ * weights and batch, then the forward output, the flow-matching loss, every parameter gradient and
+ * the JVP along (eps - x, dt = 1) must match. Error measure per tensor: max |c - ref| / max |ref|;
+ * (for gradients, floored at 1e-3 of the model's largest gradient); tolerance 1e-4 (the issue's bound) for loss, output and gradients, 1e-4 for the JVP. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mf_error.h"
+#include "mf_graph.h"
+#include "mf_io.h"
+#include "mf_test.h"
+#include "mf_unet.h"
+
+typedef struct arr {
+    char name[128];
+    int64_t n;
+    float *v;
+} arr;
+
+typedef struct fixture {
+    int cfg[18];
+    float time_scale;
+    arr *a;
+    int n;
+} fixture;
+
+static int load(const char *path, fixture *f) {
+    uint8_t *buf;
+    size_t len;
+    int gz;
+    if (mf_read_file(path, &buf, &len, &gz) != 0) return -1;
+    memset(f, 0, sizeof *f);
+    size_t p = 0;
+    if (len < 16 || memcmp(buf, "MFREF\0\0\1", 8) != 0) {
+        free(buf);
+        return mf_fail("%s: not an MFREF v1 fixture", path);
+    }
+    p = 8;
+    uint32_t ni;
+    memcpy(&ni, buf + p, 4), p += 4;
+    MF_ASSERT(ni == 18);
+    memcpy(f->cfg, buf + p, 4 * ni), p += 4 * ni;
+    memcpy(&f->time_scale, buf + p, 4), p += 4;
+    while (p < len) {
+        f->a = realloc(f->a, sizeof *f->a * (size_t)(f->n + 1));
+        arr *a = &f->a[f->n++];
+        uint32_t nl, nd, d;
+        memcpy(&nl, buf + p, 4), p += 4;
+        MF_ASSERT(nl < sizeof a->name);
+        memcpy(a->name, buf + p, nl), p += nl;
+        a->name[nl] = '\0';
+        memcpy(&nd, buf + p, 4), p += 4;
+        a->n = 1;
+        for (uint32_t i = 0; i < nd; i++) memcpy(&d, buf + p, 4), p += 4, a->n *= d;
+        MF_ASSERT(p + 4 * (size_t)a->n <= len);
+        a->v = malloc(4 * (size_t)a->n);
+        memcpy(a->v, buf + p, 4 * (size_t)a->n), p += 4 * (size_t)a->n;
+    }
+    free(buf);
+    return 0;
+}
+
+static const arr *get(const fixture *f, const char *name) {
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->a[i].name, name) == 0) return &f->a[i];
+    return NULL;
+}
+
+/* max |c - ref| / max(max |ref|, floor): a gradient that is exactly zero in theory (a conv bias
+ * feeding a GroupNorm with one channel per group) is measured against `floor`, 1e-3 of the largest
+ * gradient of the whole model, instead of against its own rounding noise */
+static double rel_err_floor(const float *c, const float *ref, int64_t n, double floor) {
+    double md = 0, mr = 0;
+    for (int64_t i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)c[i] - ref[i]));
+        mr = fmax(mr, fabs((double)ref[i]));
+    }
+    return md / fmax(mr, floor > 0 ? floor : 1e-30);
+}
+static double rel_err(const float *c, const float *ref, int64_t n) { return rel_err_floor(c, ref, n, 0); }
+
+static void run_fixture(const char *file) {
+    char path[4096];
+    const char *src = getenv("MFPIPE_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/tests/ref/%s", src ? src : "..", file);
+    fixture f;
+    if (load(path, &f) != 0) {
+        CHECK_MSG(0, "%s", mf_last_error());
+        return;
+    }
+    int *c = f.cfg;
+    mf_unet_cfg cfg = {.in_ch = c[0], .height = c[1], .width = c[2], .ch = c[3], .n_levels = c[4],
+                       .res_blocks = c[11], .groups = c[12], .temb_dim = c[13], .fourier_half = c[14],
+                       .num_classes = c[15], .time_inputs = c[16], .time_scale = f.time_scale};
+    for (int i = 0; i < 6; i++) cfg.mult[i] = c[5 + i];
+    int B = c[17];
+    mf_backend *be = mf_cpu_backend_new(2);
+    const mf_backend_i *k = be->i;
+    mf_graph g;
+    mf_unet ids;
+    mf_graph_init(&g, be, B);
+    mf_unet_build(&g, &cfg, &ids);
+    CHECK(mf_graph_finalize(&g, ids.out, true, true) == 0);
+
+    /* parameters by name */
+    int64_t np = g.n_param_floats;
+    float *hp = calloc((size_t)np, sizeof *hp), *hg = calloc((size_t)np, sizeof *hg);
+    int missing = 0;
+    for (int i = 0; i < g.n_params; i++) {
+        char nm[160];
+        snprintf(nm, sizeof nm, "param:%s", g.params[i].name);
+        const arr *a = get(&f, nm);
+        if (!a || a->n != g.params[i].numel) {
+            missing++;
+            fprintf(stderr, "%s: no or wrong-sized %s\n", file, nm);
+            continue;
+        }
+        memcpy(hp + g.params[i].offset, a->v, 4 * (size_t)a->n);
+    }
+    CHECK_MSG(missing == 0, "%s: %d parameters missing", file, missing);
+    float *dp = k->alloc(be, 4 * (size_t)np), *dg = k->alloc(be, 4 * (size_t)np);
+    k->write(be, dp, hp, 4 * (size_t)np);
+    k->fill(be, dg, 0.0f, np);
+    mf_graph_set_params(&g, dp);
+    mf_graph_set_grads(&g, dg);
+    const arr *x = get(&f, "x"), *eps = get(&f, "eps"), *t = get(&f, "t"), *z = get(&f, "z");
+    const arr *out = get(&f, "out"), *loss = get(&f, "loss"), *jvp = get(&f, "jvp_tz");
+    MF_ASSERT(x && eps && t && z && out && loss && jvp);
+    int32_t lab[64];
+    if (cfg.num_classes > 0) {
+        const arr *l = get(&f, "labels");
+        for (int i = 0; i < B; i++) lab[i] = (int32_t)l->v[i];
+        mf_graph_set_labels(&g, lab);
+    }
+    mf_graph_write_input(&g, ids.x, z->v);
+    mf_graph_write_input(&g, ids.t, t->v);
+    if (ids.r >= 0) mf_graph_write_input(&g, ids.r, get(&f, "r")->v);
+    mf_graph_forward(&g);
+    int64_t n = z->n;
+    float *ho = malloc(4 * (size_t)n), *dout = malloc(4 * (size_t)n);
+    k->read(be, ho, mf_graph_out(&g, ids.out), 4 * (size_t)n);
+    double e_out = rel_err(ho, out->v, n);
+    double l = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)ho[i] - ((double)eps->v[i] - x->v[i]);
+        l += d * d;
+        dout[i] = (float)(2.0 * d / (double)n);
+    }
+    l /= (double)n;
+    double e_loss = fabs(l - loss->v[0]) / fabs((double)loss->v[0]);
+    float *ddout = k->alloc(be, 4 * (size_t)n);
+    k->write(be, ddout, dout, 4 * (size_t)n);
+    mf_graph_backward(&g, ddout);
+    k->read(be, hg, dg, 4 * (size_t)np);
+    double worst = 0, gmax = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < f.n; i++)
+        if (strncmp(f.a[i].name, "grad:", 5) == 0)
+            for (int64_t j = 0; j < f.a[i].n; j++) gmax = fmax(gmax, fabs((double)f.a[i].v[j]));
+    for (int i = 0; i < g.n_params; i++) {
+        char nm[160];
+        snprintf(nm, sizeof nm, "grad:%s", g.params[i].name);
+        const arr *a = get(&f, nm);
+        if (!a) continue;
+        double e = rel_err_floor(hg + g.params[i].offset, a->v, a->n, 1e-3 * gmax);
+        if (e > worst) worst = e, worst_name = g.params[i].name;
+    }
+    /* JVP along (eps - x, 1) with r and labels fixed */
+    float *tz = malloc(4 * (size_t)n), *tt = malloc(4 * (size_t)B);
+    for (int64_t i = 0; i < n; i++) tz[i] = eps->v[i] - x->v[i];
+    for (int i = 0; i < B; i++) tt[i] = 1.0f;
+    float *dtz = k->alloc(be, 4 * (size_t)n), *dtt = k->alloc(be, 4 * (size_t)B);
+    k->write(be, dtz, tz, 4 * (size_t)n);
+    k->write(be, dtt, tt, 4 * (size_t)B);
+    int nodes[2] = {ids.x, ids.t};
+    const float *tans[2] = {dtz, dtt};
+    mf_graph_jvp(&g, 2, nodes, tans);
+    k->read(be, ho, g.nodes[ids.out].tan, 4 * (size_t)n);
+    double e_jvp = rel_err(ho, jvp->v, n);
+
+    printf("%s: loss %.8f (ref %.8f, rel err %.1e); output rel err %.1e; worst gradient rel err %.1e (%s); "
+           "JVP rel err %.1e\n",
+           file, l, (double)loss->v[0], e_loss, e_out, worst, worst_name, e_jvp);
+    CHECK_MSG(e_loss < 1e-4, "%s: loss", file);
+    CHECK_MSG(e_out < 1e-4, "%s: output", file);
+    CHECK_MSG(worst < 1e-4, "%s: gradient of %s", file, worst_name);
+    CHECK_MSG(e_jvp < 1e-4, "%s: jvp", file);
+
+    k->free(be, dp), k->free(be, dg), k->free(be, ddout), k->free(be, dtz), k->free(be, dtt);
+    free(hp), free(hg), free(ho), free(dout), free(tz), free(tt);
+    for (int i = 0; i < f.n; i++) free(f.a[i].v);
+    free(f.a);
+    mf_graph_free(&g);
+    mf_backend_free(be);
+}
+
+int main(void) {
+    run_fixture("unet_tiny_cond.bin");
+    run_fixture("unet_tiny_mf.bin");
+    return mf_test_summary("test_ref");
+}
