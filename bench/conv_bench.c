@@ -20,7 +20,7 @@
 #include <dnnl.h>
 #endif
 
-static int g_reps = 5;
+static int g_reps = 5, g_sweep = 1, g_dnnl = 1, g_blas = 1;
 
 static double now(void) {
     struct timespec t;
@@ -28,12 +28,43 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* The machine may be shared: wait (at most 60 s) until the CPUs have been >= 90% idle for 50 ms. */
+static int g_busy_waits;
+static void cpu_times(unsigned long long *idle, unsigned long long *total) {
+    unsigned long long v[10] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    *idle = *total = 0;
+    if (!f) return;
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+               &v[6], &v[7]) == 8) {
+        for (int i = 0; i < 8; i++) *total += v[i];
+        *idle = v[3] + v[4];
+    }
+    fclose(f);
+}
+static void wait_idle(void) {
+    double t0 = now();
+    for (;;) {
+        unsigned long long i0, t0_, i1, t1;
+        cpu_times(&i0, &t0_);
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+        cpu_times(&i1, &t1);
+        if (t1 == t0_ || (double)(i1 - i0) >= 0.9 * (double)(t1 - t0_)) return;
+        if (now() - t0 > 60) {
+            g_busy_waits++;
+            return;
+        }
+    }
+}
+
 typedef void (*run_fn)(void *arg);
-/* best of g_reps timed runs after one warm-up, in ms */
+/* best of g_reps timed runs after one warm-up, in ms, each started on an idle machine */
 static double time_best(run_fn f, void *arg) {
     f(arg);
     double best = 1e30;
     for (int r = 0; r < g_reps; r++) {
+        wait_idle();
         double t = now();
         f(arg);
         t = now() - t;
@@ -259,6 +290,11 @@ static double dnnl_time(conv_case *c, int op, int any, const char **impl) {
 
 int main(int argc, char **argv) {
     if (argc > 1) g_reps = atoi(argv[1]);
+    for (int i = 2; i < argc; i++) { /* options: nosweep, nodnnl, noblas */
+        if (!strcmp(argv[i], "nosweep")) g_sweep = 0;
+        if (!strcmp(argv[i], "nodnnl")) g_dnnl = 0;
+        if (!strcmp(argv[i], "noblas")) g_blas = 0;
+    }
     const int T = omp_get_num_procs();
     mf_backend *be = mf_cpu_backend_new(T);
     printf("threads %d, OpenBLAS %s (%s)\n\n", T, openblas_get_config(), openblas_get_corename());
@@ -303,15 +339,15 @@ int main(int argc, char **argv) {
             mfcpu_set_conv_nb(be, 0);
             const double t_auto = time_best(run_be, &a);
             char sweep[128] = "", *sp = sweep;
-            for (size_t k = 0; k < sizeof nbs / sizeof nbs[0]; k++) {
+            for (size_t k = 0; g_sweep && k < sizeof nbs / sizeof nbs[0]; k++) {
                 mfcpu_set_conv_nb(be, nbs[k]);
                 sp += sprintf(sp, "%s%.1f", k ? " / " : "", time_best(run_be, &a));
             }
             mfcpu_set_conv_nb(be, 0);
-            double t_bl[2];
+            double t_bl[2] = {0, 0};
             const int chunks[2] = {16, 128};
             openblas_set_num_threads(T);
-            for (int k = 0; k < 2; k++) {
+            for (int k = 0; g_blas && k < 2; k++) {
                 size_t cols = (size_t)chunks[k] * hw;
                 blas_arg b = {c, op, chunks[k], T, malloc(sizeof(float) * cols * (size_t)K),
                               malloc(sizeof(float) * cols * (size_t)(s->co > K ? s->co : K))};
@@ -324,8 +360,8 @@ int main(int argc, char **argv) {
             printf("| %s | %s | %.2f | %.1f | %.0f | %.0f%% | %s | %.1f / %.1f |", c->name, opname[op], gf, t_auto,
                    gf / (t_auto * 1e-3), 100.0 * gf / (t_auto * 1e-3) / peakT, sweep, t_bl[0], t_bl[1]);
 #ifdef WITH_DNNL
-            const char *i1, *i2;
-            double d0 = dnnl_time(c, op, 0, &i1), d1 = dnnl_time(c, op, 1, &i2);
+            const char *i1 = "-", *i2 = "-";
+            double d0 = g_dnnl ? dnnl_time(c, op, 0, &i1) : 0, d1 = g_dnnl ? dnnl_time(c, op, 1, &i2) : 0;
             tot_dn[op] += d0, tot_dna[op] += d1;
             printf(" %.1f (%s) | %.1f (%s) |", d0, i1, d1, i2);
 #endif
@@ -339,6 +375,7 @@ int main(int argc, char **argv) {
         printf("%s | %.1f | %.1f | %.1f | %.1f\n", opname[op], tot_be[op], tot_bl[op], tot_dn[op], tot_dna[op]);
     printf("all | %.1f | %.1f | %.1f | %.1f\n", tot_be[0] + tot_be[1] + tot_be[2], tot_bl[0] + tot_bl[1] + tot_bl[2],
            tot_dn[0] + tot_dn[1] + tot_dn[2], tot_dna[0] + tot_dna[1] + tot_dna[2]);
+    if (g_busy_waits) printf("\nWARNING: %d measurements started on a busy machine\n", g_busy_waits);
     mf_backend_free(be);
     return 0;
 }

@@ -24,11 +24,10 @@ void mf_graph_init(mf_graph *g, mf_backend *be, int batch) {
 
 void mf_graph_free(mf_graph *g) {
     if (!g->nodes && !g->params) return;
+    for (int b = 0; b < g->n_pool; b++) K(g)->free(BE(g), g->pool[b]);
+    free(g->pool);
     for (int i = 0; i < g->n_nodes; i++) {
         mf_gnode *nd = &g->nodes[i];
-        if (!nd->is_view) K(g)->free(BE(g), nd->out);
-        K(g)->free(BE(g), nd->grad);
-        K(g)->free(BE(g), nd->tan);
         K(g)->free(BE(g), nd->mean);
         K(g)->free(BE(g), nd->rstd);
         K(g)->free(BE(g), nd->freq);
@@ -222,14 +221,89 @@ static float *alloc_f(mf_graph *g, int64_t n, int *fail) {
     return p;
 }
 
+/* ---- memory plan ---------------------------------------------------------------------------------
+ * Activations, gradients and tangents are given lifetimes on one timeline: forward of node i at time
+ * i, backward of node j at time n + (n-1-j). A buffer is reused by a later interval of the same size
+ * once its occupant's last use is strictly earlier. Values needed by backward (inputs of conv, linear,
+ * GroupNorm, SiLU) stay live until their consumer's backward; everything else dies after its last
+ * forward use; a gradient lives from its first write to its node's backward. */
+typedef struct interval {
+    int64_t numel;
+    int start, end;
+    float **slot;
+} interval;
+
+static bool value_needed_in_bwd(mf_op op) {
+    return op == MF_OP_CONV || op == MF_OP_LINEAR || op == MF_OP_GROUPNORM || op == MF_OP_SILU;
+}
+
+static int cmp_interval(const void *a, const void *b) {
+    const interval *x = a, *y = b;
+    return x->start != y->start ? (x->start < y->start ? -1 : 1) : (x->numel > y->numel ? -1 : x->numel < y->numel);
+}
+
+static int plan_memory(mf_graph *g, bool need_grad, bool need_tan) {
+    int n = g->n_nodes, forever = 2 * n + 2;
+    int *last_fwd = mf_xmalloc(sizeof(int) * (size_t)n), *last_bwd = mf_xmalloc(sizeof(int) * (size_t)n);
+    int *first_grad = mf_xmalloc(sizeof(int) * (size_t)n);
+    for (int i = 0; i < n; i++) last_fwd[i] = i, last_bwd[i] = -1, first_grad[i] = -1;
+    for (int j = 0; j < n; j++) {
+        mf_gnode *c = &g->nodes[j];
+        int tb = n + (n - 1 - j);
+        for (int s = 0; s < 2; s++) {
+            int i = c->in[s];
+            if (i < 0) continue;
+            if (j > last_fwd[i]) last_fwd[i] = j;
+            if (need_grad && c->needs_grad && value_needed_in_bwd(c->op) && tb > last_bwd[i]) last_bwd[i] = tb;
+            if (need_grad && c->needs_grad && (first_grad[i] < 0 || tb < first_grad[i])) first_grad[i] = tb;
+        }
+    }
+    interval *iv = mf_xmalloc(sizeof *iv * (size_t)(3 * n + 1));
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        mf_gnode *nd = &g->nodes[i];
+        if (nd->op == MF_OP_LABELS) continue;
+        bool perm = nd->op == MF_OP_INPUT || i == g->output;
+        int end = perm ? forever : (last_bwd[i] > last_fwd[i] ? last_bwd[i] : last_fwd[i]);
+        iv[m++] = (interval){nd->numel, perm ? -1 : i, end, &nd->out};
+        if (need_tan) iv[m++] = (interval){nd->numel, perm ? -1 : i, perm ? forever : last_fwd[i], &nd->tan};
+        if (need_grad && nd->needs_grad) {
+            int start = i == g->output ? n - 1 : first_grad[i];
+            if (start >= 0) iv[m++] = (interval){nd->numel, start, n + (n - 1 - i), &nd->grad};
+        }
+    }
+    qsort(iv, (size_t)m, sizeof *iv, cmp_interval);
+    int64_t *bsize = mf_xmalloc(sizeof(int64_t) * (size_t)m);
+    int *busy = mf_xmalloc(sizeof(int) * (size_t)m);
+    int nb = 0, fail = 0;
+    int *assign = mf_xmalloc(sizeof(int) * (size_t)m);
+    for (int k = 0; k < m; k++) {
+        int best = -1;
+        for (int b = 0; b < nb; b++)
+            if (bsize[b] == iv[k].numel && busy[b] < iv[k].start && (best < 0 || busy[b] > busy[best])) best = b;
+        if (best < 0) {
+            best = nb++;
+            bsize[best] = iv[k].numel;
+        }
+        busy[best] = iv[k].end;
+        assign[k] = best;
+    }
+    g->pool = mf_xcalloc((size_t)nb, sizeof *g->pool);
+    g->n_pool = nb;
+    for (int b = 0; b < nb && !fail; b++) g->pool[b] = alloc_f(g, bsize[b], &fail);
+    for (int k = 0; k < m; k++) *iv[k].slot = g->pool[assign[k]];
+    int64_t unplanned = 0;
+    for (int k = 0; k < m; k++) unplanned += iv[k].numel;
+    g->unplanned_bytes = sizeof(float) * (size_t)unplanned;
+    free(last_fwd), free(last_bwd), free(first_grad), free(iv), free(bsize), free(busy), free(assign);
+    return fail;
+}
+
 int mf_graph_finalize(mf_graph *g, int output, bool need_grad, bool need_tan) {
     g->output = output;
-    int fail = 0;
+    int fail = plan_memory(g, need_grad, need_tan);
     for (int i = 0; i < g->n_nodes && !fail; i++) {
         mf_gnode *nd = &g->nodes[i];
-        if (nd->op != MF_OP_LABELS) nd->out = alloc_f(g, nd->numel, &fail);
-        if (need_grad && nd->needs_grad) nd->grad = alloc_f(g, nd->numel, &fail);
-        if (need_tan && nd->op != MF_OP_LABELS) nd->tan = alloc_f(g, nd->numel, &fail);
         if (nd->op == MF_OP_GROUPNORM) {
             nd->mean = alloc_f(g, (int64_t)nd->n * nd->groups, &fail);
             nd->rstd = alloc_f(g, (int64_t)nd->n * nd->groups, &fail);

@@ -1,7 +1,9 @@
 /* mf_graph.h - a static op graph for a fixed batch shape (ggml manner): the model is described once
  * with the builder functions; forward, backward (reverse mode, gradients accumulated into one flat
  * buffer) and JVP (forward mode, tangents of the inputs) are derived from per-op rules in mf_graph.c.
- * Parameters live in one flat buffer owned by the caller; the graph holds views (offsets) into it. */
+ * Parameters live in one flat buffer owned by the caller; the graph holds views (offsets) into it.
+ * Activation memory is planned once at finalize: buffers are shared between values whose lifetimes do
+ * not overlap, so only the output (and inputs) may be read after a pass. */
 #ifndef MF_GRAPH_H
 #define MF_GRAPH_H
 
@@ -56,7 +58,6 @@ typedef struct mf_gnode {
     float *mean, *rstd;      /* MF_OP_GROUPNORM statistics (n * groups) */
     bool needs_grad;  /* on a path from a parameter or a grad-requiring input to the output */
     bool has_tan;     /* on a path from an input with a tangent */
-    bool is_view;     /* out aliases an input (not allocated separately) */
 } mf_gnode;
 
 typedef struct mf_graph {
@@ -75,7 +76,10 @@ typedef struct mf_graph {
     bool allocated;
     bool *grad_written; /* per node: gradient already initialised during this backward pass */
     char prefix[96];   /* name prefix stack for the builder */
-    size_t act_bytes;  /* bytes of activations, grads, tangents allocated */
+    size_t act_bytes;  /* bytes of activations, grads, tangents allocated (after the memory plan) */
+    size_t unplanned_bytes; /* what they would take without buffer reuse */
+    float **pool;      /* the planned buffers (nodes' out/grad/tan point into these) */
+    int n_pool;
 } mf_graph;
 
 /* ---- building ---------------------------------------------------------------------------------- */

@@ -335,8 +335,10 @@ static int setup(train_state *s, mf_run *run, const mf_dataset *ds) {
              m->cfg.temb_dim, m->cfg.fourier_half, (double)m->cfg.time_scale, m->cfg.num_classes, m->cfg.time_inputs,
              s->objective);
     mf_sha256_hex(desc, strlen(desc), s->hash);
-    mf_info("model: UNet %s: %lld parameters, %.3f GFLOP forward per image; batch %d, %.1f MiB activations",
-            desc, (long long)m->n_weights, m->flops_per_image / 1e9, s->batch, (double)s->g.act_bytes / 1048576.0);
+    mf_info("model: UNet %s: %lld parameters, %.3f GFLOP forward per image; batch %d: %.1f MiB of activations "
+            "and gradients (%.1f MiB without buffer reuse)",
+            desc, (long long)m->n_weights, m->flops_per_image / 1e9, s->batch, (double)s->g.act_bytes / 1048576.0,
+            (double)s->g.unplanned_bytes / 1048576.0);
     mf_buf b = {0};
     mf_json_str(&b, "event", "model");
     mf_json_int(&b, "params", m->n_weights);
