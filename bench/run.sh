@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# bench/run.sh - training throughput of mfpipe beside PyTorch (Debian's python3-torch), same model,
+# batch and thread count, measured in the same run; prints a table (images/s, achieved GFLOP/s and its
+# fraction of the measured SGEMM peak, peak resident memory) and writes it to bench/results.md.
+#   bench/run.sh [--steps N] [--threads T] [--cases "quick c32 c64"]
+# mfpipe is measured through `mfpipe run` (the real training loop: data order, noise, forward,
+# backward, AdamW, EMA) on MNIST-shaped data; PyTorch through bench/torch_bench.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps=30; threads=$(nproc); cases="quick c32 c64"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --steps) steps=$2; shift 2;; --threads) threads=$2; shift 2;; --cases) cases=$2; shift 2;;
+    *) echo "usage: bench/run.sh [--steps N] [--threads T] [--cases \"quick c32 c64\"]" >&2; exit 2;;
+  esac
+done
+build=${MFPIPE_BUILD:-build}
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j"$(nproc)" >/dev/null
+mf=$build/bin/mfpipe
+work=$(mktemp -d /tmp/mfbench-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# MNIST-shaped data: the real files when present, else a synthetic set
+if [ -f data/mnist/train-images-idx3-ubyte ] || [ -f data/mnist/train-images-idx3-ubyte.gz ]; then
+  dataroot=$PWD/data/mnist; verify=true
+else
+  dataroot=$work/mn; verify=false; mkdir -p "$dataroot"
+  /usr/bin/python3 - "$dataroot" <<'PY'
+import os, struct, sys, random
+d = sys.argv[1]; r = random.Random(0)
+def w(name, dims, data):
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(struct.pack(">HBB", 0, 8, len(dims)) + b"".join(struct.pack(">I", x) for x in dims) + data)
+n = 4096
+w("train-images-idx3-ubyte", (n, 28, 28), bytes(r.randrange(256) for _ in range(n * 784)))
+w("train-labels-idx1-ubyte", (n,), bytes(i % 10 for i in range(n)))
+w("t10k-images-idx3-ubyte", (16, 28, 28), bytes(16 * 784))
+w("t10k-labels-idx1-ubyte", (16,), bytes(16))
+PY
+fi
+
+peak=$("$build"/bin/mf_gemm_peak 2048 5)
+have_torch=0
+/usr/bin/python3 -c "import torch" 2>/dev/null && have_torch=1
+
+# case -> channels res_blocks temb half
+spec() { case $1 in quick) echo "16 1 64 16";; c32) echo "32 2 128 32";; c64) echo "64 2 128 32";; *) echo "unknown case $1" >&2; exit 2;; esac; }
+
+out=$work/table.md
+{
+  echo "SGEMM peak (OpenBLAS, 2048^3, $threads threads): $peak GFLOP/s; batch 128; $steps timed steps; $(date -u +%F)"
+  echo
+  echo "| case | params | GFLOP/img | mfpipe img/s | GFLOP/s | % peak | peak MiB | PyTorch img/s | GFLOP/s | % peak | peak MiB | speed x | memory x |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+} >"$out"
+for c in $cases; do
+  read -r ch rb temb half <<<"$(spec "$c")"
+  log=$work/$c.log
+  "$build"/bin/mf_peak "$mf" run -q bench/bench_train.yaml "data.root=\"$dataroot\"" data.verify=$verify \
+     threads="$threads" model.channels="$ch" model.res_blocks="$rb" model.time_embed.dim="$temb" \
+     model.time_embed.frequencies="$half" train.steps=$((steps + 10)) results_dir="\"$work/results\"" 2>"$log" >/dev/null
+  mpeak=$(grep -o 'peak_mib=[0-9.]*' "$log" | cut -d= -f2)
+  met=$(ls -d "$work"/results/bench/*/ | tail -1)metrics.jsonl
+  # throughput over the steps after the first 10 (warm-up): (steps) * 128 / time between log lines
+  read -r params gfl ips <<<"$(/usr/bin/python3 - "$met" "$steps" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+model = [r for r in rows if r.get("event") == "model"][0]
+st = [r for r in rows if r.get("stage") == "train" and "step" in r]
+a = [r for r in st if r["step"] == 10][0]; b = st[-1]
+ips = (b["step"] - a["step"]) * 128 / (b["time"] - a["time"])
+print(model["params"], model["gflops_per_image"], round(ips, 1))
+PY
+)"
+  mgf=$(awk -v g="$gfl" -v i="$ips" 'BEGIN{printf "%.1f", 3*g*i}')
+  mpct=$(awk -v x="$mgf" -v p="$peak" 'BEGIN{printf "%.0f", 100*x/p}')
+  if [ $have_torch = 1 ]; then
+    tj=$(/usr/bin/python3 bench/torch_bench.py --ch "$ch" --res-blocks "$rb" --temb "$temb" --half "$half" \
+         --steps "$steps" --threads "$threads" --batch 128 2>/dev/null | tail -1)
+    read -r tips tgf tpeak <<<"$(echo "$tj" | /usr/bin/python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(round(r["train_img_s"],1), round(r["train_gflops"],1), round(r["peak_mib"]))')"
+    tpct=$(awk -v x="$tgf" -v p="$peak" 'BEGIN{printf "%.0f", 100*x/p}')
+    sx=$(awk -v a="$ips" -v b="$tips" 'BEGIN{printf "%.2f", a/b}')
+    mx=$(awk -v a="$mpeak" -v b="$tpeak" 'BEGIN{printf "%.2f", a/b}')
+  else
+    tips=-; tgf=-; tpct=-; tpeak=-; sx=-; mx=-
+  fi
+  echo "| $c (ch $ch, rb $rb) | $params | $(printf %.3f "$gfl") | $ips | $mgf | $mpct% | $mpeak | $tips | $tgf | $tpct% | $tpeak | $sx | $mx |" >>"$out"
+done
+cat "$out"
+cp "$out" bench/results.md
