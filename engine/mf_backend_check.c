@@ -1,0 +1,387 @@
+/* mf_backend_check.c - the "checked" backend: a wrapper around another backend whose tensors live in
+ * their own mmap'ed pages, kept PROT_NONE except while one of its kernels runs, so that any host code
+ * that dereferences a tensor pointer (which would break on a device backend) dies with SIGSEGV. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "mf_backend.h"
+#include "mf_error.h"
+
+mf_backend *mf_checked_backend_new(mf_backend *inner);
+void mf_checked_backend_free(mf_backend *be);
+
+/* Every entry of mf_backend_i must be wrapped below. This catches an entry appended to the table
+ * (the last entry is `destroy` once the header has it, announced by MF_BACKEND_HAS_DESTROY). */
+#ifdef MF_BACKEND_HAS_DESTROY
+#define CK_LAST_ENTRY destroy
+#else
+#define CK_LAST_ENTRY ema
+#endif
+_Static_assert(sizeof(mf_backend_i) ==
+                   offsetof(mf_backend_i, CK_LAST_ENTRY) + sizeof(((mf_backend_i *)0)->CK_LAST_ENTRY),
+               "mf_backend_i has an entry after the last one known here: wrap it in mf_backend_check.c");
+
+/* One allocation: [base, base + data_len) holds the tensor, placed at its end (ptr) so that the
+ * always-PROT_NONE guard page at base + data_len catches overruns inside kernels too. */
+typedef struct ck_region {
+    char *base;
+    size_t data_len; /* whole pages */
+    char *ptr;       /* what alloc returned */
+} ck_region;
+
+typedef struct ck_ctx {
+    mf_backend *inner;
+    ck_region *reg;
+    int n_reg, cap_reg;
+    size_t page;
+    size_t cur_bytes, peak_bytes; /* mapped data pages (guard pages not counted) */
+    int depth;                    /* > 0 while a kernel runs (memory unprotected) */
+} ck_ctx;
+
+static ck_ctx *ck(mf_backend *be) { return (ck_ctx *)be->ctx; }
+
+static void ck_protect(ck_ctx *c, const ck_region *r, int prot) {
+    if (r->data_len && mprotect(r->base, r->data_len, prot) != 0) {
+        fprintf(stderr, "mfpipe: checked backend: mprotect(%p, %zu) failed: %s\n", (void *)r->base,
+                r->data_len, strerror(errno));
+        abort();
+    }
+}
+
+static void ck_protect_all(ck_ctx *c, int prot) {
+    for (int i = 0; i < c->n_reg; i++) ck_protect(c, &c->reg[i], prot);
+}
+
+/* Unprotect every live tensor and return the inner backend; ck_leave() protects them again. */
+static mf_backend *ck_enter(mf_backend *be) {
+    ck_ctx *c = ck(be);
+    if (c->depth++ == 0) ck_protect_all(c, PROT_READ | PROT_WRITE);
+    return c->inner;
+}
+
+static void ck_leave(mf_backend *be) {
+    ck_ctx *c = ck(be);
+    MF_ASSERT(c->depth > 0);
+    if (--c->depth == 0) ck_protect_all(c, PROT_NONE);
+}
+
+/* ---- memory --------------------------------------------------------------------------------- */
+
+static void *ck_alloc(mf_backend *be, size_t bytes) {
+    ck_ctx *c = ck(be);
+    if (bytes > SIZE_MAX / 2) return NULL;
+    const size_t sz = (bytes + 63) & ~(size_t)63;
+    const size_t data_len = (sz + c->page - 1) / c->page * c->page;
+    char *base = mmap(NULL, data_len + c->page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) return NULL;
+    if (c->n_reg == c->cap_reg) {
+        c->cap_reg = c->cap_reg ? 2 * c->cap_reg : 64;
+        c->reg = mf_xrealloc(c->reg, sizeof *c->reg * (size_t)c->cap_reg);
+    }
+    ck_region *r = &c->reg[c->n_reg++];
+    r->base = base;
+    r->data_len = data_len;
+    r->ptr = base + data_len - sz; /* page-aligned base, sz a multiple of 64: 64-byte aligned */
+    if (c->depth > 0) ck_protect(c, r, PROT_READ | PROT_WRITE);
+    c->cur_bytes += data_len;
+    if (c->cur_bytes > c->peak_bytes) c->peak_bytes = c->cur_bytes;
+    return r->ptr;
+}
+
+static void ck_free(mf_backend *be, void *ptr) {
+    if (!ptr) return;
+    ck_ctx *c = ck(be);
+    for (int i = 0; i < c->n_reg; i++) {
+        ck_region *r = &c->reg[i];
+        if (r->ptr != (char *)ptr) continue;
+        if (munmap(r->base, r->data_len + c->page) != 0) {
+            fprintf(stderr, "mfpipe: checked backend: munmap(%p) failed: %s\n", (void *)r->base,
+                    strerror(errno));
+            abort();
+        }
+        c->cur_bytes -= r->data_len;
+        c->reg[i] = c->reg[--c->n_reg];
+        return;
+    }
+    fprintf(stderr, "mfpipe: checked backend: free(%p) of a pointer it did not allocate\n", ptr);
+    abort();
+}
+
+static void ck_write(mf_backend *be, void *dst, const void *host_src, size_t bytes) {
+    mf_backend *in = ck_enter(be);
+    in->i->write(in, dst, host_src, bytes);
+    ck_leave(be);
+}
+static void ck_read(mf_backend *be, void *host_dst, const void *src, size_t bytes) {
+    mf_backend *in = ck_enter(be);
+    in->i->read(in, host_dst, src, bytes);
+    ck_leave(be);
+}
+static void ck_copy(mf_backend *be, void *dst, const void *src, size_t bytes) {
+    mf_backend *in = ck_enter(be);
+    in->i->copy(in, dst, src, bytes);
+    ck_leave(be);
+}
+static void ck_fill(mf_backend *be, float *dst, float value, int64_t n) {
+    mf_backend *in = ck_enter(be);
+    in->i->fill(in, dst, value, n);
+    ck_leave(be);
+}
+static void ck_synchronize(mf_backend *be) {
+    mf_backend *in = ck_enter(be);
+    in->i->synchronize(in);
+    ck_leave(be);
+}
+static size_t ck_peak_bytes(mf_backend *be) {
+    mf_backend *in = ck_enter(be);
+    size_t inner_peak = in->i->peak_bytes(in);
+    ck_leave(be);
+    return ck(be)->peak_bytes + inner_peak;
+}
+
+/* ---- dense ---------------------------------------------------------------------------------- */
+
+static void ck_gemm(mf_backend *be, int ta, int tb, int m, int n, int k, float alpha, const float *a,
+                    const float *b, float beta, float *c) {
+    mf_backend *in = ck_enter(be);
+    in->i->gemm(in, ta, tb, m, n, k, alpha, a, b, beta, c);
+    ck_leave(be);
+}
+static void ck_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w,
+                      const float *bias, float *y) {
+    mf_backend *in = ck_enter(be);
+    in->i->conv2d(in, s, x, w, bias, y);
+    ck_leave(be);
+}
+static void ck_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const float *dy, const float *w,
+                               float *dx, int acc) {
+    mf_backend *in = ck_enter(be);
+    in->i->conv2d_bwd_data(in, s, dy, w, dx, acc);
+    ck_leave(be);
+}
+static void ck_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy,
+                                 float *dw, float *dbias) {
+    mf_backend *in = ck_enter(be);
+    in->i->conv2d_bwd_filter(in, s, x, dy, dw, dbias);
+    ck_leave(be);
+}
+
+/* ---- normalisation -------------------------------------------------------------------------- */
+
+static void ck_groupnorm(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
+                         const float *gamma, const float *beta, float *y, float *mean, float *rstd) {
+    mf_backend *in = ck_enter(be);
+    in->i->groupnorm(in, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd);
+    ck_leave(be);
+}
+static void ck_groupnorm_bwd(mf_backend *be, int n, int c, int hw, int g, const float *x,
+                             const float *gamma, const float *mean, const float *rstd, const float *dy,
+                             float *dx, float *dgamma, float *dbeta, int acc) {
+    mf_backend *in = ck_enter(be);
+    in->i->groupnorm_bwd(in, n, c, hw, g, x, gamma, mean, rstd, dy, dx, dgamma, dbeta, acc);
+    ck_leave(be);
+}
+static void ck_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x,
+                             const float *gamma, const float *mean, const float *rstd, const float *tx,
+                             float *ty) {
+    mf_backend *in = ck_enter(be);
+    in->i->groupnorm_jvp(in, n, c, hw, g, x, gamma, mean, rstd, tx, ty);
+    ck_leave(be);
+}
+
+/* ---- element-wise --------------------------------------------------------------------------- */
+
+static void ck_silu(mf_backend *be, int64_t n, const float *x, float *y) {
+    mf_backend *in = ck_enter(be);
+    in->i->silu(in, n, x, y);
+    ck_leave(be);
+}
+static void ck_silu_bwd(mf_backend *be, int64_t n, const float *x, const float *dy, float *dx, int acc) {
+    mf_backend *in = ck_enter(be);
+    in->i->silu_bwd(in, n, x, dy, dx, acc);
+    ck_leave(be);
+}
+static void ck_silu_jvp(mf_backend *be, int64_t n, const float *x, const float *tx, float *ty) {
+    mf_backend *in = ck_enter(be);
+    in->i->silu_jvp(in, n, x, tx, ty);
+    ck_leave(be);
+}
+static void ck_axpby(mf_backend *be, int64_t n, float a, const float *x, float b, float *y) {
+    mf_backend *in = ck_enter(be);
+    in->i->axpby(in, n, a, x, b, y);
+    ck_leave(be);
+}
+static void ck_add2(mf_backend *be, int64_t n, float a, const float *x, float b, const float *y, float *z) {
+    mf_backend *in = ck_enter(be);
+    in->i->add2(in, n, a, x, b, y, z);
+    ck_leave(be);
+}
+static void ck_add_channel(mf_backend *be, int n, int c, int hw, const float *e, float *y) {
+    mf_backend *in = ck_enter(be);
+    in->i->add_channel(in, n, c, hw, e, y);
+    ck_leave(be);
+}
+static void ck_sum_channel(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc) {
+    mf_backend *in = ck_enter(be);
+    in->i->sum_channel(in, n, c, hw, dy, de, acc);
+    ck_leave(be);
+}
+static void ck_sum_rows(mf_backend *be, int rows, int cols, const float *dy, float *dbias) {
+    mf_backend *in = ck_enter(be);
+    in->i->sum_rows(in, rows, cols, dy, dbias);
+    ck_leave(be);
+}
+static void ck_add_bias_rows(mf_backend *be, int rows, int cols, const float *bias, float *y) {
+    mf_backend *in = ck_enter(be);
+    in->i->add_bias_rows(in, rows, cols, bias, y);
+    ck_leave(be);
+}
+
+/* ---- layout --------------------------------------------------------------------------------- */
+
+static void ck_copy2d(mf_backend *be, int rows, int cols, const float *src, int src_ld, float *dst,
+                      int dst_ld, int acc) {
+    mf_backend *in = ck_enter(be);
+    in->i->copy2d(in, rows, cols, src, src_ld, dst, dst_ld, acc);
+    ck_leave(be);
+}
+static void ck_upsample2x(mf_backend *be, int n, int c, int h, int w, const float *x, float *y) {
+    mf_backend *in = ck_enter(be);
+    in->i->upsample2x(in, n, c, h, w, x, y);
+    ck_leave(be);
+}
+static void ck_upsample2x_bwd(mf_backend *be, int n, int c, int h, int w, const float *dy, float *dx,
+                              int acc) {
+    mf_backend *in = ck_enter(be);
+    in->i->upsample2x_bwd(in, n, c, h, w, dy, dx, acc);
+    ck_leave(be);
+}
+static void ck_embed(mf_backend *be, int n, int dim, const int32_t *idx, const float *table, float *y) {
+    mf_backend *in = ck_enter(be);
+    in->i->embed(in, n, dim, idx, table, y);
+    ck_leave(be);
+}
+static void ck_embed_bwd(mf_backend *be, int n, int dim, const int32_t *idx, const float *dy,
+                         float *dtable) {
+    mf_backend *in = ck_enter(be);
+    in->i->embed_bwd(in, n, dim, idx, dy, dtable);
+    ck_leave(be);
+}
+
+/* ---- time features -------------------------------------------------------------------------- */
+
+static void ck_fourier(mf_backend *be, int n, int half, const float *t, const float *freq, float *y) {
+    mf_backend *in = ck_enter(be);
+    in->i->fourier(in, n, half, t, freq, y);
+    ck_leave(be);
+}
+static void ck_fourier_jvp(mf_backend *be, int n, int half, const float *t, const float *freq,
+                           const float *tt, float *ty) {
+    mf_backend *in = ck_enter(be);
+    in->i->fourier_jvp(in, n, half, t, freq, tt, ty);
+    ck_leave(be);
+}
+
+/* ---- reductions and optimiser --------------------------------------------------------------- */
+
+static void ck_sq_err_rows(mf_backend *be, int n, int64_t d, const float *a, const float *b, double *out) {
+    mf_backend *in = ck_enter(be);
+    in->i->sq_err_rows(in, n, d, a, b, out);
+    ck_leave(be);
+}
+static double ck_sumsq(mf_backend *be, int64_t n, const float *x) {
+    mf_backend *in = ck_enter(be);
+    double s = in->i->sumsq(in, n, x);
+    ck_leave(be);
+    return s;
+}
+static void ck_adamw(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v, float lr,
+                     float b1, float b2, float eps, float wd, int64_t step, float gscale) {
+    mf_backend *in = ck_enter(be);
+    in->i->adamw(in, n, p, grad, m, v, lr, b1, b2, eps, wd, step, gscale);
+    ck_leave(be);
+}
+static void ck_ema(mf_backend *be, int64_t n, float *e, const float *p, float d) {
+    mf_backend *in = ck_enter(be);
+    in->i->ema(in, n, e, p, d);
+    ck_leave(be);
+}
+
+/* ---- the table ------------------------------------------------------------------------------ */
+
+static const mf_backend_i check_iface = {
+    .name = "checked",
+    .alloc = ck_alloc,
+    .free = ck_free,
+    .write = ck_write,
+    .read = ck_read,
+    .copy = ck_copy,
+    .fill = ck_fill,
+    .synchronize = ck_synchronize,
+    .peak_bytes = ck_peak_bytes,
+    .gemm = ck_gemm,
+    .conv2d = ck_conv2d,
+    .conv2d_bwd_data = ck_conv2d_bwd_data,
+    .conv2d_bwd_filter = ck_conv2d_bwd_filter,
+    .groupnorm = ck_groupnorm,
+    .groupnorm_bwd = ck_groupnorm_bwd,
+    .groupnorm_jvp = ck_groupnorm_jvp,
+    .silu = ck_silu,
+    .silu_bwd = ck_silu_bwd,
+    .silu_jvp = ck_silu_jvp,
+    .axpby = ck_axpby,
+    .add2 = ck_add2,
+    .add_channel = ck_add_channel,
+    .sum_channel = ck_sum_channel,
+    .sum_rows = ck_sum_rows,
+    .add_bias_rows = ck_add_bias_rows,
+    .copy2d = ck_copy2d,
+    .upsample2x = ck_upsample2x,
+    .upsample2x_bwd = ck_upsample2x_bwd,
+    .embed = ck_embed,
+    .embed_bwd = ck_embed_bwd,
+    .fourier = ck_fourier,
+    .fourier_jvp = ck_fourier_jvp,
+    .sq_err_rows = ck_sq_err_rows,
+    .sumsq = ck_sumsq,
+    .adamw = ck_adamw,
+    .ema = ck_ema,
+#ifdef MF_BACKEND_HAS_DESTROY
+    .destroy = mf_checked_backend_free,
+#endif
+};
+
+/* Wrap `inner` (which the new backend owns from here on: freeing the wrapper frees it). The
+ * wrapper reports inner's thread count. NULL (inner left alone) if inner is NULL. */
+mf_backend *mf_checked_backend_new(mf_backend *inner) {
+    if (!inner) return NULL;
+    long page = sysconf(_SC_PAGESIZE);
+    mf_backend *be = mf_xcalloc(1, sizeof *be);
+    ck_ctx *c = mf_xcalloc(1, sizeof *c);
+    c->inner = inner;
+    c->page = page > 0 ? (size_t)page : 4096;
+    be->i = &check_iface;
+    be->ctx = c;
+    be->threads = inner->threads;
+    return be;
+}
+
+/* Unmaps every tensor still allocated through the wrapper (later host or kernel use of them faults),
+ * then frees the inner backend and the wrapper. */
+void mf_checked_backend_free(mf_backend *be) {
+    if (!be) return;
+    MF_ASSERT(be->i == &check_iface);
+    ck_ctx *c = ck(be);
+    MF_ASSERT(c->depth == 0);
+    for (int i = 0; i < c->n_reg; i++) munmap(c->reg[i].base, c->reg[i].data_len + c->page);
+    free(c->reg);
+    mf_backend_free(c->inner);
+    free(c);
+    free(be);
+}
