@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mf_checkpoint.h"
 #include "mf_error.h"
+#include "mf_log.h"
 #include "mf_rng.h"
 
 static void backend_free_void(void *p) { mf_backend_free(p); }
@@ -34,7 +36,7 @@ int mf_model_register_state(mf_model *m, const char *name, float *buf, int64_t n
 
 void mf_model_free(mf_model *m) {
     if (!m) return;
-    m->be->i->free(m->be, m->params);
+    if (m->params) m->be->i->free(m->be, m->params);
     for (int i = 0; i < m->n_state; i++) m->be->i->free(m->be, m->state[i].buf);
     free(m);
 }
@@ -135,5 +137,84 @@ int mf_sample_images(mf_model *m, const float *params, const char *method, int s
     be->i->free(be, z);
     free(host);
     mf_infer_free(&inf);
+    return rc;
+}
+
+void mf_unet_cfg_encode(const mf_unet_cfg *c, float out[MF_UNET_CFG_FLOATS]) {
+    memset(out, 0, sizeof(float) * MF_UNET_CFG_FLOATS);
+    int v[] = {1 /* version */, c->in_ch, c->height, c->width, c->ch, c->n_levels, c->mult[0], c->mult[1],
+               c->mult[2], c->mult[3], c->mult[4], c->mult[5], c->res_blocks, c->groups, c->temb_dim,
+               c->fourier_half, c->num_classes, c->time_inputs};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) out[i] = (float)v[i];
+    out[20] = c->time_scale;
+}
+
+int mf_unet_cfg_decode(const float *in, int64_t n, mf_unet_cfg *c) {
+    if (n != MF_UNET_CFG_FLOATS || in[0] != 1.0f) return mf_fail("unknown model description (version %g)", n > 0 ? in[0] : -1.0);
+    memset(c, 0, sizeof *c);
+    int *f[] = {&c->in_ch, &c->height, &c->width, &c->ch, &c->n_levels, &c->mult[0], &c->mult[1], &c->mult[2],
+                &c->mult[3], &c->mult[4], &c->mult[5], &c->res_blocks, &c->groups, &c->temb_dim,
+                &c->fourier_half, &c->num_classes, &c->time_inputs};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) *f[i] = (int)in[1 + i];
+    c->time_scale = in[20];
+    return mf_unet_check(c);
+}
+
+int mf_model_load(mf_backend *be, const char *run_dir, mf_model **out) {
+    *out = NULL;
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
+    mf_ckpt c;
+    int found = mf_ckpt_load_latest(dir, &c, path, sizeof path);
+    if (found < 0) return -1;
+    if (found == 0) return mf_fail("%s: no valid checkpoint (is this a run folder with a train stage?)", dir);
+    int rc = -1;
+    mf_model *m = mf_xcalloc(1, sizeof *m);
+    m->be = be;
+    const mf_ckpt_section *cs = mf_ckpt_find(&c, "unet_cfg"), *ws = mf_ckpt_find(&c, "model");
+    const mf_ckpt_section *es = mf_ckpt_find(&c, "ema");
+    if (!cs || !ws) {
+        mf_fail("%s: no model description or weights in the checkpoint", path);
+        goto out;
+    }
+    if (mf_unet_cfg_decode(cs->data, cs->n, &m->cfg) != 0) {
+        mf_error_prefix("%s: ", path);
+        goto out;
+    }
+    mf_graph g;
+    mf_unet ids;
+    mf_graph_init(&g, be, 1);
+    mf_unet_build(&g, &m->cfg, &ids);
+    m->n_params = g.n_param_floats;
+    for (int i = 0; i < g.n_params; i++) m->n_weights += g.params[i].numel;
+    m->flops_per_image = g.flops_fwd;
+    mf_graph_free(&g);
+    if (ws->n != m->n_params || (es && es->n != m->n_params)) {
+        mf_fail("%s: weights have %lld floats, the model described needs %lld", path, (long long)ws->n,
+                (long long)m->n_params);
+        goto out;
+    }
+    size_t bytes = sizeof(float) * (size_t)m->n_params;
+    m->params = be->i->alloc(be, bytes);
+    float *ema = es ? be->i->alloc(be, bytes) : NULL;
+    if (!m->params || (es && !ema)) {
+        be->i->free(be, ema);
+        mf_fail("out of memory loading %s", path);
+        goto out;
+    }
+    be->i->write(be, m->params, ws->data, bytes);
+    if (ema) {
+        be->i->write(be, ema, es->data, bytes);
+        mf_model_register_state(m, "ema", ema, m->n_params);
+        m->ema = ema;
+    }
+    m->step = (int64_t)c.step;
+    mf_info("model: %s (step %lld, %lld parameters%s)", path, (long long)c.step, (long long)m->n_weights,
+            ema ? ", with EMA weights" : "");
+    *out = m;
+    rc = 0;
+out:
+    if (rc) mf_model_free(m);
+    mf_ckpt_free_loaded(&c);
     return rc;
 }

@@ -56,6 +56,16 @@ mf_backend *mf_run_backend(mf_run *run);
 int mf_model_register_state(mf_model *m, const char *name, float *buf, int64_t n);
 void mf_model_free(mf_model *m); /* frees buffers it owns (params, ema, state) and m */
 
+/* ---- model files ------------------------------------------------------------------------------ */
+#define MF_UNET_CFG_FLOATS 24
+/* The configuration as floats, for a checkpoint section "unet_cfg" (so samplers can rebuild the model
+ * from a checkpoint alone). */
+void mf_unet_cfg_encode(const mf_unet_cfg *c, float out[MF_UNET_CFG_FLOATS]);
+int mf_unet_cfg_decode(const float *in, int64_t n, mf_unet_cfg *c);
+/* Build a model from the newest valid checkpoint in <run_dir>/checkpoints: weights, and the EMA
+ * weights when the checkpoint has them. *out is owned by the caller (mf_model_free). */
+int mf_model_load(mf_backend *be, const char *run_dir, mf_model **out);
+
 /* ---- inference ------------------------------------------------------------------------------- */
 typedef struct mf_infer {
     mf_graph g;

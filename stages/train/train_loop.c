@@ -209,7 +209,11 @@ static int save_checkpoint(train_state *s, mf_run *run) {
         sec->data = mf_xmalloc(sizeof(float) * (size_t)sec->n);
         s->be->i->read(s->be, sec->data, src, sizeof(float) * (size_t)sec->n);
     }
-    c.n_sections = ns;
+    /* the model description, so `mfpipe sample` can rebuild the network from the checkpoint alone */
+    float desc[MF_UNET_CFG_FLOATS];
+    mf_unet_cfg_encode(&s->model->cfg, desc);
+    c.s[ns] = (mf_ckpt_section){.name = "unet_cfg", .n = MF_UNET_CFG_FLOATS, .data = desc};
+    c.n_sections = ns + 1;
     int rc = mf_ckpt_save(path, &c);
     for (int i = 0; i < ns; i++) free(c.s[i].data);
     if (rc == 0) mf_ckpt_prune(dir, s->keep);
