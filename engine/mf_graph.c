@@ -45,7 +45,8 @@ void mf_graph_push(mf_graph *g, const char *fmt, ...) {
     vsnprintf(part, sizeof part, fmt, ap);
     va_end(ap);
     size_t l = strlen(g->prefix);
-    snprintf(g->prefix + l, sizeof g->prefix - l, "%s%s", l ? "." : "", part);
+    int len = snprintf(g->prefix + l, sizeof g->prefix - l, "%s%s", l ? "." : "", part);
+    MF_ASSERT(len >= 0 && (size_t)len < sizeof g->prefix - l);
 }
 
 void mf_graph_pop(mf_graph *g) {
@@ -61,7 +62,8 @@ static int add_param(mf_graph *g, const char *leaf, int ndim, const int *shape, 
     }
     mf_param *p = &g->params[g->n_params];
     memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%s%s%s", g->prefix, g->prefix[0] ? "." : "", leaf);
+    int len = snprintf(p->name, sizeof p->name, "%s%s%s", g->prefix, g->prefix[0] ? "." : "", leaf);
+    MF_ASSERT(len > 0 && (size_t)len < sizeof p->name); /* names are short by construction */
     p->ndim = ndim;
     p->numel = 1;
     for (int i = 0; i < ndim; i++) {

@@ -9,6 +9,7 @@
 #include "mf_error.h"
 #include "mf_log.h"
 #include "mf_rng.h"
+#include "mf_sampler.h"
 
 static void backend_free_void(void *p) { mf_backend_free(p); }
 
@@ -66,76 +67,96 @@ const float *mf_infer_eval(mf_infer *inf, const float *params, const float *z, f
     return g->nodes[inf->ids.out].out;
 }
 
-int mf_sample_ode(mf_infer *inf, const float *params, const char *method, int steps, float *z,
-                  const int32_t *labels) {
-    mf_backend *be = inf->be;
-    const mf_backend_i *k = be->i;
-    int64_t n = inf->g.nodes[inf->ids.x].numel;
-    bool heun = strcmp(method, "heun") == 0;
-    if (!heun && strcmp(method, "euler") != 0) return mf_fail("unknown sampler '%s' (euler, heun)", method);
-    float *v1 = NULL, *zt = NULL;
-    if (heun) {
-        v1 = k->alloc(be, sizeof(float) * (size_t)n);
-        zt = k->alloc(be, sizeof(float) * (size_t)n);
-        if (!v1 || !zt) {
-            k->free(be, v1);
-            k->free(be, zt);
-            return mf_fail("out of memory for the sampler");
-        }
-    }
-    for (int i = 0; i < steps; i++) {
-        float t0 = 1.0f - (float)i / (float)steps, t1 = 1.0f - (float)(i + 1) / (float)steps, dt = t0 - t1;
-        const float *v = mf_infer_eval(inf, params, z, t0, t0, labels);
-        if (!heun) {
-            k->axpby(be, n, -dt, v, 1.0f, z); /* z -= dt v */
-            continue;
-        }
-        k->copy(be, v1, v, sizeof(float) * (size_t)n);
-        k->add2(be, n, 1.0f, z, -dt, v1, zt);
-        const float *v2 = mf_infer_eval(inf, params, zt, t1, t1, labels);
-        k->axpby(be, n, -0.5f * dt, v1, 1.0f, z);
-        k->axpby(be, n, -0.5f * dt, v2, 1.0f, z);
-    }
-    k->free(be, v1);
-    k->free(be, zt);
+typedef struct gen_field {
+    mf_infer *inf;
+    const float *params;
+    const int32_t *labels;
+} gen_field;
+
+static int gen_eval(void *ctx, const float *z, float r, float t, float *out) {
+    gen_field *gf = ctx;
+    const float *v = mf_infer_eval(gf->inf, gf->params, z, t, r, gf->labels);
+    gf->inf->be->i->copy(gf->inf->be, out, v, sizeof(float) * (size_t)gf->inf->g.nodes[gf->inf->ids.x].numel);
     return 0;
 }
 
-int mf_sample_images(mf_model *m, const float *params, const char *method, int steps, int n, uint64_t seed,
-                     uint64_t stream, const int32_t *labels, float *x) {
+typedef struct traj_rec {
+    mf_backend *be;
+    const mf_gen_opts *o;
+    int64_t img;
+    int next;          /* next frame to record */
+    float *host;       /* one batch */
+    int64_t batch_floats;
+} traj_rec;
+
+static void traj_store(traj_rec *tr, const float *z, int frame) {
+    tr->be->i->read(tr->be, tr->host, z, sizeof(float) * (size_t)tr->batch_floats);
+    for (int s = 0; s < tr->o->traj_n; s++)
+        memcpy(tr->o->traj + ((int64_t)s * tr->o->traj_frames + frame) * tr->img, tr->host + (int64_t)s * tr->img,
+               sizeof(float) * (size_t)tr->img);
+}
+
+static int traj_step(void *user, const float *z, double t) {
+    traj_rec *tr = user;
+    int F = tr->o->traj_frames;
+    /* frame f is due at time 1 - f/(F-1); record every frame whose time has been reached */
+    while (tr->next < F && t <= 1.0 - (double)tr->next / (F - 1) + 1e-9) traj_store(tr, z, tr->next++);
+    return 0;
+}
+
+int mf_generate(mf_model *m, const float *params, const mf_gen_opts *o, int n, float *x, int64_t *total_nfe) {
     mf_backend *be = m->be;
-    int batch = n < 256 ? n : 256;
+    const mf_sampler *smp = mf_sampler_find(o->sampler);
+    if (!smp) return -1;
+    if (smp->needs_average && m->cfg.time_inputs != 2)
+        return mf_fail("sampler %s needs a model of the average velocity u(z, r, t) (train.objective: meanflow)", smp->name);
+    int batch = o->batch < n ? o->batch : n;
+    if (batch < 1) batch = 1;
     mf_infer inf;
     if (mf_infer_init(&inf, be, &m->cfg, batch, false) != 0) {
         mf_infer_free(&inf);
         return -1;
     }
-    int64_t img = (int64_t)m->cfg.in_ch * m->cfg.height * m->cfg.width;
-    float *z = be->i->alloc(be, sizeof(float) * (size_t)(img * batch));
-    float *host = mf_xmalloc(sizeof(float) * (size_t)(img * batch));
+    int64_t img = (int64_t)m->cfg.in_ch * m->cfg.height * m->cfg.width, bf = img * batch;
+    float *z = be->i->alloc(be, sizeof(float) * (size_t)bf);
+    float *host = mf_xmalloc(sizeof(float) * (size_t)bf);
+    int32_t *lab = o->labels ? mf_xmalloc(sizeof *lab * (size_t)batch) : NULL;
+    gen_field gf = {&inf, params, lab};
+    mf_field f = {.be = be, .n = bf, .batch = batch, .eval = gen_eval, .ctx = &gf, .average = m->cfg.time_inputs == 2};
+    mf_sampler_opts so = {.steps = o->steps, .grid = o->grid ? o->grid : "uniform", .power = o->power > 0 ? o->power : 1,
+                          .rtol = o->rtol, .atol = o->atol, .max_nfe = o->max_nfe};
     int rc = z ? 0 : mf_fail("out of memory for samples");
-    for (int done = 0; rc == 0 && done < n; done += batch) {
+    if (total_nfe) *total_nfe = 0;
+    for (int done = 0, bi = 0; rc == 0 && done < n; done += batch, bi++) {
         int b = n - done < batch ? n - done : batch;
-        /* noise for image i comes from (seed, SAMPLE, stream, i): independent of the batch size */
         for (int i = 0; i < batch; i++) {
-            int idx = done + (i < b ? i : 0);
-            mf_rng_normal(seed, MF_RNG_SAMPLE, stream * 1000003ull + (uint64_t)idx, host + (int64_t)i * img, img);
+            int idx = done + (i < b ? i : 0); /* a short last batch repeats its first image */
+            mf_rng_normal(o->seed, MF_RNG_SAMPLE, (uint64_t)idx, host + (int64_t)i * img, img);
+            if (lab) lab[i] = o->labels[idx];
         }
-        be->i->write(be, z, host, sizeof(float) * (size_t)(img * batch));
-        int32_t *lab = NULL;
-        if (labels) {
-            lab = mf_xmalloc(sizeof *lab * (size_t)batch);
-            for (int i = 0; i < batch; i++) lab[i] = labels[done + (i < b ? i : 0)];
+        be->i->write(be, z, host, sizeof(float) * (size_t)bf);
+        traj_rec tr = {be, o, img, 0, host, bf};
+        bool want_traj = bi == 0 && o->traj && o->traj_frames >= 2 && o->traj_n > 0 && o->traj_n <= batch;
+        if (want_traj) {
+            traj_store(&tr, z, tr.next++);
+            so.on_step = traj_step;
+            so.user = &tr;
+        } else {
+            so.on_step = NULL;
         }
-        rc = mf_sample_ode(&inf, params, method, steps, z, lab);
-        free(lab);
-        if (rc == 0) {
-            be->i->read(be, host, z, sizeof(float) * (size_t)(img * batch));
-            memcpy(x + (int64_t)done * img, host, sizeof(float) * (size_t)(img * b));
-        }
+        mf_sampler_stats st = {0};
+        rc = smp->run(&f, &so, z, &st);
+        if (rc != 0) break;
+        if (want_traj)
+            while (tr.next < o->traj_frames) traj_store(&tr, z, tr.next++);
+        if (o->nfe_per_batch) o->nfe_per_batch[bi] = st.nfe;
+        if (total_nfe) *total_nfe += st.nfe;
+        be->i->read(be, host, z, sizeof(float) * (size_t)bf);
+        memcpy(x + (int64_t)done * img, host, sizeof(float) * (size_t)(img * b));
     }
     be->i->free(be, z);
     free(host);
+    free(lab);
     mf_infer_free(&inf);
     return rc;
 }

@@ -81,15 +81,27 @@ void mf_infer_free(mf_infer *inf);
 const float *mf_infer_eval(mf_infer *inf, const float *params, const float *z, float t, float r,
                            const int32_t *labels);
 
-/* Integrate dz/dt = v(z, t) from t=1 (noise) to t=0 (data) with `steps` uniform steps.
- * method: "euler" or "heun". z: backend buffer, noise in, samples out. */
-int mf_sample_ode(mf_infer *inf, const float *params, const char *method, int steps, float *z,
-                  const int32_t *labels);
+/* Generation: n images with a named sampler (engine/mf_sampler.h) from the model's weights `params`
+ * (m->params or m->ema). Noise of image i comes from the Philox stream (seed, MF_RNG_SAMPLE, i), so the
+ * same seed gives the same images whatever the batch size. Labels (host, n entries) for conditional
+ * models, else NULL. Optionally records a trajectory: the first traj_n images at traj_frames evenly
+ * spaced times from t = 1 to t = 0 (traj_frames >= 2) into traj (traj_n * traj_frames images, image
+ * s at time f at index s * traj_frames + f). Output x: host (n, C, H, W) in the data range [-1, 1]. */
+typedef struct mf_gen_opts {
+    const char *sampler;       /* "heun", "euler", "rk4", "dopri5", "meanflow", or a plugin's name */
+    int steps;
+    const char *grid;          /* "uniform" or "power" */
+    double power, rtol, atol;
+    int max_nfe;
+    int batch;                 /* images per network evaluation (<= n) */
+    uint64_t seed;
+    const int32_t *labels;
+    int traj_frames, traj_n;
+    float *traj;
+    int *nfe_per_batch;        /* optional: ceil(n / batch) entries */
+} mf_gen_opts;
 
-/* Draw n samples with seed (Philox stream MF_RNG_SAMPLE keyed by seed and `stream`) into host memory
- * x (n, C, H, W) in the model's data range. */
-int mf_sample_images(mf_model *m, const float *params, const char *method, int steps, int n, uint64_t seed,
-                     uint64_t stream, const int32_t *labels, float *x);
+int mf_generate(mf_model *m, const float *params, const mf_gen_opts *o, int n, float *x, int64_t *total_nfe);
 
 #ifdef __cplusplus
 }

@@ -263,7 +263,8 @@ static int write_grid(train_state *s, mf_run *run, const char *rel, int n, int s
         for (int i = 0; i < n; i++) lab[i] = i % m->cfg.num_classes;
     }
     const float *w = m->ema ? m->ema : m->params;
-    int rc = mf_sample_images(m, w, s->sample_method, steps, n, mf_run_seed(run), 1, lab, x);
+    mf_gen_opts go = {.sampler = s->sample_method, .steps = steps, .batch = n, .seed = mf_run_seed(run), .labels = lab};
+    int rc = mf_generate(m, w, &go, n, x, NULL);
     char path[4096];
     if (rc == 0) rc = mf_run_path(run, path, sizeof path, rel);
     int nrow = (int)ceil(sqrt((double)n));
