@@ -23,6 +23,7 @@ static const char *k_usage =
     "commands:\n"
     "  run EXP.yaml [KEY=VALUE ...]     run an experiment into results/<name>/<stamp>/\n"
     "  resume RESULTS_DIR [KEY=VALUE ...] continue a run from its newest checkpoint\n"
+    "  sample RESULTS_DIR [options]      new samples from a run's checkpoint (see 'mfpipe sample --help')\n"
     "  validate EXP.yaml [KEY=VALUE ...] check an experiment (and overrides) without running it\n"
     "  plugins                           list stage plugins: kind, ABI version, path\n"
     "  help [COMMAND]                    this text, or a command's help\n"
@@ -43,6 +44,7 @@ static const char *k_run_help =
     "  -q, --quiet      only warnings and errors on the terminal (log.txt gets everything)\n"
     "  --results DIR    results root (same as results_dir=DIR)\n"
     "  --resume DIR     continue the run in DIR from its newest checkpoint (see 'mfpipe resume')\n"
+    "  --out DIR        write the run into exactly this folder (created; must not hold another run)\n"
     "exit status: 0 finished, 1 failed, 2 bad command line or experiment, 130 interrupted\n";
 
 static const char *k_resume_help =
@@ -53,6 +55,16 @@ static const char *k_resume_help =
     "train.steps=20000 to train longer). A run killed at any moment and resumed ends with the same\n"
     "weights as an uninterrupted one (same engine and thread count).\n"
     "Same as: mfpipe run RESULTS_DIR/config.yaml --resume RESULTS_DIR [KEY=VALUE ...]\n";
+
+static const char *k_sample_help =
+    "usage: mfpipe sample RESULTS_DIR [--sampler S] [--steps K] [--n N] [--seed S] [--weights ema|raw]\n"
+    "                     [--batch B] [--out DIR] [KEY=VALUE ...]\n"
+    "\n"
+    "New samples from a finished or running run's newest checkpoint, without retraining: the sample\n"
+    "stage alone with the run's resolved config. Output: RESULTS_DIR/sample/<stamp>/ (or --out DIR):\n"
+    "samples/grid.png, samples/samples.idx3-ubyte, samples/trajectory.png, outputs/mnist_digits_final.png.\n"
+    "Samplers: euler, heun, rk4, dopri5 (sample.rtol, sample.atol, sample.max_nfe), meanflow, or a\n"
+    "sampler plugin's name. Other sample.* keys as overrides (mfpipe validate EXP --keys lists them).\n";
 
 static const char *k_validate_help =
     "usage: mfpipe validate EXP.yaml [KEY=VALUE ...] [--print] [--keys]\n"
@@ -92,7 +104,7 @@ typedef struct cli_args {
     char **ov;
     int n_ov;
     int quiet, print, keys;
-    const char *results, *resume;
+    const char *results, *resume, *out;
 } cli_args;
 
 static int parse_args(int argc, char **argv, cli_args *a, const char *cmd) {
@@ -106,6 +118,9 @@ static int parse_args(int argc, char **argv, cli_args *a, const char *cmd) {
         else if (strcmp(s, "--results") == 0) {
             if (i + 1 >= argc) return mf_fail("%s: --results needs a folder", cmd);
             a->results = argv[++i];
+        } else if (strcmp(s, "--out") == 0) {
+            if (i + 1 >= argc) return mf_fail("%s: --out needs a folder", cmd);
+            a->out = argv[++i];
         } else if (strcmp(s, "--resume") == 0) {
             if (i + 1 >= argc) return mf_fail("%s: --resume needs a results folder", cmd);
             a->resume = argv[++i];
@@ -141,7 +156,7 @@ static int cmd_run(int argc, char **argv, int dry, const char *full_cmdline) {
         rc = error_exit(EXIT_USAGE);
         goto out;
     }
-    mf_run_opts opts = {.dry = dry, .argv_line = full_cmdline, .resume_dir = a.resume};
+    mf_run_opts opts = {.dry = dry, .argv_line = full_cmdline, .resume_dir = a.resume, .out_dir = a.out};
     char dir[4096];
     int r = mf_run_experiment(&ex, &opts, dir, sizeof dir);
     if (r == 130) rc = 130;
@@ -179,6 +194,55 @@ static int cmd_resume(int argc, char **argv, const char *full_cmdline) {
     int rc = cmd_run(argc + 2, args, 0, full_cmdline);
     free(args);
     free(cfg);
+    return rc;
+}
+
+/* mfpipe sample RUN_DIR [options] [overrides]: the sample stage alone on the run's newest checkpoint */
+static int cmd_sample(int argc, char **argv, const char *full_cmdline) {
+    if (has_flag(argc, argv, "--help", "-h") || argc < 1) {
+        fputs(k_sample_help, argc < 1 ? stderr : stdout);
+        return argc < 1 ? EXIT_USAGE : 0;
+    }
+    const char *dir = argv[0];
+    char **args = mf_xcalloc((size_t)argc * 2 + 8, sizeof *args);
+    char **owned = mf_xcalloc((size_t)argc * 2 + 8, sizeof *owned);
+    int na = 0, no = 0, rc = 0;
+    const char *out = NULL;
+    args[na++] = owned[no++] = mf_xasprintf("%s/config.yaml", dir);
+    args[na++] = "stages=[sample]";
+    args[na++] = owned[no++] = mf_xasprintf("sample.from=\"%s\"", dir);
+    static const struct { const char *flag, *key; } map[] = {
+        {"--sampler", "sampler"}, {"--steps", "steps"}, {"--n", "n"}, {"--seed", "seed"},
+        {"--weights", "weights"}, {"--batch", "batch"}};
+    for (int i = 1; i < argc; i++) {
+        int used = 0;
+        for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
+            if (strcmp(argv[i], map[k].flag) == 0) {
+                if (i + 1 >= argc) {
+                    mf_fail("sample: %s needs a value", argv[i]);
+                    rc = error_exit(EXIT_USAGE);
+                    goto done;
+                }
+                args[na++] = owned[no++] = mf_xasprintf("sample.%s=%s", map[k].key, argv[++i]);
+                used = 1;
+            }
+        if (used) continue;
+        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out = argv[++i];
+        else args[na++] = argv[i];
+    }
+    if (out) {
+        args[na++] = "--out";
+        args[na++] = (char *)out;
+    } else {
+        /* default: <run>/sample/<stamp>/ */
+        args[na++] = owned[no++] = mf_xasprintf("results_dir=\"%s\"", dir);
+        args[na++] = "name=sample";
+    }
+    rc = cmd_run(na, args, 0, full_cmdline);
+done:
+    for (int i = 0; i < no; i++) free(owned[i]);
+    free(owned);
+    free(args);
     return rc;
 }
 
@@ -247,6 +311,7 @@ int main(int argc, char **argv) {
               : strcmp(which, "validate") == 0 ? k_validate_help
               : strcmp(which, "plugins") == 0  ? k_plugins_help
               : strcmp(which, "resume") == 0   ? k_resume_help
+              : strcmp(which, "sample") == 0   ? k_sample_help
                                                : k_usage,
               stdout);
         rc = 0;
@@ -254,6 +319,8 @@ int main(int argc, char **argv) {
         rc = cmd_run(argc - 2, argv + 2, 0, line);
     } else if (strcmp(cmd, "validate") == 0) {
         rc = cmd_run(argc - 2, argv + 2, 1, line);
+    } else if (strcmp(cmd, "sample") == 0) {
+        rc = cmd_sample(argc - 2, argv + 2, line);
     } else if (strcmp(cmd, "resume") == 0) {
         rc = cmd_resume(argc - 2, argv + 2, line);
     } else if (strcmp(cmd, "plugins") == 0) {

@@ -1,6 +1,7 @@
 /* mf_experiment.c - from an experiment file and command-line overrides to a validated experiment:
  * compose the YAML, apply overrides, resolve `stages:` to plugins, validate every section against the
  * schemas the plugins declare (defaults filled in one place: the schema). Nothing is written here. */
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -94,6 +95,38 @@ static bool known_key(void *user, const char *dotted) {
             return path_in_keys(kc->set->s[i].keys, dot + 1);
     }
     return false;
+}
+
+static int stage_file(const struct dirent *d) {
+    size_t n = strlen(d->d_name);
+    return strncmp(d->d_name, "stage_", 6) == 0 && n > 9 && strcmp(d->d_name + n - 3, ".so") == 0;
+}
+
+/* Is `name` a section that some installed stage plugin reads (e.g. `model`, read by train)? Only
+ * asked for top-level keys that would otherwise be unknown, so loading every plugin is acceptable. */
+static bool shared_section_of_any_plugin(const char *name) {
+    char **dirs;
+    int n = mf_plugin_dirs(&dirs);
+    bool found = false;
+    for (int i = 0; i < n && !found; i++) {
+        struct dirent **ents = NULL;
+        int ne = scandir(dirs[i], &ents, stage_file, alphasort);
+        for (int j = 0; j < ne; j++) {
+            char *path = mf_xasprintf("%s/%s", dirs[i], ents[j]->d_name);
+            mf_plugin p;
+            if (!found && mf_plugin_open(path, &p) == 0) {
+                for (const mf_section_schema *sh = p.api->shared; sh && sh->name; sh++)
+                    if (strcmp(sh->name, name) == 0) found = true;
+                mf_plugin_close(&p);
+            }
+            free(path);
+            free(ents[j]);
+        }
+        free(ents);
+    }
+    mf_plugin_dirs_free(dirs, n);
+    mf_error_clear();
+    return found;
 }
 
 static bool override_targets_stages(const char *o) {
@@ -198,7 +231,8 @@ int mf_experiment_load(mf_experiment *ex, const char *path, char *const *overrid
             keys_append(&top, &nt, one);
         }
         /* A section of a stage that is not in `stages:` (e.g. dropped by an override) is kept but
-         * not validated: it is recognised by a `kind:` key or by a plugin of its name. */
+         * not validated: it is recognised by a `kind:` key, a plugin of its name, or as a section
+         * that an installed plugin reads (`model`). */
         for (mf_node *c = ex->root->first; c; c = c->next) {
             if (path_in_keys(top, c->key) || c->kind != MF_NODE_MAP) continue;
             mf_plugin probe;
@@ -207,8 +241,9 @@ int mf_experiment_load(mf_experiment *ex, const char *path, char *const *overrid
                 stage_section = true;
                 mf_plugin_close(&probe);
             }
+            if (!stage_section) stage_section = shared_section_of_any_plugin(c->key);
             if (!stage_section) continue;
-            mf_warn("section '%s' is not used: '%s' is not in stages", c->key, c->key);
+            mf_info("note: section '%s' is not used ('%s' is not in stages)", c->key, c->key);
             mf_key m = MF_MAP(c->key, "inactive stage section");
             mf_key one[2] = {m, MF_KEY_END};
             keys_append(&top, &nt, one);

@@ -37,6 +37,16 @@ static int mkdirs(const char *path) {
     return rc;
 }
 
+int mf_results_create_at(const char *dir) {
+    if (mkdirs(dir) != 0) return mf_error_prefix("results folder not writable: ");
+    char *st = mf_xasprintf("%s/status.json", dir);
+    int taken = access(st, F_OK) == 0;
+    free(st);
+    if (taken) return mf_fail("%s: already holds a run (status.json); choose another --out folder", dir);
+    if (access(dir, W_OK | X_OK) != 0) return mf_fail("results folder not writable: %s: %s", dir, strerror(errno));
+    return 0;
+}
+
 int mf_results_create(const char *root, const char *name, char *out, size_t cap) {
     char *base = mf_xasprintf("%s/%s", root, name);
     if (mkdirs(base) != 0) {

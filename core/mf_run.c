@@ -230,11 +230,16 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
         }
         mf_info("resuming %s (%s)", run.dir, opts->argv_line ? opts->argv_line : "");
     } else {
-        if (mf_results_create(ex->results_dir, ex->name, dir, sizeof dir) != 0) goto out;
+        if (opts->out_dir) {
+            if (mf_results_create_at(opts->out_dir) != 0) goto out;
+            snprintf(dir, sizeof dir, "%s", opts->out_dir);
+        } else if (mf_results_create(ex->results_dir, ex->name, dir, sizeof dir) != 0) {
+            goto out;
+        }
         run.dir = mf_xstrdup(dir);
         if (run_dir_out) snprintf(run_dir_out, cap, "%s", dir);
         if (mf_results_status(run.dir, "running", NULL, NULL) != 0 || write_run_files(&run, ex, opts->argv_line) != 0 ||
-            mf_results_link_latest(run.dir) != 0) {
+            (!opts->out_dir && mf_results_link_latest(run.dir) != 0)) {
             mf_results_status(run.dir, "failed", NULL, mf_last_error());
             goto out;
         }

@@ -69,6 +69,7 @@ typedef struct mf_run_opts {
     bool dry;                  /* validate only: create() every stage, run none, write nothing */
     const char *argv_line;     /* command line, for the manifest */
     const char *resume_dir;    /* continue this existing results folder instead of making one */
+    const char *out_dir;       /* use exactly this folder (made if missing) instead of results/<name>/<stamp> */
 } mf_run_opts;
 /* The whole lifecycle: create all stages; (unless dry) make the results folder, write the
  * experiment, resolved config, overrides, manifest, then run the stages in order; mark the folder
@@ -76,6 +77,8 @@ typedef struct mf_run_opts {
 int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_out, size_t cap);
 
 /* ---- results folders (mf_results.c) ----------------------------------------------------------- */
+/* Make `dir` (and parents) for a run; refuses a folder that already holds a run (status.json). */
+int mf_results_create_at(const char *dir);
 /* Create <root>/<name>/<YYYYmmdd-HHMMSS>[-n] atomically (mkdir; a taken name gets -1, -2, ...).
  * Checks that root is writable first. Writes the path to out. */
 int mf_results_create(const char *root, const char *name, char *out, size_t cap);

@@ -1,0 +1,205 @@
+/* sample_stage.c - the `sample` stage: N images from the trained model (EMA weights by default) with
+ * any registered sampler, seeded so the same seed gives the same images; writes a make_grid PNG (also
+ * copied to outputs/mnist_digits_final.png, the seed's name), all samples as an IDX file, optional
+ * individual PNGs and a trajectory strip (noise to image). `mfpipe sample RUN_DIR` runs this stage
+ * alone on a finished or running run's newest checkpoint. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mf_io.h"
+#include "mf_json.h"
+#include "mf_log.h"
+#include "mf_model.h"
+#include "mf_sampler.h"
+#include "mf_stage.h"
+
+typedef struct sample_state {
+    char instance[64];
+    const char *sampler, *grid_kind, *weights, *from, *dir;
+    int steps, n, batch, grid, nrow, pngs, traj_frames, traj_n, max_nfe, per_class;
+    double power, rtol, atol;
+    long long seed;
+    mf_model *own; /* loaded from a checkpoint when no train stage ran */
+} sample_state;
+
+static const mf_key sample_keys[] = {
+    MF_STR("sampler", "heun", "euler | heun | rk4 | dopri5 | meanflow | a sampler plugin's name"),
+    MF_INT("steps", "50", 1, 100000, "steps of fixed-step samplers (meanflow: 1 = one step)"),
+    MF_ENUM("time_grid", "uniform", "uniform|power", "time grid of fixed-step samplers"),
+    MF_FLOAT("power", "1", 0.01, 100, "power grid: t_i = (1 - i/steps)^power"),
+    MF_FLOAT("rtol", "1e-4", 0, 1, "dopri5 relative tolerance"),
+    MF_FLOAT("atol", "1e-4", 0, 1, "dopri5 absolute tolerance"),
+    MF_INT("max_nfe", "2000", 1, 1e7, "dopri5: cap on network evaluations per batch"),
+    MF_INT("n", "100", 1, 10000000, "number of samples"),
+    MF_INT("batch", "256", 1, 65536, "images per network evaluation"),
+    MF_INT("seed", "-1", -1, 9007199254740991.0, "noise seed (-1: the run's seed)"),
+    MF_ENUM("weights", "ema", "ema|raw", "EMA weights (when the run has them) or the raw training weights"),
+    MF_INT("grid", "100", 0, 100000, "images in the PNG grid (0: none)"),
+    MF_INT("nrow", "10", 1, 1000, "images per grid row"),
+    MF_BOOL("per_class", "true", "conditional models: sample i gets class (i / nrow) % classes, one row per class"),
+    MF_BOOL("pngs", "false", "also write every sample as its own PNG"),
+    MF_INT("trajectory", "8", 0, 1000, "frames of the trajectory strip from noise to image (0: none)"),
+    MF_INT("trajectory_n", "4", 1, 256, "samples in the trajectory strip (one row each)"),
+    MF_STR("from", "~", "run folder whose newest checkpoint to use when no train stage ran in this run"),
+    MF_STR("dir", "samples", "output folder inside the run folder"),
+    MF_KEY_END,
+};
+
+static int sample_create(mf_run *run, const char *instance, const mf_node *sec, void **state) {
+    sample_state *s = mf_xcalloc(1, sizeof *s);
+    *state = s;
+    snprintf(s->instance, sizeof s->instance, "%s", instance);
+    s->sampler = mf_cfg_str(sec, "sampler");
+    s->steps = (int)mf_cfg_int(sec, "steps");
+    s->grid_kind = mf_cfg_str(sec, "time_grid");
+    s->power = mf_cfg_float(sec, "power");
+    s->rtol = mf_cfg_float(sec, "rtol");
+    s->atol = mf_cfg_float(sec, "atol");
+    s->max_nfe = (int)mf_cfg_int(sec, "max_nfe");
+    s->n = (int)mf_cfg_int(sec, "n");
+    s->batch = (int)mf_cfg_int(sec, "batch");
+    s->seed = mf_cfg_int(sec, "seed");
+    s->weights = mf_cfg_str(sec, "weights");
+    s->grid = (int)mf_cfg_int(sec, "grid");
+    s->nrow = (int)mf_cfg_int(sec, "nrow");
+    s->per_class = mf_cfg_bool(sec, "per_class");
+    s->pngs = mf_cfg_bool(sec, "pngs");
+    s->traj_frames = (int)mf_cfg_int(sec, "trajectory");
+    s->traj_n = (int)mf_cfg_int(sec, "trajectory_n");
+    s->from = mf_cfg_str(sec, "from");
+    s->dir = mf_cfg_str(sec, "dir");
+    if (!s->sampler || !mf_sampler_find(s->sampler)) return mf_error_prefix("%s.sampler: ", instance);
+    if (s->traj_frames == 1) return mf_fail("%s.trajectory: 0 (none) or at least 2 frames", instance);
+    if (!s->dir || !*s->dir || strstr(s->dir, "..")) return mf_fail("%s.dir: a folder inside the run folder", instance);
+    return 0;
+}
+
+static void sample_destroy(void *state) {
+    sample_state *s = state;
+    if (!s) return;
+    mf_model_free(s->own);
+    free(s);
+}
+
+static uint8_t to_u8(float v) {
+    float q = (v + 1.0f) * 0.5f * 255.0f + 0.5f;
+    return (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+}
+
+static int write_outputs(sample_state *s, mf_run *run, mf_model *m, const float *x) {
+    int C = m->cfg.in_ch, H = m->cfg.height, W = m->cfg.width;
+    int64_t img = (int64_t)C * H * W;
+    char rel[256], path[4096];
+    /* all samples as IDX: (n, H, W) for gray like MNIST, (n, C, H, W) otherwise */
+    uint8_t *u8 = mf_xmalloc((size_t)(img * s->n));
+    for (int64_t i = 0; i < img * s->n; i++) u8[i] = to_u8(x[i]);
+    int64_t dims[4] = {s->n, C, H, W}, dims3[3] = {s->n, H, W};
+    snprintf(rel, sizeof rel, "%s/samples.idx3-ubyte", s->dir);
+    int rc = mf_run_path(run, path, sizeof path, rel);
+    if (rc == 0) rc = C == 1 ? mf_idx_write_u8(path, 3, dims3, u8) : mf_idx_write_u8(path, 4, dims, u8);
+    if (rc == 0 && s->pngs) {
+        for (int i = 0; rc == 0 && i < s->n; i++) {
+            snprintf(rel, sizeof rel, "%s/png/%06d.png", s->dir, i);
+            rc = mf_run_path(run, path, sizeof path, rel);
+            if (rc == 0) rc = mf_grid_write_png(path, x + (int64_t)i * img, 1, C, H, W, -1.0f, 1.0f, 1, 0, 0.0f);
+        }
+    }
+    free(u8);
+    if (rc == 0 && s->grid > 0) {
+        int g = s->grid < s->n ? s->grid : s->n;
+        snprintf(rel, sizeof rel, "%s/grid.png", s->dir);
+        rc = mf_run_path(run, path, sizeof path, rel);
+        if (rc == 0) rc = mf_grid_write_png(path, x, g, C, H, W, -1.0f, 1.0f, s->nrow, 2, 0.0f);
+        /* the seed's fixed name for the final grid */
+        if (rc == 0) rc = mf_run_path(run, path, sizeof path, "outputs/mnist_digits_final.png");
+        if (rc == 0) rc = mf_grid_write_png(path, x, g, C, H, W, -1.0f, 1.0f, s->nrow, 2, 0.0f);
+    }
+    return rc;
+}
+
+static int sample_run(void *state, mf_run *run) {
+    sample_state *s = state;
+    mf_model *m = NULL;
+    mf_error_clear();
+    m = mf_artifact_get(run, "model", MF_ART_MODEL);
+    if (!m) {
+        if (!s->from) return mf_fail("no model: put a train stage before '%s', or set %s.from to a run folder", s->instance, s->instance);
+        mf_backend *be = mf_run_backend(run);
+        if (!be) return -1;
+        MF_TRY(mf_model_load(be, s->from, &s->own));
+        m = s->own;
+    }
+    bool ema = strcmp(s->weights, "ema") == 0 && m->ema;
+    if (strcmp(s->weights, "ema") == 0 && !m->ema) mf_warn("%s: the model has no EMA weights; using the raw weights", s->instance);
+    int64_t img = (int64_t)m->cfg.in_ch * m->cfg.height * m->cfg.width;
+    float *x = malloc(sizeof(float) * (size_t)(img * s->n));
+    if (!x) return mf_fail("out of memory for %d samples", s->n);
+    int32_t *lab = NULL;
+    if (m->cfg.num_classes > 0) {
+        lab = mf_xmalloc(sizeof *lab * (size_t)s->n);
+        for (int i = 0; i < s->n; i++) lab[i] = (s->per_class ? i / s->nrow : i) % m->cfg.num_classes;
+    }
+    int nb = (s->n + s->batch - 1) / s->batch;
+    int *nfe = mf_xcalloc((size_t)nb, sizeof *nfe);
+    int tf = s->traj_frames, tn = s->traj_n < s->n ? s->traj_n : s->n;
+    float *traj = tf >= 2 ? mf_xmalloc(sizeof(float) * (size_t)(img * tf * tn)) : NULL;
+    mf_gen_opts go = {.sampler = s->sampler, .steps = s->steps, .grid = s->grid_kind, .power = s->power,
+                      .rtol = s->rtol, .atol = s->atol, .max_nfe = s->max_nfe, .batch = s->batch,
+                      .seed = s->seed >= 0 ? (uint64_t)s->seed : mf_run_seed(run), .labels = lab,
+                      .traj_frames = traj ? tf : 0, .traj_n = tn, .traj = traj, .nfe_per_batch = nfe};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t total = 0;
+    int rc = mf_generate(m, ema ? m->ema : m->params, &go, s->n, x, &total);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (rc == 0) rc = write_outputs(s, run, m, x);
+    if (rc == 0 && traj) {
+        char rel[256], path[4096];
+        snprintf(rel, sizeof rel, "%s/trajectory.png", s->dir);
+        rc = mf_run_path(run, path, sizeof path, rel);
+        if (rc == 0)
+            rc = mf_grid_write_png(path, traj, tf * tn, m->cfg.in_ch, m->cfg.height, m->cfg.width, -1.0f, 1.0f, tf, 2, 0.0f);
+    }
+    if (rc == 0) {
+        mf_buf b = {0}, nf = {0};
+        mf_buf_puts(&nf, "[");
+        for (int i = 0; i < nb; i++) mf_buf_printf(&nf, "%s%d", i ? "," : "", nfe[i]);
+        mf_buf_puts(&nf, "]");
+        mf_json_str(&b, "sampler", s->sampler);
+        mf_json_int(&b, "steps", s->steps);
+        mf_json_int(&b, "n", s->n);
+        mf_json_str(&b, "weights", ema ? "ema" : "raw");
+        mf_json_int(&b, "model_step", m->step);
+        mf_json_raw(&b, "nfe_per_batch", nf.s);
+        mf_json_int(&b, "nfe_total", total);
+        mf_json_num(&b, "seconds", sec);
+        mf_json_num(&b, "img_per_s", sec > 0 ? s->n / sec : 0);
+        rc = mf_metrics_append(run, s->instance, b.s);
+        mf_info("%s: %d samples with %s (%lld evaluations, %s weights of step %lld) in %.1f s -> %s/%s/", s->instance,
+                s->n, s->sampler, (long long)total, ema ? "EMA" : "raw", (long long)m->step, sec, mf_run_dir(run), s->dir);
+        mf_buf_free(&b);
+        mf_buf_free(&nf);
+    }
+    free(x);
+    free(lab);
+    free(nfe);
+    free(traj);
+    return rc;
+}
+
+static const mf_stage_api sample_api = {
+    .abi_version = MF_STAGE_ABI_VERSION,
+    .struct_size = sizeof(mf_stage_api),
+    .kind = "sample",
+    .summary = "samples from the trained model: grid, IDX file, PNGs, trajectory strip (any sampler)",
+    .keys = sample_keys,
+    .create = sample_create,
+    .run = sample_run,
+    .destroy = sample_destroy,
+};
+
+MF_STAGE_PLUGIN(sample_api)

@@ -1,0 +1,46 @@
+# test_sample.sh - the sample stage and `mfpipe sample`: files written, make_grid size, IDX read-back,
+# determinism for a seed, samplers by name (built-in, adaptive, plugin), refusals.
+source "$(dirname "$0")/lib.sh"
+cd "$TMP"
+make_mnist_dir "$TMP/mn" 64 16
+cat >exp.yaml <<Y
+name: sm
+seed: 1
+threads: 2
+stages: [data, train, ema, sample]
+data: {dataset: mnist, root: $TMP/mn, verify: false}
+model: {channels: 4, channel_mult: [1, 2], res_blocks: 1, groups: 2, time_embed: {dim: 8, frequencies: 2}}
+train: {steps: 4, batch: 8, log_every: 2, final_grid: 0}
+sample: {n: 10, steps: 2, grid: 10, nrow: 10, trajectory: 4, trajectory_n: 2, pngs: true}
+Y
+expect_ok run "$MFPIPE" run -q exp.yaml
+run=$(ls -d results/sm/2* | head -1)
+for f in samples/grid.png samples/samples.idx3-ubyte samples/trajectory.png samples/png/000009.png outputs/mnist_digits_final.png; do
+  check "has $f" test -s "$run/$f"
+done
+png_size() { od -An -tu1 -j16 -N8 "$1" | awk '{printf "%d %d", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8}'; }
+check "make_grid size of 10 images in one row (302x32)" test "$(png_size "$run/samples/grid.png")" = "302 32"
+check "trajectory strip 2 rows x 4 frames (122x62)" test "$(png_size "$run/samples/trajectory.png")" = "122 62"
+check "final grid copy" cmp -s "$run/samples/grid.png" "$run/outputs/mnist_digits_final.png"
+check "IDX header: u8, 3 dims, 10x28x28" test "$(od -An -tx1 -N16 "$run/samples/samples.idx3-ubyte" | tr -d ' \n')" = "000008030000000a0000001c0000001c"
+check "IDX length" test "$(stat -c %s "$run/samples/samples.idx3-ubyte")" = $((16 + 10 * 784))
+check "sample metrics" grep -q '"stage":"sample","time":[0-9.]*,"sampler":"heun","steps":2,"n":10' "$run/metrics.jsonl"
+
+# mfpipe sample: same seed, same files; another seed, other files
+expect_ok s1 "$MFPIPE" sample "$run" --n 6 --steps 3 --seed 7 --out "$TMP/s1"
+expect_ok s2 "$MFPIPE" sample "$run" --n 6 --steps 3 --seed 7 --batch 4 --out "$TMP/s2"
+expect_ok s3 "$MFPIPE" sample "$run" --n 6 --steps 3 --seed 8 --out "$TMP/s3"
+check "same seed, same samples (even with another batch size)" cmp -s "$TMP/s1/samples/samples.idx3-ubyte" "$TMP/s2/samples/samples.idx3-ubyte"
+differ() { ! cmp -s "$1" "$2"; }
+check "another seed, other samples" differ "$TMP/s1/samples/samples.idx3-ubyte" "$TMP/s3/samples/samples.idx3-ubyte"
+expect_ok default-out "$MFPIPE" sample "$run" --n 2 --steps 1
+check "default output under the run" test -s "$run/sample/latest/samples/samples.idx3-ubyte"
+for smp in euler rk4 dopri5 midpoint; do
+  expect_ok "sampler-$smp" "$MFPIPE" sample "$run" --n 2 --steps 2 --sampler $smp --out "$TMP/o_$smp"
+done
+check "dopri5 reports its evaluations" grep -q '"nfe_per_batch":\[[0-9]' "$TMP/o_dopri5/metrics.jsonl"
+expect_fail unknown-sampler "unknown sampler 'leapfrog'" "$MFPIPE" sample "$run" --sampler leapfrog --out "$TMP/bad1"
+expect_fail meanflow-on-fm "needs a model of the average velocity" "$MFPIPE" sample "$run" --sampler meanflow --out "$TMP/bad2"
+expect_fail out-taken "already holds a run" "$MFPIPE" sample "$run" --out "$TMP/s1"
+expect_fail not-a-run "no valid checkpoint" "$MFPIPE" sample "$TMP/s1" --out "$TMP/bad3"
+finish
