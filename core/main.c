@@ -24,6 +24,7 @@ static const char *k_usage =
     "  run EXP.yaml [KEY=VALUE ...]     run an experiment into results/<name>/<stamp>/\n"
     "  resume RESULTS_DIR [KEY=VALUE ...] continue a run from its newest checkpoint\n"
     "  sample RESULTS_DIR [options]      new samples from a run's checkpoint (see 'mfpipe sample --help')\n"
+    "  eval RESULTS_DIR | --samples F    FID and friends in a fixed LeNet's feature space\n"
     "  validate EXP.yaml [KEY=VALUE ...] check an experiment (and overrides) without running it\n"
     "  plugins                           list stage plugins: kind, ABI version, path\n"
     "  help [COMMAND]                    this text, or a command's help\n"
@@ -65,6 +66,18 @@ static const char *k_sample_help =
     "samples/grid.png, samples/samples.idx3-ubyte, samples/trajectory.png, outputs/mnist_digits_final.png.\n"
     "Samplers: euler, heun, rk4, dopri5 (sample.rtol, sample.atol, sample.max_nfe), meanflow, or a\n"
     "sampler plugin's name. Other sample.* keys as overrides (mfpipe validate EXP --keys lists them).\n";
+
+static const char *k_eval_help =
+    "usage: mfpipe eval RESULTS_DIR [--n N] [--out DIR] [KEY=VALUE ...]\n"
+    "       mfpipe eval --samples FILE.idx3-ubyte|GRID.png [--grid-nrow K] [--n N]\n"
+    "       mfpipe eval --reference       (the floor: 10,000 MNIST training images vs the test set)\n"
+    "       mfpipe eval --check-features  (train and test accuracy of the feature network)\n"
+    "\n"
+    "Metrics in the feature space of the fixed LeNet network (models/lenet_mnist_v1.mfw, --features to\n"
+    "change): fid_lenet_v1, precision/recall (k=3), classifier score, mean max confidence, class\n"
+    "histogram and its normalised entropy, conditional accuracy, nearest training images. Results:\n"
+    "eval.json and metrics.jsonl in RESULTS_DIR/eval/<stamp>/ (or results/eval/<stamp>/, or --out).\n"
+    "Numbers are comparable only at equal N and with the same feature network (both are recorded).\n";
 
 static const char *k_validate_help =
     "usage: mfpipe validate EXP.yaml [KEY=VALUE ...] [--print] [--keys]\n"
@@ -246,6 +259,67 @@ done:
     return rc;
 }
 
+/* mfpipe eval: metrics of a run's samples, of a samples file, the floor, or the feature network */
+static int cmd_eval(int argc, char **argv, const char *full_cmdline) {
+    if (has_flag(argc, argv, "--help", "-h")) {
+        fputs(k_eval_help, stdout);
+        return 0;
+    }
+    char **args = mf_xcalloc((size_t)argc * 2 + 12, sizeof *args);
+    char **owned = mf_xcalloc((size_t)argc * 2 + 12, sizeof *owned);
+    int na = 0, no = 0, rc = 0;
+    const char *dir = NULL, *samples = NULL, *out = NULL;
+    int reference = 0, check = 0;
+    args[na++] = NULL; /* the experiment, decided below */
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--reference") == 0) reference = 1;
+        else if (strcmp(a, "--check-features") == 0) check = 1;
+        else if (strcmp(a, "--samples") == 0 && val) samples = argv[++i];
+        else if (strcmp(a, "--out") == 0 && val) out = argv[++i];
+        else if ((strcmp(a, "--n") == 0 || strcmp(a, "--features") == 0 || strcmp(a, "--grid-nrow") == 0) && val) {
+            const char *key = a[2] == 'n' ? "n" : a[2] == 'f' ? "features" : "grid_nrow";
+            args[na++] = owned[no++] = mf_xasprintf("eval.%s=\"%s\"", key, argv[++i]);
+        } else if (a[0] != '-' && !strchr(a, '=') && !dir && !samples) dir = a;
+        else args[na++] = argv[i];
+    }
+    if (dir && (reference || check || samples)) {
+        mf_fail("eval: give a results folder, or one of --samples, --reference, --check-features");
+        rc = error_exit(EXIT_USAGE);
+        goto done;
+    }
+    if (!dir && !reference && !check && !samples) {
+        fputs(k_eval_help, stderr);
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    if (dir) {
+        args[0] = owned[no++] = mf_xasprintf("%s/config.yaml", dir);
+        args[na++] = "stages=[data,eval]";
+        args[na++] = owned[no++] = mf_xasprintf("eval.samples=\"%s/samples/samples.idx3-ubyte\"", dir);
+        if (!out) {
+            args[na++] = owned[no++] = mf_xasprintf("results_dir=\"%s\"", dir);
+            args[na++] = "name=eval";
+        }
+    } else {
+        args[0] = owned[no++] = mf_xasprintf("%s/experiments/eval.yaml", MFPIPE_SOURCE_DIR);
+        if (samples) args[na++] = owned[no++] = mf_xasprintf("eval.samples=\"%s\"", samples);
+        if (reference) args[na++] = "eval.reference=true";
+        if (check) args[na++] = "eval.check_features=true";
+    }
+    if (out) {
+        args[na++] = "--out";
+        args[na++] = (char *)out;
+    }
+    rc = cmd_run(na, args, 0, full_cmdline);
+done:
+    for (int i = 0; i < no; i++) free(owned[i]);
+    free(owned);
+    free(args);
+    return rc;
+}
+
 static int is_plugin_file(const struct dirent *d) {
     size_t n = strlen(d->d_name);
     return strncmp(d->d_name, "stage_", 6) == 0 && n > 9 && strcmp(d->d_name + n - 3, ".so") == 0;
@@ -312,6 +386,7 @@ int main(int argc, char **argv) {
               : strcmp(which, "plugins") == 0  ? k_plugins_help
               : strcmp(which, "resume") == 0   ? k_resume_help
               : strcmp(which, "sample") == 0   ? k_sample_help
+              : strcmp(which, "eval") == 0     ? k_eval_help
                                                : k_usage,
               stdout);
         rc = 0;
@@ -319,6 +394,8 @@ int main(int argc, char **argv) {
         rc = cmd_run(argc - 2, argv + 2, 0, line);
     } else if (strcmp(cmd, "validate") == 0) {
         rc = cmd_run(argc - 2, argv + 2, 1, line);
+    } else if (strcmp(cmd, "eval") == 0) {
+        rc = cmd_eval(argc - 2, argv + 2, line);
     } else if (strcmp(cmd, "sample") == 0) {
         rc = cmd_sample(argc - 2, argv + 2, line);
     } else if (strcmp(cmd, "resume") == 0) {

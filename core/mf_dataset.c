@@ -36,3 +36,10 @@ void mf_dataset_gather(const mf_dataset *ds, const mf_split *split, const int64_
         if (y) y[i] = split->y ? split->y[k] : -1;
     }
 }
+
+void mf_samples_free(mf_samples *s) {
+    if (!s) return;
+    free(s->x);
+    free(s->labels);
+    free(s);
+}

@@ -27,6 +27,17 @@ typedef struct mf_dataset {
     uint64_t seed;       /* run seed: keys the epoch order */
 } mf_dataset;
 
+/* The "samples" artifact the sample stage publishes (and the eval stage reads). */
+#define MF_ART_SAMPLES "mf.samples.v1"
+typedef struct mf_samples {
+    int64_t n;
+    int C, H, W;
+    float *x;       /* (n, C, H, W) in [-1, 1] */
+    int32_t *labels; /* requested classes of a conditional model, or NULL */
+    char source[512];
+} mf_samples;
+void mf_samples_free(mf_samples *s); /* frees x, labels and s */
+
 void mf_dataset_free(mf_dataset *ds); /* frees everything including ds */
 /* Order of training examples in `epoch`: a permutation of 0..train.n-1 keyed by (seed, epoch). */
 void mf_dataset_epoch_order(const mf_dataset *ds, int64_t epoch, int64_t *perm);

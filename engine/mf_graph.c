@@ -265,7 +265,7 @@ static int plan_memory(mf_graph *g, bool need_grad, bool need_tan) {
     for (int i = 0; i < n; i++) {
         mf_gnode *nd = &g->nodes[i];
         if (nd->op == MF_OP_LABELS) continue;
-        bool perm = nd->op == MF_OP_INPUT || i == g->output;
+        bool perm = nd->op == MF_OP_INPUT || i == g->output || nd->keep;
         int end = perm ? forever : (last_bwd[i] > last_fwd[i] ? last_bwd[i] : last_fwd[i]);
         iv[m++] = (interval){nd->numel, perm ? -1 : i, end, &nd->out};
         if (need_tan) iv[m++] = (interval){nd->numel, perm ? -1 : i, perm ? forever : last_fwd[i], &nd->tan};
@@ -317,6 +317,11 @@ int mf_graph_finalize(mf_graph *g, int output, bool need_grad, bool need_tan) {
         return mf_fail("out of %s memory allocating activations (%.1f MiB so far) for batch %d",
                        K(g)->name, (double)g->act_bytes / 1048576.0, g->batch);
     return 0;
+}
+
+void mf_graph_keep(mf_graph *g, int node) {
+    MF_ASSERT(!g->allocated);
+    N_(g, node)->keep = true;
 }
 
 void mf_graph_set_params(mf_graph *g, const float *params) { g->pbuf = params; }

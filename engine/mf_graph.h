@@ -58,6 +58,7 @@ typedef struct mf_gnode {
     float *mean, *rstd;      /* MF_OP_GROUPNORM statistics (n * groups) */
     bool needs_grad;  /* on a path from a parameter or a grad-requiring input to the output */
     bool has_tan;     /* on a path from an input with a tangent */
+    bool keep;        /* output stays readable after a pass (mf_graph_keep) */
 } mf_gnode;
 
 typedef struct mf_graph {
@@ -103,6 +104,8 @@ int mf_g_upsample(mf_graph *g, int x);
 /* features [sin(t*f_k), cos(t*f_k)], f_k = scale * max_period^(-k/half), k < half */
 int mf_g_fourier(mf_graph *g, int t, int half, float scale, float max_period);
 int mf_g_embed(mf_graph *g, int labels, int num, int dim, const char *name);
+/* Keep a node's output readable after a pass (features of a classifier); call before finalize. */
+void mf_graph_keep(mf_graph *g, int node);
 /* Mark the output and allocate buffers. need_grad: allocate gradients (training);
  * need_tan: allocate tangents (JVP). Returns 0 or -1 (out of memory, mf_fail). */
 int mf_graph_finalize(mf_graph *g, int output, bool need_grad, bool need_tan);

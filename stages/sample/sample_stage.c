@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mf_dataset.h"
 #include "mf_io.h"
 #include "mf_json.h"
 #include "mf_log.h"
@@ -183,6 +184,18 @@ static int sample_run(void *state, mf_run *run) {
                 s->n, s->sampler, (long long)total, ema ? "EMA" : "raw", (long long)m->step, sec, mf_run_dir(run), s->dir);
         mf_buf_free(&b);
         mf_buf_free(&nf);
+    }
+    if (rc == 0) {
+        /* hand the samples to later stages (eval); the run owns them now */
+        mf_samples *sm = mf_xcalloc(1, sizeof *sm);
+        sm->n = s->n;
+        sm->C = m->cfg.in_ch, sm->H = m->cfg.height, sm->W = m->cfg.width;
+        sm->x = x;
+        sm->labels = lab;
+        snprintf(sm->source, sizeof sm->source, "%s/%s/samples.idx3-ubyte", mf_run_dir(run), s->dir);
+        x = NULL;
+        lab = NULL;
+        rc = mf_artifact_put(run, "samples", MF_ART_SAMPLES, sm, (void (*)(void *))mf_samples_free);
     }
     free(x);
     free(lab);
