@@ -280,7 +280,8 @@ static int cmd_eval(int argc, char **argv, const char *full_cmdline) {
         else if (strcmp(a, "--out") == 0 && val) out = argv[++i];
         else if ((strcmp(a, "--n") == 0 || strcmp(a, "--features") == 0 || strcmp(a, "--grid-nrow") == 0) && val) {
             const char *key = a[2] == 'n' ? "n" : a[2] == 'f' ? "features" : "grid_nrow";
-            args[na++] = owned[no++] = mf_xasprintf("eval.%s=\"%s\"", key, argv[++i]);
+            const char *q = a[2] == 'f' ? "\"" : ""; /* a path is quoted; numbers are not */
+            args[na++] = owned[no++] = mf_xasprintf("eval.%s=%s%s%s", key, q, argv[++i], q);
         } else if (a[0] != '-' && !strchr(a, '=') && !dir && !samples) dir = a;
         else args[na++] = argv[i];
     }

@@ -168,6 +168,10 @@ mf_backend *mf_cpu_backend_new(int threads) {
  * in engine/ and serve every backend. */
 void mf_backend_free(mf_backend *be) {
     if (!be) return;
+    if (be->i->destroy) {
+        be->i->destroy(be);
+        return;
+    }
     MF_ASSERT(be->i == &cpu_iface);
     mfcpu_ctx *c = mfcpu(be);
     mfcpu_free(be, c->ws);

@@ -18,6 +18,9 @@ extern "C" {
 
 typedef struct mf_backend mf_backend;
 
+/* mf_backend_i has a `destroy` entry (for code that must build before and after it was added). */
+#define MF_BACKEND_HAS_DESTROY 1
+
 typedef struct mf_conv_shape {
     int n, ci, h, w;    /* input (n, ci, h, w) */
     int co, k, stride, pad; /* weight (co, ci, k, k); output (n, co, ho, wo) */
@@ -118,6 +121,10 @@ typedef struct mf_backend_i {
                   float b1, float b2, float eps, float wd, int64_t step, float gscale);
     /* e = d*e + (1-d)*p */
     void (*ema)(mf_backend *be, int64_t n, float *e, const float *p, float d);
+
+    /* ---- lifetime -------------------------------------------------------------------------- */
+    /* Frees the backend (mf_backend_free calls it when set; NULL: the CPU backend's own code). */
+    void (*destroy)(mf_backend *be);
 } mf_backend_i;
 
 struct mf_backend {
@@ -129,6 +136,11 @@ struct mf_backend {
 /* The CPU backend (always built). threads <= 0: all cores. */
 mf_backend *mf_cpu_backend_new(int threads);
 void mf_backend_free(mf_backend *be);
+/* The checked backend (mf_backend_check.c): wraps `inner` (and owns it from then on); its tensors are
+ * PROT_NONE except while a kernel runs, so host code that dereferences one dies with SIGSEGV. Used by
+ * the tests (MFPIPE_CHECKED_BACKEND=1) to prove no code outside a backend touches tensor memory. */
+mf_backend *mf_checked_backend_new(mf_backend *inner);
+void mf_checked_backend_free(mf_backend *be);
 
 #ifdef __cplusplus
 }

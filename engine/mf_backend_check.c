@@ -27,35 +27,39 @@ _Static_assert(sizeof(mf_backend_i) ==
                    offsetof(mf_backend_i, CK_LAST_ENTRY) + sizeof(((mf_backend_i *)0)->CK_LAST_ENTRY),
                "mf_backend_i has an entry after the last one known here: wrap it in mf_backend_check.c");
 
-/* One allocation: [base, base + data_len) holds the tensor, placed at its end (ptr) so that the
- * always-PROT_NONE guard page at base + data_len catches overruns inside kernels too. */
+/* One allocation: whole pages of its own mapping, the tensor at its start. */
 typedef struct ck_region {
     char *base;
-    size_t data_len; /* whole pages */
-    char *ptr;       /* what alloc returned */
+    size_t len;
 } ck_region;
 
 typedef struct ck_ctx {
     mf_backend *inner;
-    ck_region *reg;
+    ck_region *reg; /* live allocations, sorted by address */
     int n_reg, cap_reg;
     size_t page;
-    size_t cur_bytes, peak_bytes; /* mapped data pages (guard pages not counted) */
+    size_t cur_bytes, peak_bytes; /* mapped pages */
     int depth;                    /* > 0 while a kernel runs (memory unprotected) */
 } ck_ctx;
 
 static ck_ctx *ck(mf_backend *be) { return (ck_ctx *)be->ctx; }
 
-static void ck_protect(ck_ctx *c, const ck_region *r, int prot) {
-    if (r->data_len && mprotect(r->base, r->data_len, prot) != 0) {
-        fprintf(stderr, "mfpipe: checked backend: mprotect(%p, %zu) failed: %s\n", (void *)r->base,
-                r->data_len, strerror(errno));
+static void ck_mprotect(char *base, size_t len, int prot) {
+    if (mprotect(base, len, prot) != 0) {
+        fprintf(stderr, "mfpipe: checked backend: mprotect(%p, %zu) failed: %s\n", (void *)base, len,
+                strerror(errno));
         abort();
     }
 }
 
+/* Set `prot` on every live allocation. Anonymous mappings are usually placed next to each other, so
+ * each run of adjacent regions takes one call (a call per region made training ~10x slower still). */
 static void ck_protect_all(ck_ctx *c, int prot) {
-    for (int i = 0; i < c->n_reg; i++) ck_protect(c, &c->reg[i], prot);
+    for (int i = 0; i < c->n_reg;) {
+        char *b = c->reg[i].base, *e = b + c->reg[i].len;
+        for (i++; i < c->n_reg && c->reg[i].base == e; i++) e += c->reg[i].len;
+        ck_mprotect(b, (size_t)(e - b), prot);
+    }
 }
 
 /* Unprotect every live tensor and return the inner backend; ck_leave() protects them again. */
@@ -71,46 +75,54 @@ static void ck_leave(mf_backend *be) {
     if (--c->depth == 0) ck_protect_all(c, PROT_NONE);
 }
 
+/* Index of the first region with base >= p. */
+static int ck_find(const ck_ctx *c, const void *p) {
+    int lo = 0, hi = c->n_reg;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)c->reg[mid].base < (uintptr_t)p) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
 /* ---- memory --------------------------------------------------------------------------------- */
 
 static void *ck_alloc(mf_backend *be, size_t bytes) {
     ck_ctx *c = ck(be);
     if (bytes > SIZE_MAX / 2) return NULL;
-    const size_t sz = (bytes + 63) & ~(size_t)63;
-    const size_t data_len = (sz + c->page - 1) / c->page * c->page;
-    char *base = mmap(NULL, data_len + c->page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (base == MAP_FAILED) return NULL;
+    const size_t len = bytes ? (bytes + c->page - 1) / c->page * c->page : c->page;
+    char *base = mmap(NULL, len, c->depth > 0 ? PROT_READ | PROT_WRITE : PROT_NONE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) return NULL; /* page-aligned, hence 64-byte aligned */
     if (c->n_reg == c->cap_reg) {
         c->cap_reg = c->cap_reg ? 2 * c->cap_reg : 64;
         c->reg = mf_xrealloc(c->reg, sizeof *c->reg * (size_t)c->cap_reg);
     }
-    ck_region *r = &c->reg[c->n_reg++];
-    r->base = base;
-    r->data_len = data_len;
-    r->ptr = base + data_len - sz; /* page-aligned base, sz a multiple of 64: 64-byte aligned */
-    if (c->depth > 0) ck_protect(c, r, PROT_READ | PROT_WRITE);
-    c->cur_bytes += data_len;
+    int at = ck_find(c, base);
+    memmove(c->reg + at + 1, c->reg + at, sizeof *c->reg * (size_t)(c->n_reg - at));
+    c->reg[at] = (ck_region){base, len};
+    c->n_reg++;
+    c->cur_bytes += len;
     if (c->cur_bytes > c->peak_bytes) c->peak_bytes = c->cur_bytes;
-    return r->ptr;
+    return base;
 }
 
 static void ck_free(mf_backend *be, void *ptr) {
     if (!ptr) return;
     ck_ctx *c = ck(be);
-    for (int i = 0; i < c->n_reg; i++) {
-        ck_region *r = &c->reg[i];
-        if (r->ptr != (char *)ptr) continue;
-        if (munmap(r->base, r->data_len + c->page) != 0) {
-            fprintf(stderr, "mfpipe: checked backend: munmap(%p) failed: %s\n", (void *)r->base,
-                    strerror(errno));
-            abort();
-        }
-        c->cur_bytes -= r->data_len;
-        c->reg[i] = c->reg[--c->n_reg];
-        return;
+    int at = ck_find(c, ptr);
+    if (at == c->n_reg || c->reg[at].base != (char *)ptr) {
+        fprintf(stderr, "mfpipe: checked backend: free(%p) of a pointer it did not allocate\n", ptr);
+        abort();
     }
-    fprintf(stderr, "mfpipe: checked backend: free(%p) of a pointer it did not allocate\n", ptr);
-    abort();
+    if (munmap(c->reg[at].base, c->reg[at].len) != 0) {
+        fprintf(stderr, "mfpipe: checked backend: munmap(%p) failed: %s\n", ptr, strerror(errno));
+        abort();
+    }
+    c->cur_bytes -= c->reg[at].len;
+    c->n_reg--;
+    memmove(c->reg + at, c->reg + at + 1, sizeof *c->reg * (size_t)(c->n_reg - at));
 }
 
 static void ck_write(mf_backend *be, void *dst, const void *host_src, size_t bytes) {
@@ -379,7 +391,7 @@ void mf_checked_backend_free(mf_backend *be) {
     MF_ASSERT(be->i == &check_iface);
     ck_ctx *c = ck(be);
     MF_ASSERT(c->depth == 0);
-    for (int i = 0; i < c->n_reg; i++) munmap(c->reg[i].base, c->reg[i].data_len + c->page);
+    for (int i = 0; i < c->n_reg; i++) munmap(c->reg[i].base, c->reg[i].len);
     free(c->reg);
     mf_backend_free(c->inner);
     free(c);

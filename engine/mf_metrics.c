@@ -4,7 +4,6 @@
 #include "mf_metrics.h"
 
 #include <cblas.h>
-#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -20,8 +19,8 @@
 void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w,
              double *work, const int *lwork, int *iwork, const int *liwork, int *info);
 
-#define MET_BLOCK_BYTES ((size_t)32 << 20) /* one distance block is at most this large */
-#define MET_MAX_BLOCK_ROWS 1024
+#define MET_TILE_BYTES ((size_t)4 << 20) /* one distance tile (per thread): stays in cache */
+#define MET_MAX_TILE_ROWS 1024
 #define MET_TOPK_INSERT 32   /* k up to this: streaming sorted insertion; above: quickselect */
 #define MET_TIE_REL 1e-12    /* inclusive-tie tolerance, relative to the squared norms */
 
@@ -72,7 +71,7 @@ int mf_gauss_fit(const float *feat, int64_t n, int d, mf_gauss *out) {
     MF_ASSERT(feat);
     MF_TRY(check_finite(feat, n, d, "Gaussian fit"));
     const size_t dd = (size_t)d * (size_t)d;
-    const int64_t rb = MET_MAX_BLOCK_ROWS;
+    const int64_t rb = MET_MAX_TILE_ROWS;
     double *mu = met_alloc(sizeof(double) * (size_t)d, "the mean");
     double *cov = mu ? met_alloc(sizeof(double) * dd, "the covariance") : NULL;
     double *xc = cov ? met_alloc(sizeof(double) * (size_t)rb * (size_t)d, "a feature block") : NULL;
@@ -120,6 +119,7 @@ int mf_gauss_save(const char *path, const mf_gauss *g, const char *key) {
         return mf_fail("%s: reference-statistics key is %zu bytes (at most %d)", path, klen,
                        MF_GAUSS_MAX_KEY);
     MF_ASSERT(g->d >= 1 && g->mu && g->cov);
+    if (g->n < 2) return mf_fail("%s: statistics of %lld rows (need at least 2)", path, (long long)g->n);
     const size_t d = (size_t)g->d;
     const size_t total = GAUSS_FIXED_HDR + klen + sizeof(double) * (d + d * d) + 32;
     uint8_t *buf = met_alloc(total, "the reference-statistics file");
@@ -328,6 +328,23 @@ double mf_fid(const mf_gauss *a, const mf_gauss *b) {
 
 /* ---- distances ------------------------------------------------------------------------------ */
 
+/* Distances come in row tiles: D = -2 X_tile Y^T by dgemm, then |x|^2 + |y|^2 is added while the
+ * tile is hot in cache. When OpenBLAS is single-threaded (mfpipe's CPU backend makes it so for the
+ * whole process) the tiles run on OpenMP threads, one single-threaded dgemm each; otherwise the
+ * tiles run one after the other on the calling thread and OpenBLAS parallelises each dgemm (never
+ * both: nested thread pools only fight over the cores). */
+static int tile_threads(void) {
+    const int nt = met_threads();
+    return nt > 1 && openblas_get_num_threads() == 1 ? nt : 1;
+}
+
+/* Rows per tile so that one tile of ncols doubles stays within MET_TILE_BYTES (at least one row). */
+static int tile_rows(int64_t ncols) {
+    int64_t r = (int64_t)(MET_TILE_BYTES / sizeof(double)) / (ncols > 0 ? ncols : 1);
+    if (r > MET_MAX_TILE_ROWS) r = MET_MAX_TILE_ROWS;
+    return r < 1 ? 1 : (int)r;
+}
+
 /* out (n x d) = x - center in double; sq[i] = |out_i|^2. */
 static void centre_rows(const float *x, int64_t n, int d, const double *center, double *out,
                         double *sq) {
@@ -349,16 +366,11 @@ static void column_mean(const float *x, int64_t n, int d, double *mean) {
     for (int j = 0; j < d; j++) mean[j] /= (double)n;
 }
 
-static int block_rows(int64_t ncols) {
-    int64_t r = (int64_t)(MET_BLOCK_BYTES / sizeof(double)) / (ncols > 0 ? ncols : 1);
-    if (r > MET_MAX_BLOCK_ROWS) r = MET_MAX_BLOCK_ROWS;
-    return r < 1 ? 1 : (int)r;
-}
-
 /* k-th smallest (1-based) of v[0..n) by quickselect (median of three, Hoare partition: many equal
  * values do not degrade it). Reorders v. */
 static double quickselect(double *v, int64_t n, int64_t k) {
-    int64_t lo = 0, hi = n - 1, kk = k - 1;
+    int64_t lo = 0, hi = n - 1;
+    const int64_t kk = k - 1;
     while (hi > lo) {
         const int64_t mid = lo + (hi - lo) / 2;
         double t;
@@ -382,7 +394,8 @@ static double quickselect(double *v, int64_t n, int64_t k) {
     return v[kk];
 }
 
-/* k-th smallest (1-based, k <= n) of v[0..n); may reorder v. */
+/* k-th smallest (1-based, k <= n) of v[0..n): sorted insertion for small k, else quickselect
+ * (which reorders v). */
 static double kth_smallest(double *v, int64_t n, int k) {
     if (k > MET_TOPK_INSERT) return quickselect(v, n, k);
     double best[MET_TOPK_INSERT];
@@ -401,17 +414,22 @@ static double kth_smallest(double *v, int64_t n, int k) {
 }
 
 /* r2[i] = squared distance of row i of x (centred, squared norms sq) to its k-th nearest other row.
- * blk holds block_rows(n) * n doubles. */
-static void knn_radii(const double *x, const double *sq, int64_t n, int d, int k, double *r2,
+ * blk holds nt * tile_rows(n) * n doubles. */
+static void knn_radii(const double *x, const double *sq, int64_t n, int d, int k, double *r2, int nt,
                       double *blk) {
-    const int rb = block_rows(n);
-    for (int64_t i0 = 0; i0 < n; i0 += rb) {
-        const int m = (int)(n - i0 < rb ? n - i0 : rb);
+    const int rt = tile_rows(n);
+    const int64_t ntiles = (n + rt - 1) / rt;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int64_t t = 0; t < ntiles; t++) {
+        const int tid = met_thread_id();
+        MF_ASSERT(tid < nt);
+        double *b = blk + (size_t)tid * (size_t)rt * (size_t)n;
+        const int64_t i0 = t * rt;
+        const int m = (int)(n - i0 < rt ? n - i0 : rt);
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)n, d, -2.0, x + i0 * d, d, x, d,
-                    0.0, blk, (int)n);
-#pragma omp parallel for schedule(dynamic, 8)
+                    0.0, b, (int)n);
         for (int r = 0; r < m; r++) {
-            double *row = blk + (size_t)r * (size_t)n;
+            double *row = b + (size_t)r * (size_t)n;
             const int64_t i = i0 + r;
             const double si = sq[i];
             for (int64_t j = 0; j < n; j++) {
@@ -440,16 +458,16 @@ int mf_precision_recall(const float *real, int64_t nr, const float *fake, int64_
     MF_TRY(check_finite(real, nr, d, "precision/recall: real features"));
     MF_TRY(check_finite(fake, nf, d, "precision/recall: fake features"));
 
-    const int nth = met_threads();
-    /* rows-per-block x columns is not monotone in the columns: size for both sets */
-    const size_t blk_r = (size_t)block_rows(nr) * (size_t)nr, blk_f = (size_t)block_rows(nf) * (size_t)nf;
-    const size_t blk_n = blk_r > blk_f ? blk_r : blk_f;
+    const int nt = tile_threads();
+    /* rows-per-tile x columns is not monotone in the columns: size for both sets */
+    const size_t blk_r = (size_t)tile_rows(nr) * (size_t)nr, blk_f = (size_t)tile_rows(nf) * (size_t)nf;
+    const size_t blk_n = (blk_r > blk_f ? blk_r : blk_f) * (size_t)nt;
     double *center = met_alloc(sizeof(double) * (size_t)d, "precision/recall");
     double *xr = met_alloc(sizeof(double) * (size_t)nr * (size_t)d, "the real features");
     double *xf = met_alloc(sizeof(double) * (size_t)nf * (size_t)d, "the fake features");
     double *aux = met_alloc(sizeof(double) * (size_t)(2 * nr + 2 * nf), "precision/recall");
-    double *blk = met_alloc(sizeof(double) * blk_n, "a distance block");
-    uint8_t *fcov = met_alloc((size_t)nth * (size_t)nf, "precision/recall");
+    double *blk = met_alloc(sizeof(double) * blk_n, "distance tiles");
+    uint8_t *fcov = met_alloc((size_t)nt * (size_t)nf, "precision/recall");
     uint8_t *rcov = met_alloc((size_t)nr, "precision/recall");
     int rc = -1;
     if (!center || !xr || !xf || !aux || !blk || !fcov || !rcov) goto out;
@@ -459,41 +477,43 @@ int mf_precision_recall(const float *real, int64_t nr, const float *fake, int64_
     column_mean(real, nr, d, center);
     centre_rows(real, nr, d, center, xr, sqr);
     centre_rows(fake, nf, d, center, xf, sqf);
-    knn_radii(xr, sqr, nr, d, k, r2r, blk);
-    knn_radii(xf, sqf, nf, d, k, r2f, blk);
+    knn_radii(xr, sqr, nr, d, k, r2r, nt, blk);
+    knn_radii(xf, sqf, nf, d, k, r2f, nt, blk);
 
-    memset(fcov, 0, (size_t)nth * (size_t)nf);
-    const int rb = block_rows(nf);
-    for (int64_t i0 = 0; i0 < nr; i0 += rb) {
-        const int m = (int)(nr - i0 < rb ? nr - i0 : rb);
+    /* real x fake tiles: a fake point inside a real ball counts for precision, a real point inside
+     * a fake ball for recall. fcov is per thread, so that no two threads write one byte. */
+    memset(fcov, 0, (size_t)nt * (size_t)nf);
+    const int rt = tile_rows(nf);
+    const int64_t ntiles = (nr + rt - 1) / rt;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int64_t t = 0; t < ntiles; t++) {
+        const int tid = met_thread_id();
+        MF_ASSERT(tid < nt);
+        double *b = blk + (size_t)tid * (size_t)rt * (size_t)nf;
+        uint8_t *fc = fcov + (size_t)tid * (size_t)nf;
+        const int64_t i0 = t * rt;
+        const int m = (int)(nr - i0 < rt ? nr - i0 : rt);
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)nf, d, -2.0, xr + i0 * d, d, xf,
-                    d, 0.0, blk, (int)nf);
-#pragma omp parallel
-        {
-            const int tid = met_thread_id();
-            MF_ASSERT(tid < nth);
-            uint8_t *fc = fcov + (size_t)tid * (size_t)nf; /* per thread: no shared writes */
-#pragma omp for schedule(static)
-            for (int r = 0; r < m; r++) {
-                const double *row = blk + (size_t)r * (size_t)nf;
-                const int64_t i = i0 + r;
-                const double si = sqr[i], ri = r2r[i];
-                int covered = 0;
-                for (int64_t j = 0; j < nf; j++) {
-                    double d2 = row[j] + si + sqf[j];
-                    d2 = d2 > 0.0 ? d2 : 0.0;
-                    const double tol = MET_TIE_REL * (si + sqf[j]);
-                    if (d2 <= ri + tol) fc[j] = 1;
-                    if (d2 <= r2f[j] + tol) covered = 1;
-                }
-                rcov[i] = (uint8_t)covered;
+                    d, 0.0, b, (int)nf);
+        for (int r = 0; r < m; r++) {
+            const double *row = b + (size_t)r * (size_t)nf;
+            const int64_t i = i0 + r;
+            const double si = sqr[i], ri = r2r[i];
+            int covered = 0;
+            for (int64_t j = 0; j < nf; j++) {
+                double d2 = row[j] + si + sqf[j];
+                d2 = d2 > 0.0 ? d2 : 0.0;
+                const double tol = MET_TIE_REL * (si + sqf[j]);
+                if (d2 <= ri + tol) fc[j] = 1;
+                if (d2 <= r2f[j] + tol) covered = 1;
             }
+            rcov[i] = (uint8_t)covered;
         }
     }
     int64_t np = 0, nrc = 0;
     for (int64_t j = 0; j < nf; j++) {
         int any = 0;
-        for (int t = 0; t < nth && !any; t++) any = fcov[(size_t)t * (size_t)nf + j];
+        for (int t = 0; t < nt && !any; t++) any = fcov[(size_t)t * (size_t)nf + j];
         np += any;
     }
     for (int64_t i = 0; i < nr; i++) nrc += rcov[i];
@@ -516,47 +536,56 @@ int mf_nearest(const float *query, int64_t nq, const float *ref, int64_t nr, int
     MF_TRY(check_finite(query, nq, d, "nearest neighbour: queries"));
     MF_TRY(check_finite(ref, nr, d, "nearest neighbour: reference"));
 
-    const int qb = 512;
-    const int rcols = (int)(nr < 4096 ? nr : 4096);
+    /* tiles of qt queries x rc references; per thread: the two centred blocks, their norms, the
+     * distance tile and the running minimum */
+    const int nt = tile_threads();
+    const int qt = 256;
+    int64_t rcl = (int64_t)(MET_TILE_BYTES / sizeof(double)) / d;
+    rcl = rcl > 2048 ? 2048 : rcl < 64 ? 64 : rcl;
+    const int rc_ = (int)(nr < rcl ? nr : rcl);
+    const size_t per = (size_t)qt * (size_t)d + (size_t)rc_ * (size_t)d + 3 * (size_t)qt +
+                       (size_t)rc_ + (size_t)qt * (size_t)rc_;
     double *center = met_alloc(sizeof(double) * (size_t)d, "nearest neighbour");
-    double *xq = met_alloc(sizeof(double) * (size_t)qb * (size_t)d, "a query block");
-    double *xr = met_alloc(sizeof(double) * (size_t)rcols * (size_t)d, "a reference block");
-    double *sq = met_alloc(sizeof(double) * (size_t)(qb + rcols + qb), "nearest neighbour");
-    double *blk = met_alloc(sizeof(double) * (size_t)qb * (size_t)rcols, "a distance block");
+    double *work = met_alloc(sizeof(double) * per * (size_t)nt, "nearest-neighbour tiles");
     int rc = -1;
-    if (!center || !xq || !xr || !sq || !blk) goto out;
-    double *sqq = sq, *sqr = sq + qb, *best = sq + qb + rcols;
+    if (!center || !work) goto out;
 
     column_mean(ref, nr, d, center);
-    for (int64_t q0 = 0; q0 < nq; q0 += qb) {
-        const int m = (int)(nq - q0 < qb ? nq - q0 : qb);
+    const int64_t ntiles = (nq + qt - 1) / qt;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int64_t t = 0; t < ntiles; t++) {
+        const int tid = met_thread_id();
+        MF_ASSERT(tid < nt);
+        double *xq = work + (size_t)tid * per, *xr = xq + (size_t)qt * d, *sqq = xr + (size_t)rc_ * d;
+        double *best = sqq + qt, *sqr = best + qt, *b = sqr + rc_;
+        const int64_t q0 = t * qt;
+        const int m = (int)(nq - q0 < qt ? nq - q0 : qt);
         centre_rows(query + q0 * d, m, d, center, xq, sqq);
-        for (int r = 0; r < m; r++) best[r] = INFINITY, idx[q0 + r] = -1;
-        for (int64_t j0 = 0; j0 < nr; j0 += rcols) {
-            const int nc = (int)(nr - j0 < rcols ? nr - j0 : rcols);
+        for (int r = 0; r < m; r++) best[r] = INFINITY, idx[q0 + r] = 0;
+        for (int64_t j0 = 0; j0 < nr; j0 += rc_) {
+            const int nc = (int)(nr - j0 < rc_ ? nr - j0 : rc_);
             centre_rows(ref + j0 * d, nc, d, center, xr, sqr);
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nc, d, -2.0, xq, d, xr, d, 0.0,
-                        blk, nc);
-#pragma omp parallel for schedule(static)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nc, d, -2.0, xq, d, xr, d, 0.0, b,
+                        nc);
             for (int r = 0; r < m; r++) {
-                const double *row = blk + (size_t)r * (size_t)nc;
-                double b = best[r];
+                const double *row = b + (size_t)r * (size_t)nc;
+                double bd = best[r];
                 int64_t bi = idx[q0 + r];
                 for (int c = 0; c < nc; c++) {
                     double d2 = row[c] + sqq[r] + sqr[c];
                     d2 = d2 > 0.0 ? d2 : 0.0; /* rounding of an exact copy must not beat a tie */
-                    if (d2 < b) b = d2, bi = j0 + c; /* strict: the lowest index wins ties */
+                    if (d2 < bd) bd = d2, bi = j0 + c; /* strict: the lowest index wins ties */
                 }
-                best[r] = b;
+                best[r] = bd;
                 idx[q0 + r] = bi;
             }
         }
         if (dist)
             for (int r = 0; r < m; r++) {
-                const float *a = query + (q0 + r) * d, *b = ref + idx[q0 + r] * d;
+                const float *qa = query + (q0 + r) * d, *ra = ref + idx[q0 + r] * d;
                 double s = 0.0;
                 for (int j = 0; j < d; j++) {
-                    const double e = (double)a[j] - (double)b[j];
+                    const double e = (double)qa[j] - (double)ra[j];
                     s += e * e;
                 }
                 dist[q0 + r] = sqrt(s);
@@ -564,7 +593,7 @@ int mf_nearest(const float *query, int64_t nq, const float *ref, int64_t nr, int
     }
     rc = 0;
 out:
-    free(center), free(xq), free(xr), free(sq), free(blk);
+    free(center), free(work);
     return rc;
 }
 

@@ -22,6 +22,8 @@ mf_backend *mf_run_backend(mf_run *run) {
         mf_fail("cannot create the cpu backend");
         return NULL;
     }
+    const char *checked = getenv("MFPIPE_CHECKED_BACKEND");
+    if (checked && strcmp(checked, "1") == 0) be = mf_checked_backend_new(be); /* owns the cpu backend */
     mf_artifact_put(run, "backend", MF_ART_BACKEND, be, backend_free_void);
     return be;
 }

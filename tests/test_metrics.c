@@ -1,6 +1,7 @@
 /* test_metrics.c - evaluation metrics: matrix square roots against Denman-Beavers, FID closed forms
  * and sanity (self, shift, noise, scale), the reference-statistics file, precision/recall and nearest
  * neighbours against brute force (ties, duplicates, blocks), classifier scores, softmax, timing. */
+#include <dlfcn.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -18,6 +19,17 @@
 #else
 #define BIG_N_DEFAULT 10000
 #endif
+
+/* The library runs distance tiles on OpenMP threads only when OpenBLAS is single-threaded (as
+ * mfpipe's CPU backend sets it); both paths are tested. OpenBLAS is reached through libmfcore. */
+static int blas_threads(int set) {
+    void (*setf)(int) = (void (*)(int))dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
+    int (*getf)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "openblas_get_num_threads");
+    if (!setf || !getf) return -1;
+    const int prev = getf();
+    if (set > 0) setf(set);
+    return prev;
+}
 
 static double now_s(void) {
     struct timespec t;
@@ -544,36 +556,17 @@ static double d2_direct(const float *a, const float *b, int d) {
     return s;
 }
 
-static void radii_brute(const float *x, int n, int d, int k, double *r2) {
+/* r2[q * n + i] = squared distance of row i to its ks[q]-th nearest other row (sorting each row). */
+static void radii_brute(const float *x, int n, int d, const int *ks, int nk, double *r2) {
     double *row = mf_xmalloc(sizeof(double) * (size_t)n);
     for (int i = 0; i < n; i++) {
         int m = 0;
         for (int j = 0; j < n; j++)
             if (j != i) row[m++] = d2_direct(x + (size_t)i * d, x + (size_t)j * d, d);
         qsort(row, (size_t)m, sizeof(double), cmp_double);
-        r2[i] = row[k - 1];
+        for (int q = 0; q < nk; q++) r2[(size_t)q * n + i] = row[ks[q] - 1];
     }
     free(row);
-}
-
-static void pr_brute(const float *r, int nr, const float *f, int nf, int d, int k, double *p, double *rc) {
-    double *rr = mf_xmalloc(sizeof(double) * (size_t)nr), *rf = mf_xmalloc(sizeof(double) * (size_t)nf);
-    radii_brute(r, nr, d, k, rr);
-    radii_brute(f, nf, d, k, rf);
-    int np = 0, nrc = 0;
-    for (int j = 0; j < nf; j++) {
-        int in = 0;
-        for (int i = 0; i < nr && !in; i++) in = d2_direct(f + (size_t)j * d, r + (size_t)i * d, d) <= rr[i];
-        np += in;
-    }
-    for (int i = 0; i < nr; i++) {
-        int in = 0;
-        for (int j = 0; j < nf && !in; j++) in = d2_direct(r + (size_t)i * d, f + (size_t)j * d, d) <= rf[j];
-        nrc += in;
-    }
-    *p = (double)np / nf;
-    *rc = (double)nrc / nr;
-    free(rr), free(rf);
 }
 
 /* Integer coordinates in [0, m): many duplicate points and exactly tied distances. */
@@ -584,11 +577,35 @@ static float *grid_points(int n, int d, int m, uint64_t seed, float offset) {
     return u;
 }
 
-static void check_pr_brute(const char *what, const float *r, int nr, const float *f, int nf, int d, int k) {
-    double p = -5, rc = -5, pb, rb;
-    CHECK_MSG(mf_precision_recall(r, nr, f, nf, d, k, &p, &rc) == 0, "%s: %s", what, mf_last_error());
-    pr_brute(r, nr, f, nf, d, k, &pb, &rb);
-    CHECK_MSG(p == pb && rc == rb, "%s k=%d: precision %.6f vs %.6f, recall %.6f vs %.6f", what, k, p, pb, rc, rb);
+/* For each ks[q]: the library against the definition (exact <=, no tolerance: integer data have
+ * exact distances, random data no near-ties). */
+static void check_pr_brute(const char *what, const float *r, int nr, const float *f, int nf, int d,
+                           const int *ks, int nk) {
+    double *rr = mf_xmalloc(sizeof(double) * (size_t)nr * nk), *rf = mf_xmalloc(sizeof(double) * (size_t)nf * nk);
+    double *dd = mf_xmalloc(sizeof(double) * (size_t)nr * nf);
+    radii_brute(r, nr, d, ks, nk, rr);
+    radii_brute(f, nf, d, ks, nk, rf);
+    for (int i = 0; i < nr; i++)
+        for (int j = 0; j < nf; j++) dd[(size_t)i * nf + j] = d2_direct(r + (size_t)i * d, f + (size_t)j * d, d);
+    for (int q = 0; q < nk; q++) {
+        int np = 0, nrc = 0;
+        for (int j = 0; j < nf; j++) {
+            int in = 0;
+            for (int i = 0; i < nr && !in; i++) in = dd[(size_t)i * nf + j] <= rr[(size_t)q * nr + i];
+            np += in;
+        }
+        for (int i = 0; i < nr; i++) {
+            int in = 0;
+            for (int j = 0; j < nf && !in; j++) in = dd[(size_t)i * nf + j] <= rf[(size_t)q * nf + j];
+            nrc += in;
+        }
+        const double pb = (double)np / nf, rb = (double)nrc / nr;
+        double p = -5, rc = -5;
+        CHECK_MSG(mf_precision_recall(r, nr, f, nf, d, ks[q], &p, &rc) == 0, "%s: %s", what, mf_last_error());
+        CHECK_MSG(p == pb && rc == rb, "%s k=%d: precision %.6f vs %.6f, recall %.6f vs %.6f", what, ks[q],
+                  p, pb, rc, rb);
+    }
+    free(rr), free(rf), free(dd);
 }
 
 static void test_precision_recall(void) {
@@ -625,7 +642,7 @@ static void test_precision_recall(void) {
     {
         float *a = grid_points(200, 2, 10, 41, 0.0f), *b = grid_points(150, 2, 12, 42, 0.0f);
         const int ks[4] = {1, 3, 40, 149};
-        for (int t = 0; t < 4; t++) check_pr_brute("grid d=2", a, 200, b, 150, 2, ks[t]);
+        check_pr_brute("grid d=2", a, 200, b, 150, 2, ks, 4);
         /* a large common offset changes nothing (centring) */
         float *ao = grid_points(200, 2, 10, 41, 10000.0f), *bo = grid_points(150, 2, 12, 42, 10000.0f);
         double p0, r0;
@@ -634,16 +651,15 @@ static void test_precision_recall(void) {
         CHECK(p == p0 && r == r0);
         free(a), free(b), free(ao), free(bo);
         float *c = grid_points(300, 1, 40, 43, 0.0f), *e = grid_points(250, 1, 50, 44, 0.0f);
-        for (int t = 0; t < 3; t++) check_pr_brute("grid d=1", c, 300, e, 250, 1, ks[t]);
+        check_pr_brute("grid d=1", c, 300, e, 250, 1, ks, 3);
         free(c), free(e);
     }
-    /* several row blocks (> 1024 rows), random data */
+    /* several row tiles, random data */
     {
-        const int nr = 2500, nf = 1800, d = 4;
+        const int nr = 1500, nf = 1100, d = 4, kb[2] = {5, 50};
         float *a = randn((int64_t)nr * d, 45), *b = randn((int64_t)nf * d, 46);
         for (int i = 0; i < nf * d; i++) b[i] = 1.2f * b[i] + 0.3f;
-        check_pr_brute("blocks", a, nr, b, nf, d, 5);
-        check_pr_brute("blocks", a, nr, b, nf, d, 50);
+        check_pr_brute("tiles", a, nr, b, nf, d, kb, 2);
         free(a), free(b);
     }
     /* errors */
@@ -827,7 +843,7 @@ static void test_softmax(void) {
 
 /* ---- timing --------------------------------------------------------------------------------- */
 
-static void test_timing(void) {
+static void test_timing(const char *mode) {
     int n = BIG_N_DEFAULT;
     const char *env = getenv("MF_TEST_METRICS_BIG_N");
     if (env && atoi(env) >= 10) n = atoi(env);
@@ -847,9 +863,9 @@ static void test_timing(void) {
     t0 = now_s();
     CHECK(mf_nearest(a, n, b, n, d, idx, NULL) == 0);
     const double t_nn = now_s() - t0;
-    printf("timing (n=%d x %d, d=%d): precision/recall k=3 %.2f s (p=%.4f r=%.4f); 2 fits + FID %.3f s "
+    printf("timing, %s (n=%d x %d, d=%d): precision/recall k=3 %.2f s (p=%.4f r=%.4f); 2 fits + FID %.3f s "
            "(FID %.4f); nearest %.2f s\n",
-           n, n, d, t_pr, p, r, t_fid, f, t_nn);
+           mode, n, n, d, t_pr, p, r, t_fid, f, t_nn);
     mf_gauss_free(&ga), mf_gauss_free(&gb);
     free(a), free(b), free(idx);
 }
@@ -859,10 +875,21 @@ int main(void) {
     test_gauss_fit();
     test_fid();
     test_gauss_file();
-    test_precision_recall();
-    test_nearest();
     test_classifier();
     test_softmax();
-    test_timing();
+    /* distance code: OpenBLAS as found (threaded dgemm, tiles in sequence), then single-threaded
+     * OpenBLAS (tiles on OpenMP threads) */
+    const int blas0 = blas_threads(0);
+    printf("OpenBLAS threads: %d\n", blas0);
+    test_precision_recall();
+    test_nearest();
+    test_timing(blas0 > 1 ? "threaded OpenBLAS" : "OpenBLAS as found");
+    if (blas0 > 1) {
+        blas_threads(1);
+        test_precision_recall();
+        test_nearest();
+        test_timing("OpenMP tiles");
+        blas_threads(blas0);
+    }
     return mf_test_summary("test_metrics");
 }

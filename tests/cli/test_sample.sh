@@ -43,4 +43,9 @@ expect_fail unknown-sampler "unknown sampler 'leapfrog'" "$MFPIPE" sample "$run"
 expect_fail meanflow-on-fm "needs a model of the average velocity" "$MFPIPE" sample "$run" --sampler meanflow --out "$TMP/bad2"
 expect_fail out-taken "already holds a run" "$MFPIPE" sample "$run" --out "$TMP/s1"
 expect_fail not-a-run "no valid checkpoint" "$MFPIPE" sample "$TMP/s1" --out "$TMP/bad3"
+# the checked backend (tensor memory PROT_NONE outside kernels): no host access anywhere in training,
+# EMA, checkpoints and sampling, and bit-identical results
+MFPIPE_CHECKED_BACKEND=1 expect_ok checked "$MFPIPE" run -q exp.yaml --out "$TMP/checked"
+check "checked backend: same checkpoint" cmp -s "$run/checkpoints/ckpt_00000004.mfc" "$TMP/checked/checkpoints/ckpt_00000004.mfc"
+check "checked backend: same samples" cmp -s "$run/samples/samples.idx3-ubyte" "$TMP/checked/samples/samples.idx3-ubyte"
 finish
