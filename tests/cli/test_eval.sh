@@ -32,6 +32,14 @@ check "grid: 100 images read" grep -q '"n":100' "$TMP/ge/eval.json"
 expect_ok floor "$MFPIPE" eval --reference --n 3000 "${E[@]}" --out "$TMP/floor"
 check "floor recorded" grep -q '"metric":"fid_lenet_v1"' "$TMP/floor/eval.json"
 
+if [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
+  expect_ok fashion-features "$MFPIPE" run "$SRC/experiments/eval_fashion.yaml" eval.check_features=true --out "$TMP/ff"
+  facc=$(sed -n 's/.*test accuracy \([0-9.]*\).*/\1/p' "$TMP/out")
+  check "Fashion-MNIST feature network test accuracy >= 0.90 (got $facc)" awk -v a="$facc" 'BEGIN{exit !(a >= 0.90)}'
+else
+  echo "note: dataset-fashion-mnist not installed; Fashion feature network not checked"
+fi
+
 printf 'not an idx' >"$TMP/bad.idx"
 expect_fail bad-samples "bad.idx" "$MFPIPE" eval --samples "$TMP/bad.idx" "${E[@]}" --out "$TMP/bad"
 expect_fail bad-metric "unknown metric 'fidd'" "$MFPIPE" eval --samples "$mn/t10k-images-idx3-ubyte" "${E[@]}" 'eval.metrics=[fidd]' --out "$TMP/bad2"
