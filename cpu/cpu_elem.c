@@ -12,10 +12,18 @@
 #define MFCPU_X86 1
 #endif
 
+typedef struct {
+    float *dst;
+    float value;
+} fill_arg;
+static void fill_k(void *p, int64_t i0, int64_t i1) {
+    const fill_arg *a = p;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) a->dst[i] = a->value;
+}
 void mfcpu_fill(mf_backend *be, float *dst, float value, int64_t n) {
-    MFCPU_PAR_RANGES(be, n, i0, i1, {
-        for (int64_t i = i0; i < i1; i++) dst[i] = value;
-    });
+    fill_arg a = {dst, value};
+    mfcpu_par_ranges(be, n, fill_k, &a);
 }
 
 /* ---- SiLU ----------------------------------------------------------------------------------- */
@@ -58,8 +66,7 @@ __attribute__((target("avx512f,fma"))) static inline __m512 exp16(__m512 x) {
 }
 
 __attribute__((target("avx512f,fma"))) static void silu_avx512(int mode, int64_t i0, int64_t i1,
-                                                               const float *x, const float *t,
-                                                               float *out) {
+                                                               const float *x, const float *t, float *out) {
     const __m512 one = _mm512_set1_ps(1.0f);
     for (int64_t i = i0; i < i1; i += 16) {
         const int64_t left = i1 - i;
@@ -80,22 +87,29 @@ __attribute__((target("avx512f,fma"))) static void silu_avx512(int mode, int64_t
 }
 #endif
 
-static void silu_run(mf_backend *be, int mode, int64_t n, const float *x, const float *t, float *out) {
-    const int simd = mfcpu(be)->avx512;
-    MFCPU_PAR_RANGES(be, n, i0, i1, {
+typedef struct {
+    int mode, simd;
+    const float *x, *t;
+    float *out;
+} silu_arg;
+static void silu_k(void *p, int64_t i0, int64_t i1) {
+    const silu_arg *a = p;
 #ifdef MFCPU_X86
-        if (simd) {
-            silu_avx512(mode, i0, i1, x, t, out);
-        } else
+    if (a->simd) {
+        silu_avx512(a->mode, i0, i1, a->x, a->t, a->out);
+        return;
+    }
 #endif
-        {
-            (void)simd;
-            silu_scalar(mode, i0, i1, x, t, out);
-        }
-    });
+    silu_scalar(a->mode, i0, i1, a->x, a->t, a->out);
+}
+static void silu_run(mf_backend *be, int mode, int64_t n, const float *x, const float *t, float *out) {
+    silu_arg a = {mode, mfcpu(be)->avx512, x, t, out};
+    mfcpu_par_ranges(be, n, silu_k, &a);
 }
 
-void mfcpu_silu(mf_backend *be, int64_t n, const float *x, float *y) { silu_run(be, SILU_FWD, n, x, NULL, y); }
+void mfcpu_silu(mf_backend *be, int64_t n, const float *x, float *y) {
+    silu_run(be, SILU_FWD, n, x, NULL, y);
+}
 void mfcpu_silu_bwd(mf_backend *be, int64_t n, const float *x, const float *dy, float *dx, int acc) {
     silu_run(be, acc ? SILU_BWD_ACC : SILU_BWD, n, x, dy, dx);
 }
@@ -105,20 +119,39 @@ void mfcpu_silu_jvp(mf_backend *be, int64_t n, const float *x, const float *tx, 
 
 /* ---- linear combinations and broadcasts ----------------------------------------------------- */
 
+typedef struct {
+    float a, b;
+    const float *x, *y;
+    float *z;
+} lin_arg;
+static void axpby_k(void *p, int64_t i0, int64_t i1) {
+    const lin_arg *l = p;
+    const float a = l->a, b = l->b, *x = l->x;
+    float *y = l->z;
+    if (b == 0.0f) { /* y need not be initialised: never read it */
+#pragma omp simd
+        for (int64_t i = i0; i < i1; i++) y[i] = a * x[i];
+    } else {
+#pragma omp simd
+        for (int64_t i = i0; i < i1; i++) y[i] = a * x[i] + b * y[i];
+    }
+}
 void mfcpu_axpby(mf_backend *be, int64_t n, float a, const float *x, float b, float *y) {
-    MFCPU_PAR_RANGES(be, n, i0, i1, {
-        if (b == 0.0f) { /* y need not be initialised: never read it */
-            for (int64_t i = i0; i < i1; i++) y[i] = a * x[i];
-        } else {
-            for (int64_t i = i0; i < i1; i++) y[i] = a * x[i] + b * y[i];
-        }
-    });
+    lin_arg l = {a, b, x, y, y};
+    mfcpu_par_ranges(be, n, axpby_k, &l);
 }
 
+/* z may alias x or y: element i is read before it is written, in the same lane */
+static void add2_k(void *p, int64_t i0, int64_t i1) {
+    const lin_arg *l = p;
+    const float a = l->a, b = l->b, *x = l->x, *y = l->y;
+    float *z = l->z;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) z[i] = a * x[i] + b * y[i];
+}
 void mfcpu_add2(mf_backend *be, int64_t n, float a, const float *x, float b, const float *y, float *z) {
-    MFCPU_PAR_RANGES(be, n, i0, i1, {
-        for (int64_t i = i0; i < i1; i++) z[i] = a * x[i] + b * y[i];
-    });
+    lin_arg l = {a, b, x, y, z};
+    mfcpu_par_ranges(be, n, add2_k, &l);
 }
 
 /* Slots over `items` items of `len` floats each (planes, rows). */
@@ -135,6 +168,7 @@ void mfcpu_add_channel(mf_backend *be, int n, int c, int hw, const float *e, flo
         for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {
             const float v = e[q];
             float *yp = y + q * hw;
+#pragma omp simd
             for (int p = 0; p < hw; p++) yp[p] += v;
         }
 }
@@ -145,14 +179,15 @@ void mfcpu_add_bias_rows(mf_backend *be, int rows, int cols, const float *bias, 
     for (int sl = 0; sl < slots; sl++)
         for (int64_t r = mfcpu_split(rows, slots, sl); r < mfcpu_split(rows, slots, sl + 1); r++) {
             float *yr = y + r * cols;
+#pragma omp simd
             for (int j = 0; j < cols; j++) yr[j] += bias[j];
         }
 }
 
 /* ---- layout --------------------------------------------------------------------------------- */
 
-void mfcpu_copy2d(mf_backend *be, int rows, int cols, const float *src, int src_ld, float *dst,
-                  int dst_ld, int acc) {
+void mfcpu_copy2d(mf_backend *be, int rows, int cols, const float *src, int src_ld, float *dst, int dst_ld,
+                  int acc) {
     if (rows <= 0 || cols <= 0) return;
     const int slots = item_slots(be, rows, cols);
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
@@ -161,6 +196,7 @@ void mfcpu_copy2d(mf_backend *be, int rows, int cols, const float *src, int src_
             const float *s = src + r * src_ld;
             float *d = dst + r * dst_ld;
             if (acc) {
+#pragma omp simd
                 for (int j = 0; j < cols; j++) d[j] += s[j];
             } else {
                 memcpy(d, s, sizeof(float) * (size_t)cols);
@@ -217,6 +253,7 @@ void mfcpu_embed_bwd(mf_backend *be, int n, int dim, const int32_t *idx, const f
         MF_ASSERT(idx[i] >= 0);
         float *d = dtable + (int64_t)idx[i] * dim;
         const float *g = dy + (int64_t)i * dim;
+#pragma omp simd
         for (int j = 0; j < dim; j++) d[j] += g[j];
     }
 }
@@ -236,8 +273,8 @@ void mfcpu_fourier(mf_backend *be, int n, int half, const float *t, const float 
     }
 }
 
-void mfcpu_fourier_jvp(mf_backend *be, int n, int half, const float *t, const float *freq,
-                       const float *tt, float *ty) {
+void mfcpu_fourier_jvp(mf_backend *be, int n, int half, const float *t, const float *freq, const float *tt,
+                       float *ty) {
     for (int i = 0; i < n; i++) {
         float *yr = ty + (int64_t)i * 2 * half;
         for (int k = 0; k < half; k++) {

@@ -1,6 +1,6 @@
-/* cpu_internal.h - private declarations shared by the files of the CPU backend (the cpu/ sources): the backend
- * context (allocation counters, the grow-only workspace, conv tuning), the fixed-partition helpers that
- * keep every kernel deterministic for a given thread count, and the kernel entry points of the table. */
+/* cpu_internal.h - private declarations shared by the files of the CPU backend (the cpu/ sources): the
+ * backend context (allocation counters, the grow-only workspace, conv tuning), the fixed-partition helpers
+ * that keep every kernel deterministic for a given thread count, and the kernel entry points of the table. */
 #ifndef MF_CPU_INTERNAL_H
 #define MF_CPU_INTERNAL_H
 
@@ -20,13 +20,14 @@
 #define MFCPU_PAR_MIN 32768
 
 typedef struct mfcpu_ctx {
-    int threads;          /* == be->threads: the number of fixed work slots of every kernel */
-    size_t cur_bytes;     /* bytes currently alloc'ed through the backend (tensors + workspace) */
-    size_t peak_bytes;    /* high-water mark of cur_bytes */
-    float *ws;            /* grow-only workspace (im2col columns, partial sums), 64-byte aligned */
+    int threads;       /* == be->threads: the number of fixed work slots of every kernel */
+    size_t cur_bytes;  /* bytes currently alloc'ed through the backend (tensors + workspace) */
+    size_t peak_bytes; /* high-water mark of cur_bytes */
+    float *ws;         /* grow-only workspace (im2col columns, partial sums), 64-byte aligned */
     size_t ws_bytes;
-    int conv_nb;          /* samples per conv GEMM: 0 = automatic (see cpu_conv.c), else forced */
-    int avx512;           /* use the AVX-512 paths of cpu_elem.c (CPU support; MFPIPE_CPU_SIMD=0 off) */
+    int conv_nb; /* samples per conv GEMM: 0 = automatic (see cpu_conv.c), else forced */
+    int conv_pb; /* pixel block of a one-sample conv GEMM: 0 = automatic, else forced */
+    int avx512;  /* use the AVX-512 code (SiLU, double sums): CPU support, unless MFPIPE_CPU_SIMD=0 */
 } mfcpu_ctx;
 
 static inline mfcpu_ctx *mfcpu(mf_backend *be) { return (mfcpu_ctx *)be->ctx; }
@@ -51,42 +52,35 @@ static inline int mfcpu_eslots(const mf_backend *be, int64_t n) {
     return n >= MFCPU_PAR_MIN ? be->threads : 1;
 }
 
-/* Run BODY (a statement using i0, i1) for fixed 64-byte aligned ranges [i0, i1) covering [0, n),
- * in parallel when n >= MFCPU_PAR_MIN. */
-#define MFCPU_PAR_RANGES(be, n, i0, i1, ...)                                                       \
-    do {                                                                                           \
-        const int64_t n_ = (n);                                                                    \
-        const int ns_ = mfcpu_eslots(be, n_);                                                      \
-        _Pragma("omp parallel for num_threads(ns_) schedule(static, 1) if (ns_ > 1)")              \
-        for (int s_ = 0; s_ < ns_; s_++) {                                                         \
-            const int64_t i0 = mfcpu_split16(n_, ns_, s_), i1 = mfcpu_split16(n_, ns_, s_ + 1);   \
-            if (i1 > i0) {                                                                         \
-                __VA_ARGS__;                                                                       \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
+/* Call fn(arg, i0, i1) on fixed 64-byte aligned ranges [i0, i1) covering [0, n), in parallel when
+ * n >= MFCPU_PAR_MIN (the element-wise kernels). */
+typedef void (*mfcpu_range_fn)(void *arg, int64_t i0, int64_t i1);
+MFCPU_HIDDEN void mfcpu_par_ranges(mf_backend *be, int64_t n, mfcpu_range_fn fn, void *arg);
 
 /* Number of floats to round a per-slot buffer up to, so that each slot's part stays 64-byte aligned. */
 static inline size_t mfcpu_round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* ---- kernels (cpu_conv.c) ------------------------------------------------------------------- */
+/* col[(c*k + ky)*k + kx, p - p0] for output pixels [p0, p1) of one sample, rows ldcol apart; and its
+ * adjoint (accumulating into dx) for input channels [c0, c1). */
 MFCPU_HIDDEN void mfcpu_im2col(const float *x, const mf_conv_shape *s, int p0, int p1, float *col,
                                int64_t ldcol);
 MFCPU_HIDDEN void mfcpu_col2im(const float *col, int64_t ldcol, const mf_conv_shape *s, int c0, int c1,
-                               float *dx);
+                               int p0, int p1, float *dx);
 MFCPU_HIDDEN void mfcpu_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w,
                                const float *bias, float *y);
 MFCPU_HIDDEN void mfcpu_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const float *dy,
                                         const float *w, float *dx, int acc);
 MFCPU_HIDDEN void mfcpu_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x,
                                           const float *dy, float *dw, float *dbias);
-/* Force the number of samples per conv GEMM (0 = automatic); for benchmarks and tests. */
+/* Force the number of samples per conv GEMM (0 = automatic); for benchmarks. */
 MFCPU_HIDDEN void mfcpu_set_conv_nb(mf_backend *be, int nb);
+/* Force the pixel block (GEMM columns) of one-sample conv work items (0 = automatic). */
+MFCPU_HIDDEN void mfcpu_set_conv_pb(mf_backend *be, int pb);
 
 /* ---- kernels (cpu_norm.c) ------------------------------------------------------------------- */
 MFCPU_HIDDEN void mfcpu_groupnorm(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
-                                  const float *gamma, const float *beta, float *y, float *mean,
-                                  float *rstd);
+                                  const float *gamma, const float *beta, float *y, float *mean, float *rstd);
 MFCPU_HIDDEN void mfcpu_groupnorm_bwd(mf_backend *be, int n, int c, int hw, int g, const float *x,
                                       const float *gamma, const float *mean, const float *rstd,
                                       const float *dy, float *dx, float *dgamma, float *dbeta, int acc);
@@ -105,17 +99,16 @@ MFCPU_HIDDEN void mfcpu_add2(mf_backend *be, int64_t n, float a, const float *x,
                              float *z);
 MFCPU_HIDDEN void mfcpu_add_channel(mf_backend *be, int n, int c, int hw, const float *e, float *y);
 MFCPU_HIDDEN void mfcpu_add_bias_rows(mf_backend *be, int rows, int cols, const float *bias, float *y);
-MFCPU_HIDDEN void mfcpu_copy2d(mf_backend *be, int rows, int cols, const float *src, int src_ld,
-                               float *dst, int dst_ld, int acc);
+MFCPU_HIDDEN void mfcpu_copy2d(mf_backend *be, int rows, int cols, const float *src, int src_ld, float *dst,
+                               int dst_ld, int acc);
 MFCPU_HIDDEN void mfcpu_upsample2x(mf_backend *be, int n, int c, int h, int w, const float *x, float *y);
-MFCPU_HIDDEN void mfcpu_upsample2x_bwd(mf_backend *be, int n, int c, int h, int w, const float *dy,
-                                       float *dx, int acc);
+MFCPU_HIDDEN void mfcpu_upsample2x_bwd(mf_backend *be, int n, int c, int h, int w, const float *dy, float *dx,
+                                       int acc);
 MFCPU_HIDDEN void mfcpu_embed(mf_backend *be, int n, int dim, const int32_t *idx, const float *table,
                               float *y);
 MFCPU_HIDDEN void mfcpu_embed_bwd(mf_backend *be, int n, int dim, const int32_t *idx, const float *dy,
                                   float *dtable);
-MFCPU_HIDDEN void mfcpu_fourier(mf_backend *be, int n, int half, const float *t, const float *freq,
-                                float *y);
+MFCPU_HIDDEN void mfcpu_fourier(mf_backend *be, int n, int half, const float *t, const float *freq, float *y);
 MFCPU_HIDDEN void mfcpu_fourier_jvp(mf_backend *be, int n, int half, const float *t, const float *freq,
                                     const float *tt, float *ty);
 
@@ -127,10 +120,13 @@ MFCPU_HIDDEN void mfcpu_sq_err_rows(mf_backend *be, int n, int64_t d, const floa
                                     double *out);
 MFCPU_HIDDEN double mfcpu_sumsq(mf_backend *be, int64_t n, const float *x);
 MFCPU_HIDDEN void mfcpu_adamw(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v,
-                              float lr, float b1, float b2, float eps, float wd, int64_t step,
-                              float gscale);
+                              float lr, float b1, float b2, float eps, float wd, int64_t step, float gscale);
 MFCPU_HIDDEN void mfcpu_ema(mf_backend *be, int64_t n, float *e, const float *p, float d);
-/* Sum of a contiguous float run in double, in a fixed order (vectorised over a fixed lane count). */
-MFCPU_HIDDEN double mfcpu_dsum(const float *x, int64_t n);
+/* Sums of contiguous float runs in double, in a fixed order (vectorised over a fixed lane count; simd:
+ * the AVX-512 build): sum x; sum (x - m)^2; *a = sum g and *b = sum g (x - m). */
+MFCPU_HIDDEN double mfcpu_dsum(const float *x, int64_t n, int simd);
+MFCPU_HIDDEN double mfcpu_dsqdev(const float *x, int64_t n, double m, int simd);
+MFCPU_HIDDEN void mfcpu_dsum2(const float *g, const float *x, int64_t n, double m, int simd, double *a,
+                              double *b);
 
 #endif

@@ -22,23 +22,6 @@
 #include "cpu_internal.h"
 #include "mf_error.h"
 
-/* sum (x - m)^2 and sum dy (x - m), sum (x - m) t: double, fixed vector-lane order */
-static double dsqdev(const float *x, int64_t n, double m) {
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) {
-        const double d = (double)x[i] - m;
-        s += d * d;
-    }
-    return s;
-}
-static double ddotdev(const float *g, const float *x, int64_t n, double m) {
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += (double)g[i] * ((double)x[i] - m);
-    return s;
-}
-
 static int pair_slots(const mf_backend *be, int n, int c, int hw, int g) {
     const int64_t pairs = (int64_t)n * g;
     int sl = (int64_t)n * c * hw >= MFCPU_PAR_MIN ? be->threads : 1;
@@ -50,7 +33,7 @@ void mfcpu_groupnorm(mf_backend *be, int n, int c, int hw, int g, float eps, con
     MF_ASSERT(n > 0 && c > 0 && hw > 0 && g > 0 && c % g == 0);
     const int cg = c / g;
     const int64_t N = (int64_t)cg * hw, pairs = (int64_t)n * g;
-    const int slots = pair_slots(be, n, c, hw, g);
+    const int slots = pair_slots(be, n, c, hw, g), simd = mfcpu(be)->avx512;
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++) {
         for (int64_t pr = mfcpu_split(pairs, slots, sl); pr < mfcpu_split(pairs, slots, sl + 1); pr++) {
@@ -58,8 +41,8 @@ void mfcpu_groupnorm(mf_backend *be, int n, int c, int hw, int g, float eps, con
             const int64_t off = pr * N; /* == (i*c + gi*cg)*hw */
             const float *xg = x + off;
             float *yg = y + off;
-            const double m = mfcpu_dsum(xg, N) / (double)N;
-            const double r = 1.0 / sqrt(dsqdev(xg, N, m) / (double)N + (double)eps);
+            const double m = mfcpu_dsum(xg, N, simd) / (double)N;
+            const double r = 1.0 / sqrt(mfcpu_dsqdev(xg, N, m, simd) / (double)N + (double)eps);
             mean[pr] = (float)m;
             rstd[pr] = (float)r;
             /* y = ((x - mh) - ml) * a + b: the mean split in two floats keeps x - mu accurate in
@@ -71,19 +54,20 @@ void mfcpu_groupnorm(mf_backend *be, int n, int c, int hw, int g, float eps, con
                 const float b = beta ? beta[ch] : 0.0f;
                 const float *xs = xg + (int64_t)cc * hw;
                 float *ys = yg + (int64_t)cc * hw;
+#pragma omp simd
                 for (int p = 0; p < hw; p++) ys[p] = ((xs[p] - mh) - ml) * a + b;
             }
         }
     }
 }
 
-void mfcpu_groupnorm_bwd(mf_backend *be, int n, int c, int hw, int g, const float *x,
-                         const float *gamma, const float *mean, const float *rstd, const float *dy,
-                         float *dx, float *dgamma, float *dbeta, int acc) {
+void mfcpu_groupnorm_bwd(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                         const float *mean, const float *rstd, const float *dy, float *dx, float *dgamma,
+                         float *dbeta, int acc) {
     MF_ASSERT(n > 0 && c > 0 && hw > 0 && g > 0 && c % g == 0);
     const int cg = c / g;
     const int64_t N = (int64_t)cg * hw, pairs = (int64_t)n * g;
-    const int slots = pair_slots(be, n, c, hw, g);
+    const int slots = pair_slots(be, n, c, hw, g), simd = mfcpu(be)->avx512;
     /* per (sample, channel): A = sum dy, RB = r * sum dy (x - mu), for dgamma / dbeta afterwards */
     double *ab = mfcpu_workspace(be, sizeof(double) * 2 * (size_t)n * c);
     double *A = ab, *RB = ab + (size_t)n * c;
@@ -97,7 +81,8 @@ void mfcpu_groupnorm_bwd(mf_backend *be, int n, int c, int hw, int g, const floa
             for (int cc = 0; cc < cg; cc++) {
                 const int ch = gi * cg + cc;
                 const float *xs = x + off + (int64_t)cc * hw, *gs = dy + off + (int64_t)cc * hw;
-                const double a_c = mfcpu_dsum(gs, hw), b_c = ddotdev(gs, xs, hw, m);
+                double a_c, b_c;
+                mfcpu_dsum2(gs, xs, hw, m, simd, &a_c, &b_c);
                 const double gm = gamma ? gamma[ch] : 1.0;
                 A[ch0 + cc] = a_c;
                 RB[ch0 + cc] = r * b_c;
@@ -113,8 +98,10 @@ void mfcpu_groupnorm_bwd(mf_backend *be, int n, int c, int hw, int g, const floa
                 const float *xs = x + off + (int64_t)cc * hw, *gs = dy + off + (int64_t)cc * hw;
                 float *ds = dx + off + (int64_t)cc * hw;
                 if (acc) {
+#pragma omp simd
                     for (int p = 0; p < hw; p++) ds[p] += a * gs[p] + cx * (xs[p] - mf) + c0;
                 } else {
+#pragma omp simd
                     for (int p = 0; p < hw; p++) ds[p] = a * gs[p] + cx * (xs[p] - mf) + c0;
                 }
             }
@@ -133,20 +120,20 @@ void mfcpu_groupnorm_bwd(mf_backend *be, int n, int c, int hw, int g, const floa
     }
 }
 
-void mfcpu_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x,
-                         const float *gamma, const float *mean, const float *rstd, const float *tx,
-                         float *ty) {
+void mfcpu_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                         const float *mean, const float *rstd, const float *tx, float *ty) {
     MF_ASSERT(n > 0 && c > 0 && hw > 0 && g > 0 && c % g == 0);
     const int cg = c / g;
     const int64_t N = (int64_t)cg * hw, pairs = (int64_t)n * g;
-    const int slots = pair_slots(be, n, c, hw, g);
+    const int slots = pair_slots(be, n, c, hw, g), simd = mfcpu(be)->avx512;
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++) {
         for (int64_t pr = mfcpu_split(pairs, slots, sl); pr < mfcpu_split(pairs, slots, sl + 1); pr++) {
             const int gi = (int)(pr % g);
             const int64_t off = pr * N;
             const double m = mean[pr], r = rstd[pr];
-            const double st = mfcpu_dsum(tx + off, N), sxt = ddotdev(tx + off, x + off, N, m);
+            double st, sxt;
+            mfcpu_dsum2(tx + off, x + off, N, m, simd, &st, &sxt);
             const float mt = (float)(st / (double)N), u = (float)(r * r * sxt / (double)N);
             const float mf = mean[pr];
             for (int cc = 0; cc < cg; cc++) {
@@ -154,6 +141,7 @@ void mfcpu_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int g, const floa
                 const float a = (float)((gamma ? (double)gamma[ch] : 1.0) * r);
                 const float *xs = x + off + (int64_t)cc * hw, *ts = tx + off + (int64_t)cc * hw;
                 float *ys = ty + off + (int64_t)cc * hw;
+#pragma omp simd
                 for (int p = 0; p < hw; p++) ys[p] = a * ((ts[p] - mt) - (xs[p] - mf) * u);
             }
         }

@@ -66,6 +66,15 @@ static void cpu_copy(mf_backend *be, void *dst, const void *src, size_t bytes) {
 static void cpu_synchronize(mf_backend *be) {}
 static size_t cpu_peak_bytes(mf_backend *be) { return mfcpu(be)->peak_bytes; }
 
+void mfcpu_par_ranges(mf_backend *be, int64_t n, mfcpu_range_fn fn, void *arg) {
+    const int slots = mfcpu_eslots(be, n);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int s = 0; s < slots; s++) {
+        const int64_t i0 = mfcpu_split16(n, slots, s), i1 = mfcpu_split16(n, slots, s + 1);
+        if (i1 > i0) fn(arg, i0, i1);
+    }
+}
+
 /* ---- dense ---------------------------------------------------------------------------------- */
 
 /* OpenBLAS runs single-threaded (set once in mf_cpu_backend_new): the parallelism is ours, so that
@@ -95,8 +104,7 @@ static void cpu_gemm(mf_backend *be, int ta, int tb, int m, int n, int k, float 
                         c + (int64_t)i0 * n, n);
         } else {
             const float *bp = tb ? b + (int64_t)i0 * ldb : b + i0;
-            cblas_sgemm(CblasRowMajor, opa, opb, m, i1 - i0, k, alpha, a, lda, bp, ldb, beta, c + i0,
-                        n);
+            cblas_sgemm(CblasRowMajor, opa, opb, m, i1 - i0, k, alpha, a, lda, bp, ldb, beta, c + i0, n);
         }
     }
 }
