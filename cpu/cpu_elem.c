@@ -154,15 +154,9 @@ void mfcpu_add2(mf_backend *be, int64_t n, float a, const float *x, float b, con
     mfcpu_par_ranges(be, n, add2_k, &l);
 }
 
-/* Slots over `items` items of `len` floats each (planes, rows). */
-static int item_slots(const mf_backend *be, int64_t items, int64_t len) {
-    const int sl = items * len >= MFCPU_PAR_MIN ? be->threads : 1;
-    return items < sl ? (int)(items > 0 ? items : 1) : sl;
-}
-
 void mfcpu_add_channel(mf_backend *be, int n, int c, int hw, const float *e, float *y) {
     const int64_t planes = (int64_t)n * c;
-    const int slots = item_slots(be, planes, hw);
+    const int slots = mfcpu_islots(be, planes, hw);
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++)
         for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {
@@ -174,7 +168,7 @@ void mfcpu_add_channel(mf_backend *be, int n, int c, int hw, const float *e, flo
 }
 
 void mfcpu_add_bias_rows(mf_backend *be, int rows, int cols, const float *bias, float *y) {
-    const int slots = item_slots(be, rows, cols);
+    const int slots = mfcpu_islots(be, rows, cols);
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++)
         for (int64_t r = mfcpu_split(rows, slots, sl); r < mfcpu_split(rows, slots, sl + 1); r++) {
@@ -189,7 +183,7 @@ void mfcpu_add_bias_rows(mf_backend *be, int rows, int cols, const float *bias, 
 void mfcpu_copy2d(mf_backend *be, int rows, int cols, const float *src, int src_ld, float *dst, int dst_ld,
                   int acc) {
     if (rows <= 0 || cols <= 0) return;
-    const int slots = item_slots(be, rows, cols);
+    const int slots = mfcpu_islots(be, rows, cols);
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++)
         for (int64_t r = mfcpu_split(rows, slots, sl); r < mfcpu_split(rows, slots, sl + 1); r++) {
@@ -206,7 +200,7 @@ void mfcpu_copy2d(mf_backend *be, int rows, int cols, const float *src, int src_
 
 void mfcpu_upsample2x(mf_backend *be, int n, int c, int h, int w, const float *x, float *y) {
     const int64_t planes = (int64_t)n * c;
-    const int slots = item_slots(be, planes, 4 * (int64_t)h * w);
+    const int slots = mfcpu_islots(be, planes, 4 * (int64_t)h * w);
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++)
         for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {
@@ -223,7 +217,7 @@ void mfcpu_upsample2x(mf_backend *be, int n, int c, int h, int w, const float *x
 
 void mfcpu_upsample2x_bwd(mf_backend *be, int n, int c, int h, int w, const float *dy, float *dx, int acc) {
     const int64_t planes = (int64_t)n * c;
-    const int slots = item_slots(be, planes, 4 * (int64_t)h * w);
+    const int slots = mfcpu_islots(be, planes, 4 * (int64_t)h * w);
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++)
         for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {

@@ -57,6 +57,13 @@ static inline int mfcpu_eslots(const mf_backend *be, int64_t n) {
 typedef void (*mfcpu_range_fn)(void *arg, int64_t i0, int64_t i1);
 MFCPU_HIDDEN void mfcpu_par_ranges(mf_backend *be, int64_t n, mfcpu_range_fn fn, void *arg);
 
+/* Slots for a kernel over `items` items of `len` floats each (planes, rows): as mfcpu_eslots, but never
+ * more slots than items. */
+static inline int mfcpu_islots(const mf_backend *be, int64_t items, int64_t len) {
+    const int sl = items * len >= MFCPU_PAR_MIN ? be->threads : 1;
+    return items < sl ? (int)(items > 0 ? items : 1) : sl;
+}
+
 /* Number of floats to round a per-slot buffer up to, so that each slot's part stays 64-byte aligned. */
 static inline size_t mfcpu_round16(size_t n) { return (n + 15) & ~(size_t)15; }
 

@@ -22,18 +22,12 @@
 #include "cpu_internal.h"
 #include "mf_error.h"
 
-static int pair_slots(const mf_backend *be, int n, int c, int hw, int g) {
-    const int64_t pairs = (int64_t)n * g;
-    int sl = (int64_t)n * c * hw >= MFCPU_PAR_MIN ? be->threads : 1;
-    return pairs < sl ? (int)pairs : sl;
-}
-
 void mfcpu_groupnorm(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
                      const float *gamma, const float *beta, float *y, float *mean, float *rstd) {
     MF_ASSERT(n > 0 && c > 0 && hw > 0 && g > 0 && c % g == 0);
     const int cg = c / g;
     const int64_t N = (int64_t)cg * hw, pairs = (int64_t)n * g;
-    const int slots = pair_slots(be, n, c, hw, g), simd = mfcpu(be)->avx512;
+    const int slots = mfcpu_islots(be, pairs, N), simd = mfcpu(be)->avx512;
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++) {
         for (int64_t pr = mfcpu_split(pairs, slots, sl); pr < mfcpu_split(pairs, slots, sl + 1); pr++) {
@@ -67,7 +61,7 @@ void mfcpu_groupnorm_bwd(mf_backend *be, int n, int c, int hw, int g, const floa
     MF_ASSERT(n > 0 && c > 0 && hw > 0 && g > 0 && c % g == 0);
     const int cg = c / g;
     const int64_t N = (int64_t)cg * hw, pairs = (int64_t)n * g;
-    const int slots = pair_slots(be, n, c, hw, g), simd = mfcpu(be)->avx512;
+    const int slots = mfcpu_islots(be, pairs, N), simd = mfcpu(be)->avx512;
     /* per (sample, channel): A = sum dy, RB = r * sum dy (x - mu), for dgamma / dbeta afterwards */
     double *ab = mfcpu_workspace(be, sizeof(double) * 2 * (size_t)n * c);
     double *A = ab, *RB = ab + (size_t)n * c;
@@ -125,7 +119,7 @@ void mfcpu_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int g, const floa
     MF_ASSERT(n > 0 && c > 0 && hw > 0 && g > 0 && c % g == 0);
     const int cg = c / g;
     const int64_t N = (int64_t)cg * hw, pairs = (int64_t)n * g;
-    const int slots = pair_slots(be, n, c, hw, g), simd = mfcpu(be)->avx512;
+    const int slots = mfcpu_islots(be, pairs, N), simd = mfcpu(be)->avx512;
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++) {
         for (int64_t pr = mfcpu_split(pairs, slots, sl); pr < mfcpu_split(pairs, slots, sl + 1); pr++) {

@@ -82,15 +82,10 @@ static double dsqerr(const float *a, const float *b, int64_t n, int simd) {
     return DISPATCH(simd, dsqerr_512(a, b, n), dsqerr_body(a, b, n));
 }
 
-static int item_slots(const mf_backend *be, int64_t items, int64_t len) {
-    const int sl = items * len >= MFCPU_PAR_MIN ? be->threads : 1;
-    return items < sl ? (int)(items > 0 ? items : 1) : sl;
-}
-
 void mfcpu_sum_channel(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc) {
     const int simd = mfcpu(be)->avx512;
     const int64_t planes = (int64_t)n * c;
-    const int slots = item_slots(be, planes, hw);
+    const int slots = mfcpu_islots(be, planes, hw);
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++)
         for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {
@@ -104,7 +99,7 @@ void mfcpu_sum_channel(mf_backend *be, int n, int c, int hw, const float *dy, fl
 void mfcpu_sum_rows(mf_backend *be, int rows, int cols, const float *dy, float *dbias) {
     if (rows <= 0 || cols <= 0) return;
     const int64_t nblk = (cols + SR_BLOCK - 1) / SR_BLOCK;
-    const int slots = item_slots(be, nblk, (int64_t)rows * SR_BLOCK);
+    const int slots = mfcpu_islots(be, nblk, (int64_t)rows * SR_BLOCK);
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++)
         for (int64_t b = mfcpu_split(nblk, slots, sl); b < mfcpu_split(nblk, slots, sl + 1); b++) {
@@ -121,7 +116,7 @@ void mfcpu_sum_rows(mf_backend *be, int rows, int cols, const float *dy, float *
 
 void mfcpu_sq_err_rows(mf_backend *be, int n, int64_t d, const float *a, const float *b, double *out) {
     const int simd = mfcpu(be)->avx512;
-    const int slots = item_slots(be, n, d);
+    const int slots = mfcpu_islots(be, n, d);
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++)
         for (int64_t i = mfcpu_split(n, slots, sl); i < mfcpu_split(n, slots, sl + 1); i++)
@@ -137,7 +132,7 @@ double mfcpu_sumsq(mf_backend *be, int64_t n, const float *x) {
     if (nblk == 1) return dsqerr(x, NULL, n, simd);
     double stackbuf[64];
     double *part = nblk <= 64 ? stackbuf : mf_xmalloc(sizeof(double) * (size_t)nblk);
-    const int slots = item_slots(be, nblk, SQ_BLOCK);
+    const int slots = mfcpu_islots(be, nblk, SQ_BLOCK);
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++)
         for (int64_t b = mfcpu_split(nblk, slots, sl); b < mfcpu_split(nblk, slots, sl + 1); b++) {

@@ -148,6 +148,7 @@ static const mf_backend_i cpu_iface = {
     .sumsq = mfcpu_sumsq,
     .adamw = mfcpu_adamw,
     .ema = mfcpu_ema,
+    .destroy = NULL, /* mf_backend_free below frees the CPU backend itself */
 };
 
 mf_backend *mf_cpu_backend_new(int threads) {
@@ -171,9 +172,8 @@ mf_backend *mf_cpu_backend_new(int threads) {
     return be;
 }
 
-/* Frees the backend and its workspace (not the tensors still allocated through it).
- * Only the CPU backend exists so far; a `destroy` entry in mf_backend_i would let this function live
- * in engine/ and serve every backend. */
+/* Frees any backend: through its `destroy` entry when it has one (the checked backend, CUDA), else as the
+ * CPU backend, which has none: its context and workspace (not the tensors still allocated through it). */
 void mf_backend_free(mf_backend *be) {
     if (!be) return;
     if (be->i->destroy) {
