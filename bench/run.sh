@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh - training throughput of mfpipe beside PyTorch (Debian's python3-torch), same model,
+# bench/run.sh - training and sampling throughput of mfpipe beside PyTorch (Debian's python3-torch), same model,
 # batch and thread count, measured in the same run; prints a table (images/s, achieved GFLOP/s and its
 # fraction of the measured SGEMM peak, peak resident memory) and writes it to bench/results.md.
 #   bench/run.sh [--steps N] [--threads T] [--cases "quick c32 c64"]
@@ -51,8 +51,8 @@ out=$work/table.md
 {
   echo "SGEMM peak (OpenBLAS, 2048^3, $threads threads): $peak GFLOP/s; batch 128; $steps timed steps; $(date -u +%F)"
   echo
-  echo "| case | params | GFLOP/img | mfpipe img/s | GFLOP/s | % peak | peak MiB | PyTorch img/s | GFLOP/s | % peak | peak MiB | speed x | memory x |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| case | params | GFLOP/img | mfpipe img/s | GFLOP/s | % peak | peak MiB | PyTorch img/s | GFLOP/s | % peak | peak MiB | speed x | memory x | sampling img*NFE/s mfpipe | PyTorch |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } >"$out"
 for c in $cases; do
   read -r ch rb temb half <<<"$(spec "$c")"
@@ -73,19 +73,23 @@ ips = (b["step"] - a["step"]) * 128 / (b["time"] - a["time"])
 print(model["params"], model["gflops_per_image"], round(ips, 1))
 PY
 )"
+  # sampling: images per second per network evaluation at batch 256 (Euler, 4 steps = 4 evaluations)
+  run_dir=$(ls -d "$work"/results/bench/*/ | tail -1)
+  "$mf" sample "$run_dir" -q --n 512 --batch 256 --sampler euler --steps 4 --out "$work/sample_$c" 2>/dev/null >/dev/null
+  sps=$(/usr/bin/python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if "nfe_total" in l][0]; print(round(r["n"]*r["nfe_total"]/len(r["nfe_per_batch"])/r["n"]*r["n"]/r["seconds"],1))' "$work/sample_$c/metrics.jsonl")
   mgf=$(awk -v g="$gfl" -v i="$ips" 'BEGIN{printf "%.1f", 3*g*i}')
   mpct=$(awk -v x="$mgf" -v p="$peak" 'BEGIN{printf "%.0f", 100*x/p}')
   if [ $have_torch = 1 ]; then
     tj=$(/usr/bin/python3 bench/torch_bench.py --ch "$ch" --res-blocks "$rb" --temb "$temb" --half "$half" \
          --steps "$steps" --threads "$threads" --batch 128 2>/dev/null | tail -1)
-    read -r tips tgf tpeak <<<"$(echo "$tj" | /usr/bin/python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(round(r["train_img_s"],1), round(r["train_gflops"],1), round(r["peak_mib"]))')"
+    read -r tips tgf tpeak tsps <<<"$(echo "$tj" | /usr/bin/python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(round(r["train_img_s"],1), round(r["train_gflops"],1), round(r["peak_mib"]), round(r["sample_img_s"],1))')"
     tpct=$(awk -v x="$tgf" -v p="$peak" 'BEGIN{printf "%.0f", 100*x/p}')
     sx=$(awk -v a="$ips" -v b="$tips" 'BEGIN{printf "%.2f", a/b}')
     mx=$(awk -v a="$mpeak" -v b="$tpeak" 'BEGIN{printf "%.2f", a/b}')
   else
-    tips=-; tgf=-; tpct=-; tpeak=-; sx=-; mx=-
+    tips=-; tgf=-; tpct=-; tpeak=-; sx=-; mx=-; tsps=-
   fi
-  echo "| $c (ch $ch, rb $rb) | $params | $(printf %.3f "$gfl") | $ips | $mgf | $mpct% | $mpeak | $tips | $tgf | $tpct% | $tpeak | $sx | $mx |" >>"$out"
+  echo "| $c (ch $ch, rb $rb) | $params | $(printf %.3f "$gfl") | $ips | $mgf | $mpct% | $mpeak | $tips | $tgf | $tpct% | $tpeak | $sx | $mx | $sps | $tsps |" >>"$out"
 done
 cat "$out"
 cp "$out" bench/results.md
