@@ -129,7 +129,9 @@ int mf_generate(mf_model *m, const float *params, const mf_gen_opts *o, int n, f
                           .rtol = o->rtol, .atol = o->atol, .max_nfe = o->max_nfe};
     int rc = z ? 0 : mf_fail("out of memory for samples");
     if (total_nfe) *total_nfe = 0;
+    mf_progress *pg = n > batch ? mf_progress_begin("sample", n, "img") : NULL;
     for (int done = 0, bi = 0; rc == 0 && done < n; done += batch, bi++) {
+        mf_progress_update(pg, done, NULL);
         int b = n - done < batch ? n - done : batch;
         for (int i = 0; i < batch; i++) {
             int idx = done + (i < b ? i : 0); /* a short last batch repeats its first image */
@@ -155,6 +157,10 @@ int mf_generate(mf_model *m, const float *params, const mf_gen_opts *o, int n, f
         if (total_nfe) *total_nfe += st.nfe;
         be->i->read(be, host, z, sizeof(float) * (size_t)bf);
         memcpy(x + (int64_t)done * img, host, sizeof(float) * (size_t)(img * b));
+    }
+    if (pg) {
+        mf_progress_update(pg, n, NULL);
+        mf_progress_end(pg);
     }
     be->i->free(be, z);
     free(host);
