@@ -1,6 +1,5 @@
 /* main.c - the mfpipe command line: run, validate, plugins, help, version. Commands parse their own
  * options; user errors print one line "mfpipe: error: ..." and exit non-zero. */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -321,41 +320,30 @@ done:
     return rc;
 }
 
-static int is_plugin_file(const struct dirent *d) {
-    size_t n = strlen(d->d_name);
-    return strncmp(d->d_name, "stage_", 6) == 0 && n > 9 && strcmp(d->d_name + n - 3, ".so") == 0;
-}
-
 static int cmd_plugins(int argc, char **argv) {
     if (has_flag(argc, argv, "--help", "-h")) {
         fputs(k_plugins_help, stdout);
         return 0;
     }
-    char **dirs;
-    int n = mf_plugin_dirs(&dirs), found = 0, broken = 0;
+    char **dirs, **paths;
+    int n = mf_plugin_dirs(&dirs), np = mf_plugin_files(&paths), found = 0, broken = 0;
     printf("%-16s %-4s %s\n", "KIND", "ABI", "PATH / SUMMARY");
-    for (int i = 0; i < n; i++) {
-        struct dirent **ents = NULL;
-        int ne = scandir(dirs[i], &ents, is_plugin_file, alphasort);
-        for (int j = 0; j < ne; j++) {
-            char *path = mf_xasprintf("%s/%s", dirs[i], ents[j]->d_name);
-            char *canon = realpath(path, NULL);
-            mf_plugin p;
-            if (mf_plugin_open(canon ? canon : path, &p) == 0) {
-                printf("%-16s %-4u %s\n%-21s %s\n", p.kind, (unsigned)p.api->abi_version, p.path, "",
-                       p.api->summary ? p.api->summary : "");
-                mf_plugin_close(&p);
-                found++;
-            } else {
-                printf("%-16s %-4s %s\n%-21s refused: %s\n", "?", "-", canon ? canon : path, "", mf_last_error());
-                broken++;
-            }
-            free(canon);
-            free(path);
-            free(ents[j]);
+    for (int i = 0; i < np; i++) {
+        char *canon = realpath(paths[i], NULL);
+        const char *path = canon ? canon : paths[i];
+        mf_plugin p;
+        if (mf_plugin_open(path, &p) == 0) {
+            printf("%-16s %-4u %s\n%-21s %s\n", p.kind, (unsigned)p.api->abi_version, p.path, "",
+                   p.api->summary ? p.api->summary : "");
+            mf_plugin_close(&p);
+            found++;
+        } else {
+            printf("%-16s %-4s %s\n%-21s refused: %s\n", "?", "-", path, "", mf_last_error());
+            broken++;
         }
-        free(ents);
+        free(canon);
     }
+    mf_plugin_dirs_free(paths, np);
     printf("%d plugin%s (ABI %u) in:", found, found == 1 ? "" : "s", (unsigned)MF_STAGE_ABI_VERSION);
     for (int i = 0; i < n; i++) printf(" %s", dirs[i]);
     printf("\n");

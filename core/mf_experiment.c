@@ -1,7 +1,6 @@
 /* mf_experiment.c - from an experiment file and command-line overrides to a validated experiment:
  * compose the YAML, apply overrides, resolve `stages:` to plugins, validate every section against the
  * schemas the plugins declare (defaults filled in one place: the schema). Nothing is written here. */
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -97,34 +96,20 @@ static bool known_key(void *user, const char *dotted) {
     return false;
 }
 
-static int stage_file(const struct dirent *d) {
-    size_t n = strlen(d->d_name);
-    return strncmp(d->d_name, "stage_", 6) == 0 && n > 9 && strcmp(d->d_name + n - 3, ".so") == 0;
-}
-
 /* Is `name` a section that some installed stage plugin reads (e.g. `model`, read by train)? Only
  * asked for top-level keys that would otherwise be unknown, so loading every plugin is acceptable. */
 static bool shared_section_of_any_plugin(const char *name) {
-    char **dirs;
-    int n = mf_plugin_dirs(&dirs);
+    char **paths;
+    int n = mf_plugin_files(&paths);
     bool found = false;
     for (int i = 0; i < n && !found; i++) {
-        struct dirent **ents = NULL;
-        int ne = scandir(dirs[i], &ents, stage_file, alphasort);
-        for (int j = 0; j < ne; j++) {
-            char *path = mf_xasprintf("%s/%s", dirs[i], ents[j]->d_name);
-            mf_plugin p;
-            if (!found && mf_plugin_open(path, &p) == 0) {
-                for (const mf_section_schema *sh = p.api->shared; sh && sh->name; sh++)
-                    if (strcmp(sh->name, name) == 0) found = true;
-                mf_plugin_close(&p);
-            }
-            free(path);
-            free(ents[j]);
-        }
-        free(ents);
+        mf_plugin p;
+        if (mf_plugin_open(paths[i], &p) != 0) continue;
+        for (const mf_section_schema *sh = p.api->shared; sh && sh->name; sh++)
+            if (strcmp(sh->name, name) == 0) found = true;
+        mf_plugin_close(&p);
     }
-    mf_plugin_dirs_free(dirs, n);
+    mf_plugin_dirs_free(paths, n);
     mf_error_clear();
     return found;
 }

@@ -430,3 +430,21 @@ int mf_idx_write_u8(const char *path, int ndim, const int64_t *dims, const uint8
     free(buf);
     return rc;
 }
+
+int mf_mkdirs(const char *path) {
+    char *p = mf_xstrdup(path);
+    int rc = 0;
+    for (char *s = p + 1; rc == 0; s++) {
+        if (*s != '/' && *s != '\0') continue;
+        char c = *s;
+        *s = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) rc = mf_fail("%s: cannot create folder: %s", p, strerror(errno));
+        *s = c;
+        if (c == '\0') break;
+    }
+    free(p);
+    struct stat st;
+    if (rc == 0 && (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)))
+        rc = mf_fail("%s: cannot create folder: %s", path, stat(path, &st) != 0 ? strerror(errno) : strerror(ENOTDIR));
+    return rc;
+}

@@ -28,6 +28,8 @@ int mf_sha256_file(const char *path, char hex[65]);
 /* ---- whole files ------------------------------------------------------------------------------ */
 /* Read a file; if it starts with the gzip magic it is decompressed (zlib). *out is malloc'ed. */
 int mf_read_file(const char *path, uint8_t **out, size_t *len, int *was_gzip);
+/* mkdir -p: create a folder and its parents; an error names the component that failed. */
+int mf_mkdirs(const char *path);
 /* Write through a temporary name in the same folder, fsync, rename; never leaves a half file. */
 int mf_write_file_atomic(const char *path, const void *data, size_t len);
 

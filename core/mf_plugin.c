@@ -1,5 +1,6 @@
 /* mf_plugin.c - finding and loading stage plugins: stage_<kind>.so in the build's plugin folder, then
  * MFPIPE_PLUGIN_PATH; dlopen with RTLD_NOW|RTLD_LOCAL, one entry symbol, ABI version check. */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <libgen.h>
@@ -43,6 +44,29 @@ int mf_plugin_dirs(char ***dirs_out) {
 void mf_plugin_dirs_free(char **dirs, int n) {
     for (int i = 0; i < n; i++) free(dirs[i]);
     free(dirs);
+}
+
+static int is_stage_file(const struct dirent *d) {
+    size_t n = strlen(d->d_name);
+    return strncmp(d->d_name, "stage_", 6) == 0 && n > 9 && strcmp(d->d_name + n - 3, ".so") == 0;
+}
+
+int mf_plugin_files(char ***paths_out) {
+    char **dirs, **paths = NULL;
+    int n = mf_plugin_dirs(&dirs), np = 0;
+    for (int i = 0; i < n; i++) {
+        struct dirent **ents = NULL;
+        int ne = scandir(dirs[i], &ents, is_stage_file, alphasort);
+        for (int j = 0; j < ne; j++) {
+            paths = mf_xrealloc(paths, sizeof *paths * (size_t)(np + 1));
+            paths[np++] = mf_xasprintf("%s/%s", dirs[i], ents[j]->d_name);
+            free(ents[j]);
+        }
+        free(ents);
+    }
+    mf_plugin_dirs_free(dirs, n);
+    *paths_out = paths;
+    return np;
 }
 
 int mf_plugin_open(const char *path, mf_plugin *out) {

@@ -18,27 +18,8 @@
 #include "mf_json.h"
 #include "mf_runner.h"
 
-/* mkdir -p; errors name the component that failed. */
-static int mkdirs(const char *path) {
-    char *p = mf_xstrdup(path);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-            int e = errno, len = (int)(s - p);
-            free(p);
-            return mf_fail("%.*s: cannot create folder: %s", len, path, strerror(e));
-        }
-        *s = '/';
-    }
-    int rc = 0;
-    if (mkdir(p, 0777) != 0 && errno != EEXIST) rc = mf_fail("%s: cannot create folder: %s", path, strerror(errno));
-    free(p);
-    return rc;
-}
-
 int mf_results_create_at(const char *dir) {
-    if (mkdirs(dir) != 0) return mf_error_prefix("results folder not writable: ");
+    if (mf_mkdirs(dir) != 0) return mf_error_prefix("results folder not writable: ");
     char *st = mf_xasprintf("%s/status.json", dir);
     int taken = access(st, F_OK) == 0;
     free(st);
@@ -49,7 +30,7 @@ int mf_results_create_at(const char *dir) {
 
 int mf_results_create(const char *root, const char *name, char *out, size_t cap) {
     char *base = mf_xasprintf("%s/%s", root, name);
-    if (mkdirs(base) != 0) {
+    if (mf_mkdirs(base) != 0) {
         free(base);
         return mf_error_prefix("results folder not writable: ");
     }

