@@ -1,6 +1,6 @@
 /* cpu_elem.c - element-wise, layout and time-feature kernels of the CPU backend: fill, SiLU (forward,
  * backward, JVP; AVX-512 code with a vectorised exp where the CPU has it, libm otherwise), axpby, add2,
- * broadcasts, copy2d, 2x up-sampling, embedding gather/scatter and the Fourier time features. */
+ * broadcasts, 2x up-sampling, embedding gather/scatter and the Fourier time features. */
 #include <math.h>
 #include <string.h>
 
@@ -179,24 +179,6 @@ void mfcpu_add_bias_rows(mf_backend *be, int rows, int cols, const float *bias, 
 }
 
 /* ---- layout --------------------------------------------------------------------------------- */
-
-void mfcpu_copy2d(mf_backend *be, int rows, int cols, const float *src, int src_ld, float *dst, int dst_ld,
-                  int acc) {
-    if (rows <= 0 || cols <= 0) return;
-    const int slots = mfcpu_islots(be, rows, cols);
-#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
-    for (int sl = 0; sl < slots; sl++)
-        for (int64_t r = mfcpu_split(rows, slots, sl); r < mfcpu_split(rows, slots, sl + 1); r++) {
-            const float *s = src + r * src_ld;
-            float *d = dst + r * dst_ld;
-            if (acc) {
-#pragma omp simd
-                for (int j = 0; j < cols; j++) d[j] += s[j];
-            } else {
-                memcpy(d, s, sizeof(float) * (size_t)cols);
-            }
-        }
-}
 
 void mfcpu_upsample2x(mf_backend *be, int n, int c, int h, int w, const float *x, float *y) {
     const int64_t planes = (int64_t)n * c;

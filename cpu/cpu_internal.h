@@ -28,6 +28,7 @@ typedef struct mfcpu_ctx {
     int conv_nb; /* samples per conv GEMM: 0 = automatic (see cpu_conv.c), else forced */
     int conv_pb; /* pixel block of a one-sample conv GEMM: 0 = automatic, else forced */
     int avx512;  /* use the AVX-512 code (SiLU, double sums): CPU support, unless MFPIPE_CPU_SIMD=0 */
+    struct mfcpu_dnnl *dnnl; /* oneDNN engine, stream and primitive cache (cpu_dnnl.c); NULL: none */
 } mfcpu_ctx;
 
 static inline mfcpu_ctx *mfcpu(mf_backend *be) { return (mfcpu_ctx *)be->ctx; }
@@ -85,6 +86,39 @@ MFCPU_HIDDEN void mfcpu_set_conv_nb(mf_backend *be, int nb);
 /* Force the pixel block (GEMM columns) of one-sample conv work items (0 = automatic). */
 MFCPU_HIDDEN void mfcpu_set_conv_pb(mf_backend *be, int pb);
 
+/* ---- oneDNN convolutions (cpu_dnnl.c): 0 when done, -1 when oneDNN is absent or would use a slow
+ * reference implementation for this shape (the caller falls back to im2col). ------------------------- */
+MFCPU_HIDDEN int mfcpu_dnnl_init(mf_backend *be);
+MFCPU_HIDDEN void mfcpu_dnnl_free(mf_backend *be);
+MFCPU_HIDDEN int mfcpu_dnnl_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w,
+                                   const float *bias, float *y);
+MFCPU_HIDDEN int mfcpu_dnnl_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const float *dy,
+                                            const float *w, float *dx, int acc);
+MFCPU_HIDDEN int mfcpu_dnnl_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x,
+                                              const float *dy, float *dw, float *dbias);
+/* "oneDNN X.Y.Z", or NULL when built without it */
+const char *mfcpu_dnnl_version(void);
+
+/* ---- blocked-layout kernels (cpu_blocked.c): nChw16c, c % 16 == 0 ---------------------------- */
+MFCPU_HIDDEN void mfcpu_groupnorm_b16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
+                                      const float *gamma, const float *beta, float *y, float *mean,
+                                      float *rstd);
+MFCPU_HIDDEN void mfcpu_groupnorm_bwd_b16(mf_backend *be, int n, int c, int hw, int g, const float *x,
+                                          const float *gamma, const float *mean, const float *rstd,
+                                          const float *dy, float *dx, float *dgamma, float *dbeta, int acc);
+MFCPU_HIDDEN void mfcpu_groupnorm_jvp_b16(mf_backend *be, int n, int c, int hw, int g, const float *x,
+                                          const float *gamma, const float *mean, const float *rstd,
+                                          const float *tx, float *ty);
+MFCPU_HIDDEN void mfcpu_add_channel_b16(mf_backend *be, int n, int c, int hw, const float *e, float *y);
+MFCPU_HIDDEN void mfcpu_sum_channel_b16(mf_backend *be, int n, int c, int hw, const float *dy, float *de,
+                                        int acc);
+MFCPU_HIDDEN void mfcpu_upsample2x_b16(mf_backend *be, int n, int c, int h, int w, const float *x, float *y);
+MFCPU_HIDDEN void mfcpu_upsample2x_bwd_b16(mf_backend *be, int n, int c, int h, int w, const float *dy,
+                                           float *dx, int acc);
+MFCPU_HIDDEN void mfcpu_copy_channels(mf_backend *be, int n, int hw, int nc, const float *src, int src_c,
+                                      int src_c0, int src_blk, float *dst, int dst_c, int dst_c0, int dst_blk,
+                                      int acc);
+
 /* ---- kernels (cpu_norm.c) ------------------------------------------------------------------- */
 MFCPU_HIDDEN void mfcpu_groupnorm(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
                                   const float *gamma, const float *beta, float *y, float *mean, float *rstd);
@@ -106,8 +140,6 @@ MFCPU_HIDDEN void mfcpu_add2(mf_backend *be, int64_t n, float a, const float *x,
                              float *z);
 MFCPU_HIDDEN void mfcpu_add_channel(mf_backend *be, int n, int c, int hw, const float *e, float *y);
 MFCPU_HIDDEN void mfcpu_add_bias_rows(mf_backend *be, int rows, int cols, const float *bias, float *y);
-MFCPU_HIDDEN void mfcpu_copy2d(mf_backend *be, int rows, int cols, const float *src, int src_ld, float *dst,
-                               int dst_ld, int acc);
 MFCPU_HIDDEN void mfcpu_upsample2x(mf_backend *be, int n, int c, int h, int w, const float *x, float *y);
 MFCPU_HIDDEN void mfcpu_upsample2x_bwd(mf_backend *be, int n, int c, int h, int w, const float *dy, float *dx,
                                        int acc);

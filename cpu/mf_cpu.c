@@ -109,6 +109,119 @@ static void cpu_gemm(mf_backend *be, int ta, int tb, int m, int n, int k, float 
     }
 }
 
+/* ---- layout dispatch --------------------------------------------------------------------------
+ * Kernels whose operands may be channel-blocked (blk 16, see mf_backend.h) go to cpu_blocked.c and,
+ * for convolutions, to oneDNN (cpu_dnnl.c); NCHW operands to the original kernels. */
+
+static int is_b16(int blk) { return blk == 16; }
+
+static void cpu_groupnorm(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
+                          const float *beta, float *y, float *mean, float *rstd, int blk) {
+    if (is_b16(blk)) mfcpu_groupnorm_b16(be, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd);
+    else mfcpu_groupnorm(be, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd);
+}
+static void cpu_groupnorm_bwd(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                              const float *mean, const float *rstd, const float *dy, float *dx, float *dgamma,
+                              float *dbeta, int acc, int blk) {
+    if (is_b16(blk)) mfcpu_groupnorm_bwd_b16(be, n, c, hw, g, x, gamma, mean, rstd, dy, dx, dgamma, dbeta, acc);
+    else mfcpu_groupnorm_bwd(be, n, c, hw, g, x, gamma, mean, rstd, dy, dx, dgamma, dbeta, acc);
+}
+static void cpu_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                              const float *mean, const float *rstd, const float *tx, float *ty, int blk) {
+    if (is_b16(blk)) mfcpu_groupnorm_jvp_b16(be, n, c, hw, g, x, gamma, mean, rstd, tx, ty);
+    else mfcpu_groupnorm_jvp(be, n, c, hw, g, x, gamma, mean, rstd, tx, ty);
+}
+static void cpu_add_channel(mf_backend *be, int n, int c, int hw, const float *e, float *y, int blk) {
+    if (is_b16(blk)) mfcpu_add_channel_b16(be, n, c, hw, e, y);
+    else mfcpu_add_channel(be, n, c, hw, e, y);
+}
+static void cpu_sum_channel(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc, int blk) {
+    if (is_b16(blk)) mfcpu_sum_channel_b16(be, n, c, hw, dy, de, acc);
+    else mfcpu_sum_channel(be, n, c, hw, dy, de, acc);
+}
+static void cpu_upsample2x(mf_backend *be, int n, int c, int h, int w, const float *x, float *y, int blk) {
+    if (is_b16(blk)) mfcpu_upsample2x_b16(be, n, c, h, w, x, y);
+    else mfcpu_upsample2x(be, n, c, h, w, x, y);
+}
+static void cpu_upsample2x_bwd(mf_backend *be, int n, int c, int h, int w, const float *dy, float *dx, int acc,
+                               int blk) {
+    if (is_b16(blk)) mfcpu_upsample2x_bwd_b16(be, n, c, h, w, dy, dx, acc);
+    else mfcpu_upsample2x_bwd(be, n, c, h, w, dy, dx, acc);
+}
+
+/* A convolution with a blocked operand that oneDNN does not take (no oneDNN, or only its reference code
+ * for the shape): convert the blocked operands to NCHW temporaries and use the im2col kernels. */
+typedef struct plain_conv {
+    mf_conv_shape s;
+    int64_t nx, ny;
+    float *x, *y; /* NCHW temporaries (NULL where the operand is NCHW already) */
+} plain_conv;
+
+static void plain_begin(mf_backend *be, const mf_conv_shape *s, plain_conv *pc) {
+    pc->s = *s;
+    pc->s.bx = pc->s.by = 0;
+    pc->nx = (int64_t)s->n * s->ci * s->h * s->w;
+    pc->ny = (int64_t)s->n * s->co * s->ho * s->wo;
+    pc->x = is_b16(s->bx) ? mfcpu_alloc(be, sizeof(float) * (size_t)pc->nx) : NULL;
+    pc->y = is_b16(s->by) ? mfcpu_alloc(be, sizeof(float) * (size_t)pc->ny) : NULL;
+    MF_ASSERT((!is_b16(s->bx) || pc->x) && (!is_b16(s->by) || pc->y));
+}
+static void to_plain(mf_backend *be, int n, int c, int hw, const float *src, float *dst) {
+    mfcpu_copy_channels(be, n, hw, c, src, c, 0, 16, dst, c, 0, 1, 0);
+}
+static void from_plain(mf_backend *be, int n, int c, int hw, const float *src, float *dst, int acc) {
+    mfcpu_copy_channels(be, n, hw, c, src, c, 0, 1, dst, c, 0, 16, acc);
+}
+static void plain_end(mf_backend *be, plain_conv *pc) {
+    mfcpu_free(be, pc->x);
+    mfcpu_free(be, pc->y);
+}
+
+static void cpu_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w, const float *bias,
+                       float *y) {
+    if (!is_b16(s->bx) && !is_b16(s->by)) {
+        mfcpu_conv2d(be, s, x, w, bias, y);
+        return;
+    }
+    if (mfcpu_dnnl_conv2d(be, s, x, w, bias, y) == 0) return;
+    plain_conv pc;
+    plain_begin(be, s, &pc);
+    if (pc.x) to_plain(be, s->n, s->ci, s->h * s->w, x, pc.x);
+    mfcpu_conv2d(be, &pc.s, pc.x ? pc.x : x, w, bias, pc.y ? pc.y : y);
+    if (pc.y) from_plain(be, s->n, s->co, s->ho * s->wo, pc.y, y, 0);
+    plain_end(be, &pc);
+}
+
+static void cpu_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const float *dy, const float *w, float *dx,
+                                int acc) {
+    if (!is_b16(s->bx) && !is_b16(s->by)) {
+        mfcpu_conv2d_bwd_data(be, s, dy, w, dx, acc);
+        return;
+    }
+    if (mfcpu_dnnl_conv2d_bwd_data(be, s, dy, w, dx, acc) == 0) return;
+    plain_conv pc;
+    plain_begin(be, s, &pc);
+    if (pc.y) to_plain(be, s->n, s->co, s->ho * s->wo, dy, pc.y);
+    mfcpu_conv2d_bwd_data(be, &pc.s, pc.y ? pc.y : dy, w, pc.x ? pc.x : dx, pc.x ? 0 : acc);
+    if (pc.x) from_plain(be, s->n, s->ci, s->h * s->w, pc.x, dx, acc);
+    plain_end(be, &pc);
+}
+
+static void cpu_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy, float *dw,
+                                  float *dbias) {
+    if (!is_b16(s->bx) && !is_b16(s->by)) {
+        mfcpu_conv2d_bwd_filter(be, s, x, dy, dw, dbias);
+        return;
+    }
+    if (mfcpu_dnnl_conv2d_bwd_filter(be, s, x, dy, dw, dbias) == 0) return;
+    plain_conv pc;
+    plain_begin(be, s, &pc);
+    if (pc.x) to_plain(be, s->n, s->ci, s->h * s->w, x, pc.x);
+    if (pc.y) to_plain(be, s->n, s->co, s->ho * s->wo, dy, pc.y);
+    mfcpu_conv2d_bwd_filter(be, &pc.s, pc.x ? pc.x : x, pc.y ? pc.y : dy, dw, dbias);
+    plain_end(be, &pc);
+}
+
 /* ---- the table ------------------------------------------------------------------------------ */
 
 static const mf_backend_i cpu_iface = {
@@ -122,24 +235,24 @@ static const mf_backend_i cpu_iface = {
     .synchronize = cpu_synchronize,
     .peak_bytes = cpu_peak_bytes,
     .gemm = cpu_gemm,
-    .conv2d = mfcpu_conv2d,
-    .conv2d_bwd_data = mfcpu_conv2d_bwd_data,
-    .conv2d_bwd_filter = mfcpu_conv2d_bwd_filter,
-    .groupnorm = mfcpu_groupnorm,
-    .groupnorm_bwd = mfcpu_groupnorm_bwd,
-    .groupnorm_jvp = mfcpu_groupnorm_jvp,
+    .conv2d = cpu_conv2d,
+    .conv2d_bwd_data = cpu_conv2d_bwd_data,
+    .conv2d_bwd_filter = cpu_conv2d_bwd_filter,
+    .groupnorm = cpu_groupnorm,
+    .groupnorm_bwd = cpu_groupnorm_bwd,
+    .groupnorm_jvp = cpu_groupnorm_jvp,
     .silu = mfcpu_silu,
     .silu_bwd = mfcpu_silu_bwd,
     .silu_jvp = mfcpu_silu_jvp,
     .axpby = mfcpu_axpby,
     .add2 = mfcpu_add2,
-    .add_channel = mfcpu_add_channel,
-    .sum_channel = mfcpu_sum_channel,
+    .add_channel = cpu_add_channel,
+    .sum_channel = cpu_sum_channel,
     .sum_rows = mfcpu_sum_rows,
     .add_bias_rows = mfcpu_add_bias_rows,
-    .copy2d = mfcpu_copy2d,
-    .upsample2x = mfcpu_upsample2x,
-    .upsample2x_bwd = mfcpu_upsample2x_bwd,
+    .copy_channels = mfcpu_copy_channels,
+    .upsample2x = cpu_upsample2x,
+    .upsample2x_bwd = cpu_upsample2x_bwd,
     .embed = mfcpu_embed,
     .embed_bwd = mfcpu_embed_bwd,
     .fourier = mfcpu_fourier,
@@ -169,6 +282,13 @@ mf_backend *mf_cpu_backend_new(int threads) {
     be->i = &cpu_iface;
     be->ctx = c;
     be->threads = threads;
+    /* Channel-blocked activations with oneDNN convolutions, unless MFPIPE_CPU_LAYOUT=nchw (or no
+     * oneDNN): see docs/cpu-backend.md, "Layouts". oneDNN takes its thread count from OpenMP. */
+    const char *lay = getenv("MFPIPE_CPU_LAYOUT");
+    if (!(lay && strcmp(lay, "nchw") == 0) && mfcpu_dnnl_init(be) == 0) {
+        be->cblock = 16;
+        omp_set_num_threads(threads);
+    }
     return be;
 }
 
@@ -182,6 +302,7 @@ void mf_backend_free(mf_backend *be) {
     }
     MF_ASSERT(be->i == &cpu_iface);
     mfcpu_ctx *c = mfcpu(be);
+    mfcpu_dnnl_free(be);
     mfcpu_free(be, c->ws);
     free(c);
     free(be);

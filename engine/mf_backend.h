@@ -3,7 +3,12 @@
  * CUDA); nothing outside a backend dereferences a tensor pointer. Work may be issued asynchronously:
  * read() and synchronize() are the synchronisation points.
  *
- * All tensors are float32, contiguous, NCHW. Shapes are passed explicitly as ints. "acc" arguments:
+ * All tensors are float32 and contiguous. Shapes are passed explicitly as ints. Activations (n, c, h, w)
+ * are NCHW, or, where a kernel's `blk` argument is 16, channel-blocked nChw16c: element (i, c, p) at
+ * ((i*(c/16) + c/16)*hw + p)*16 + c%16 (c % 16 == 0). A backend announces the block it wants in
+ * mf_backend.cblock (0: NCHW only); the graph keeps a tensor blocked when its channel count is a
+ * multiple of it and passes each kernel the layouts of its operands; blk 0 or 1 means NCHW. Everything
+ * else (parameters, 2-D tensors, inputs and outputs read by the host) is always plain. "acc" arguments:
  * when acc is non-zero the result is ADDED to the output (gradient accumulation), else it overwrites.
  * Every kernel must be deterministic for a given backend and thread count. */
 #ifndef MF_BACKEND_H
@@ -25,6 +30,7 @@ typedef struct mf_conv_shape {
     int n, ci, h, w;    /* input (n, ci, h, w) */
     int co, k, stride, pad; /* weight (co, ci, k, k); output (n, co, ho, wo) */
     int ho, wo;         /* ho = (h + 2*pad - k)/stride + 1, same for wo */
+    int bx, by;         /* channel block of x (and dx) and of y (and dy): 0/1 NCHW, 16 nChw16c */
 } mf_conv_shape;
 
 typedef struct mf_backend_i {
@@ -61,15 +67,15 @@ typedef struct mf_backend_i {
      * rstd = 1/sqrt(var + eps) (biased variance, as PyTorch), saved in mean/rstd (n*g each);
      * y = (x - mean) * rstd * gamma[c] + beta[c]. */
     void (*groupnorm)(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
-                      const float *gamma, const float *beta, float *y, float *mean, float *rstd);
+                      const float *gamma, const float *beta, float *y, float *mean, float *rstd, int blk);
     /* dx (+)= d/dx; dgamma += ..., dbeta += ... (always accumulate; either may be NULL). */
     void (*groupnorm_bwd)(mf_backend *be, int n, int c, int hw, int g, const float *x,
                           const float *gamma, const float *mean, const float *rstd, const float *dy,
-                          float *dx, float *dgamma, float *dbeta, int acc);
+                          float *dx, float *dgamma, float *dbeta, int acc, int blk);
     /* Forward-mode tangent w.r.t. x only (parameters held fixed): ty = J_x(GroupNorm) tx. */
     void (*groupnorm_jvp)(mf_backend *be, int n, int c, int hw, int g, const float *x,
                           const float *gamma, const float *mean, const float *rstd, const float *tx,
-                          float *ty);
+                          float *ty, int blk);
 
     /* ---- element-wise ---------------------------------------------------------------------- */
     void (*silu)(mf_backend *be, int64_t n, const float *x, float *y);              /* y = x*sigmoid(x) */
@@ -80,22 +86,23 @@ typedef struct mf_backend_i {
     /* z = a*x + b*y (z may alias x or y) */
     void (*add2)(mf_backend *be, int64_t n, float a, const float *x, float b, const float *y, float *z);
     /* y[i, c, :] += e[i, c] over hw  (x of shape (n, c, hw)): broadcast a per-channel vector */
-    void (*add_channel)(mf_backend *be, int n, int c, int hw, const float *e, float *y);
+    void (*add_channel)(mf_backend *be, int n, int c, int hw, const float *e, float *y, int blk);
     /* de[i, c] (+)= sum over hw of dy[i, c, :] */
-    void (*sum_channel)(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc);
+    void (*sum_channel)(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc, int blk);
     /* dbias[j] += sum over rows of dy (rows, cols): bias gradient of a linear layer */
     void (*sum_rows)(mf_backend *be, int rows, int cols, const float *dy, float *dbias);
     /* y[r, :] += bias (rows, cols) */
     void (*add_bias_rows)(mf_backend *be, int rows, int cols, const float *bias, float *y);
 
     /* ---- layout ---------------------------------------------------------------------------- */
-    /* For r in rows: dst[r*dst_ld + off_d .. + cols) (+)= src[r*src_ld + off_s .. + cols).
-     * Used for channel concat/split in NCHW (rows = n, cols = c_part*hw). */
-    void (*copy2d)(mf_backend *be, int rows, int cols, const float *src, int src_ld, float *dst,
-                   int dst_ld, int acc);
+    /* Channels [dst_c0, dst_c0 + nc) of dst (n, dst_c, hw) (+)= channels [src_c0, src_c0 + nc) of src
+     * (n, src_c, hw), each in its own layout (blk): channel concat and split, and layout conversion. */
+    void (*copy_channels)(mf_backend *be, int n, int hw, int nc, const float *src, int src_c, int src_c0,
+                          int src_blk, float *dst, int dst_c, int dst_c0, int dst_blk, int acc);
     /* Nearest-neighbour 2x up-sampling (n, c, h, w) -> (n, c, 2h, 2w), and its adjoint. */
-    void (*upsample2x)(mf_backend *be, int n, int c, int h, int w, const float *x, float *y);
-    void (*upsample2x_bwd)(mf_backend *be, int n, int c, int h, int w, const float *dy, float *dx, int acc);
+    void (*upsample2x)(mf_backend *be, int n, int c, int h, int w, const float *x, float *y, int blk);
+    void (*upsample2x_bwd)(mf_backend *be, int n, int c, int h, int w, const float *dy, float *dx, int acc,
+                           int blk);
     /* Row gather: y[i, :] = table[idx[i], :] (idx on the host, n entries), and its scatter-add. */
     void (*embed)(mf_backend *be, int n, int dim, const int32_t *idx, const float *table, float *y);
     void (*embed_bwd)(mf_backend *be, int n, int dim, const int32_t *idx, const float *dy, float *dtable);
@@ -131,6 +138,7 @@ struct mf_backend {
     const mf_backend_i *i;
     void *ctx;
     int threads;
+    int cblock; /* channel block of the activation layout the backend prefers: 0 (NCHW) or 16 */
 };
 
 /* The CPU backend (always built). threads <= 0: all cores. */

@@ -187,23 +187,23 @@ static void ck_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const f
 /* ---- normalisation -------------------------------------------------------------------------- */
 
 static void ck_groupnorm(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
-                         const float *gamma, const float *beta, float *y, float *mean, float *rstd) {
+                         const float *gamma, const float *beta, float *y, float *mean, float *rstd, int blk) {
     mf_backend *in = ck_enter(be);
-    in->i->groupnorm(in, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd);
+    in->i->groupnorm(in, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd, blk);
     ck_leave(be);
 }
 static void ck_groupnorm_bwd(mf_backend *be, int n, int c, int hw, int g, const float *x,
                              const float *gamma, const float *mean, const float *rstd, const float *dy,
-                             float *dx, float *dgamma, float *dbeta, int acc) {
+                             float *dx, float *dgamma, float *dbeta, int acc, int blk) {
     mf_backend *in = ck_enter(be);
-    in->i->groupnorm_bwd(in, n, c, hw, g, x, gamma, mean, rstd, dy, dx, dgamma, dbeta, acc);
+    in->i->groupnorm_bwd(in, n, c, hw, g, x, gamma, mean, rstd, dy, dx, dgamma, dbeta, acc, blk);
     ck_leave(be);
 }
 static void ck_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x,
                              const float *gamma, const float *mean, const float *rstd, const float *tx,
-                             float *ty) {
+                             float *ty, int blk) {
     mf_backend *in = ck_enter(be);
-    in->i->groupnorm_jvp(in, n, c, hw, g, x, gamma, mean, rstd, tx, ty);
+    in->i->groupnorm_jvp(in, n, c, hw, g, x, gamma, mean, rstd, tx, ty, blk);
     ck_leave(be);
 }
 
@@ -234,14 +234,14 @@ static void ck_add2(mf_backend *be, int64_t n, float a, const float *x, float b,
     in->i->add2(in, n, a, x, b, y, z);
     ck_leave(be);
 }
-static void ck_add_channel(mf_backend *be, int n, int c, int hw, const float *e, float *y) {
+static void ck_add_channel(mf_backend *be, int n, int c, int hw, const float *e, float *y, int blk) {
     mf_backend *in = ck_enter(be);
-    in->i->add_channel(in, n, c, hw, e, y);
+    in->i->add_channel(in, n, c, hw, e, y, blk);
     ck_leave(be);
 }
-static void ck_sum_channel(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc) {
+static void ck_sum_channel(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc, int blk) {
     mf_backend *in = ck_enter(be);
-    in->i->sum_channel(in, n, c, hw, dy, de, acc);
+    in->i->sum_channel(in, n, c, hw, dy, de, acc, blk);
     ck_leave(be);
 }
 static void ck_sum_rows(mf_backend *be, int rows, int cols, const float *dy, float *dbias) {
@@ -257,21 +257,21 @@ static void ck_add_bias_rows(mf_backend *be, int rows, int cols, const float *bi
 
 /* ---- layout --------------------------------------------------------------------------------- */
 
-static void ck_copy2d(mf_backend *be, int rows, int cols, const float *src, int src_ld, float *dst,
-                      int dst_ld, int acc) {
+static void ck_copy_channels(mf_backend *be, int n, int hw, int nc, const float *src, int src_c, int src_c0,
+                             int src_blk, float *dst, int dst_c, int dst_c0, int dst_blk, int acc) {
     mf_backend *in = ck_enter(be);
-    in->i->copy2d(in, rows, cols, src, src_ld, dst, dst_ld, acc);
+    in->i->copy_channels(in, n, hw, nc, src, src_c, src_c0, src_blk, dst, dst_c, dst_c0, dst_blk, acc);
     ck_leave(be);
 }
-static void ck_upsample2x(mf_backend *be, int n, int c, int h, int w, const float *x, float *y) {
+static void ck_upsample2x(mf_backend *be, int n, int c, int h, int w, const float *x, float *y, int blk) {
     mf_backend *in = ck_enter(be);
-    in->i->upsample2x(in, n, c, h, w, x, y);
+    in->i->upsample2x(in, n, c, h, w, x, y, blk);
     ck_leave(be);
 }
 static void ck_upsample2x_bwd(mf_backend *be, int n, int c, int h, int w, const float *dy, float *dx,
-                              int acc) {
+                              int acc, int blk) {
     mf_backend *in = ck_enter(be);
-    in->i->upsample2x_bwd(in, n, c, h, w, dy, dx, acc);
+    in->i->upsample2x_bwd(in, n, c, h, w, dy, dx, acc, blk);
     ck_leave(be);
 }
 static void ck_embed(mf_backend *be, int n, int dim, const int32_t *idx, const float *table, float *y) {
@@ -353,7 +353,7 @@ static const mf_backend_i check_iface = {
     .sum_channel = ck_sum_channel,
     .sum_rows = ck_sum_rows,
     .add_bias_rows = ck_add_bias_rows,
-    .copy2d = ck_copy2d,
+    .copy_channels = ck_copy_channels,
     .upsample2x = ck_upsample2x,
     .upsample2x_bwd = ck_upsample2x_bwd,
     .embed = ck_embed,
@@ -381,6 +381,7 @@ mf_backend *mf_checked_backend_new(mf_backend *inner) {
     be->i = &check_iface;
     be->ctx = c;
     be->threads = inner->threads;
+    be->cblock = inner->cblock;
     return be;
 }
 

@@ -104,6 +104,22 @@ static mf_gnode *N_(mf_graph *g, int id) {
     return &g->nodes[id];
 }
 
+/* The layout of a computed activation with c channels: blocked when the backend wants blocks and c is a
+ * multiple of its block. Inputs, outputs read by the host and 2-D values stay NCHW. */
+static int act_blk(const mf_graph *g, int c) {
+    const int b = g->be->cblock;
+    return b > 1 && c % b == 0 ? b : 0;
+}
+
+/* x in layout `blk`: x itself, or a REORDER node. */
+static int in_layout(mf_graph *g, int x, int blk) {
+    mf_gnode *in = N_(g, x);
+    if (in->blk == blk) return x;
+    int id = add_node(g, MF_OP_REORDER, x, -1, in->c, in->h, in->w);
+    g->nodes[id].blk = blk;
+    return id;
+}
+
 int mf_g_input(mf_graph *g, int c, int h, int w) { return add_node(g, MF_OP_INPUT, -1, -1, c, h, w); }
 int mf_g_labels(mf_graph *g) { return add_node(g, MF_OP_LABELS, -1, -1, 1, 1, 1); }
 
@@ -121,12 +137,15 @@ int mf_g_conv(mf_graph *g, int x, int co, int k, int stride, const char *name) {
     nd->p[0] = pw;
     nd->p[1] = pb;
     nd->needs_grad = true;
-    nd->cs = (mf_conv_shape){g->batch, ci, g->nodes[x].h, g->nodes[x].w, co, k, stride, pad, ho, wo};
+    nd->blk = act_blk(g, co);
+    nd->cs = (mf_conv_shape){g->batch, ci, g->nodes[x].h, g->nodes[x].w, co, k, stride, pad, ho, wo,
+                             g->nodes[x].blk, nd->blk};
     g->flops_fwd += 2.0 * g->batch * co * ci * k * k * (double)ho * wo;
     return id;
 }
 
 int mf_g_linear(mf_graph *g, int x, int co, const char *name) {
+    x = in_layout(g, x, 0); /* flattening takes the NCHW order */
     int ci = (int)(N_(g, x)->numel / g->batch);
     mf_graph_push(g, "%s", name);
     int ws[2] = {co, ci}, bs[1] = {co};
@@ -151,6 +170,7 @@ int mf_g_groupnorm(mf_graph *g, int x, int groups, const char *name) {
     int pb = add_param(g, "bias", 1, s, MF_INIT_ZERO, 0);
     mf_graph_pop(g);
     int id = add_node(g, MF_OP_GROUPNORM, x, -1, c, h, w);
+    g->nodes[id].blk = g->nodes[x].blk;
     g->nodes[id].p[0] = pw;
     g->nodes[id].p[1] = pb;
     g->nodes[id].groups = groups;
@@ -161,32 +181,43 @@ int mf_g_groupnorm(mf_graph *g, int x, int groups, const char *name) {
 
 int mf_g_silu(mf_graph *g, int x) {
     mf_gnode *in = N_(g, x);
-    return add_node(g, MF_OP_SILU, x, -1, in->c, in->h, in->w);
+    int id = add_node(g, MF_OP_SILU, x, -1, in->c, in->h, in->w);
+    g->nodes[id].blk = g->nodes[x].blk;
+    return id;
 }
 
 static int binary(mf_graph *g, mf_op op, int a, int b) {
-    mf_gnode *na = N_(g, a), *nb = N_(g, b);
-    MF_ASSERT(na->numel == nb->numel);
-    return add_node(g, op, a, b, na->c, na->h, na->w);
+    MF_ASSERT(N_(g, a)->numel == N_(g, b)->numel);
+    b = in_layout(g, b, N_(g, a)->blk);
+    mf_gnode *na = N_(g, a);
+    int id = add_node(g, op, a, b, na->c, na->h, na->w);
+    g->nodes[id].blk = g->nodes[a].blk;
+    return id;
 }
 int mf_g_add(mf_graph *g, int a, int b) { return binary(g, MF_OP_ADD, a, b); }
 int mf_g_sub(mf_graph *g, int a, int b) { return binary(g, MF_OP_SUB, a, b); }
 
 int mf_g_add_channel(mf_graph *g, int x, int e) {
     mf_gnode *nx = N_(g, x), *ne = N_(g, e);
-    MF_ASSERT(ne->numel == (int64_t)g->batch * nx->c);
-    return add_node(g, MF_OP_ADD_CHANNEL, x, e, nx->c, nx->h, nx->w);
+    MF_ASSERT(ne->numel == (int64_t)g->batch * nx->c && ne->blk == 0);
+    int id = add_node(g, MF_OP_ADD_CHANNEL, x, e, nx->c, nx->h, nx->w);
+    g->nodes[id].blk = g->nodes[x].blk;
+    return id;
 }
 
 int mf_g_concat(mf_graph *g, int a, int b) {
     mf_gnode *na = N_(g, a), *nb = N_(g, b);
     MF_ASSERT(na->h == nb->h && na->w == nb->w);
-    return add_node(g, MF_OP_CONCAT, a, b, na->c + nb->c, na->h, na->w);
+    int id = add_node(g, MF_OP_CONCAT, a, b, na->c + nb->c, na->h, na->w);
+    g->nodes[id].blk = act_blk(g, g->nodes[id].c);
+    return id;
 }
 
 int mf_g_upsample(mf_graph *g, int x) {
     mf_gnode *in = N_(g, x);
-    return add_node(g, MF_OP_UPSAMPLE, x, -1, in->c, 2 * in->h, 2 * in->w);
+    int id = add_node(g, MF_OP_UPSAMPLE, x, -1, in->c, 2 * in->h, 2 * in->w);
+    g->nodes[id].blk = g->nodes[x].blk;
+    return id;
 }
 
 int mf_g_fourier(mf_graph *g, int t, int half, float scale, float max_period) {
@@ -302,6 +333,10 @@ static int plan_memory(mf_graph *g, bool need_grad, bool need_tan) {
 }
 
 int mf_graph_finalize(mf_graph *g, int output, bool need_grad, bool need_tan) {
+    /* the host reads outputs and kept values: they must be NCHW (models end in a few-channel conv or a
+     * linear layer) */
+    MF_ASSERT(N_(g, output)->blk == 0);
+    for (int i = 0; i < g->n_nodes; i++) MF_ASSERT(!g->nodes[i].keep || g->nodes[i].blk == 0);
     g->output = output;
     int fail = plan_memory(g, need_grad, need_tan);
     for (int i = 0; i < g->n_nodes && !fail; i++) {
@@ -339,6 +374,14 @@ float *mf_graph_out(mf_graph *g, int node) { return N_(g, node)->out; }
 static const float *P(const mf_graph *g, int p) { return p < 0 ? NULL : g->pbuf + g->params[p].offset; }
 static float *G(const mf_graph *g, int p) { return p < 0 || !g->gbuf ? NULL : g->gbuf + g->params[p].offset; }
 
+/* y = concat(a, b) over channels, any layouts (a or b NULL: that part is left as it is) */
+static void concat(mf_graph *g, const mf_gnode *nd, const float *a, const float *b, float *y) {
+    const mf_gnode *na = &g->nodes[nd->in[0]], *nb = &g->nodes[nd->in[1]];
+    const int hw = nd->h * nd->w;
+    if (a) K(g)->copy_channels(BE(g), nd->n, hw, na->c, a, na->c, 0, na->blk, y, nd->c, 0, nd->blk, 0);
+    if (b) K(g)->copy_channels(BE(g), nd->n, hw, nb->c, b, nb->c, 0, nb->blk, y, nd->c, na->c, nd->blk, 0);
+}
+
 static void forward_node(mf_graph *g, mf_gnode *nd) {
     mf_backend *be = BE(g);
     const mf_backend_i *k = K(g);
@@ -357,22 +400,18 @@ static void forward_node(mf_graph *g, mf_gnode *nd) {
     }
     case MF_OP_GROUPNORM:
         k->groupnorm(be, nd->n, nd->c, hw, nd->groups, nd->eps, a->out, P(g, nd->p[0]), P(g, nd->p[1]),
-                     nd->out, nd->mean, nd->rstd);
+                     nd->out, nd->mean, nd->rstd, nd->blk);
         break;
     case MF_OP_SILU: k->silu(be, nd->numel, a->out, nd->out); break;
     case MF_OP_ADD: k->add2(be, nd->numel, 1.0f, a->out, 1.0f, b->out, nd->out); break;
     case MF_OP_SUB: k->add2(be, nd->numel, 1.0f, a->out, -1.0f, b->out, nd->out); break;
     case MF_OP_ADD_CHANNEL:
         k->copy(be, nd->out, a->out, sizeof(float) * (size_t)nd->numel);
-        k->add_channel(be, nd->n, nd->c, hw, b->out, nd->out);
+        k->add_channel(be, nd->n, nd->c, hw, b->out, nd->out, nd->blk);
         break;
-    case MF_OP_CONCAT: {
-        int ca = a->c * hw, cb = b->c * hw, ct = nd->c * hw;
-        k->copy2d(be, nd->n, ca, a->out, ca, nd->out, ct, 0);
-        k->copy2d(be, nd->n, cb, b->out, cb, nd->out + ca, ct, 0);
-        break;
-    }
-    case MF_OP_UPSAMPLE: k->upsample2x(be, a->n, a->c, a->h, a->w, a->out, nd->out); break;
+    case MF_OP_CONCAT: concat(g, nd, a->out, b->out, nd->out); break;
+    case MF_OP_REORDER: k->copy_channels(be, nd->n, hw, nd->c, a->out, nd->c, 0, a->blk, nd->out, nd->c, 0, nd->blk, 0); break;
+    case MF_OP_UPSAMPLE: k->upsample2x(be, a->n, a->c, a->h, a->w, a->out, nd->out, nd->blk); break;
     case MF_OP_FOURIER: k->fourier(be, nd->n, nd->half, a->out, nd->freq, nd->out); break;
     case MF_OP_EMBED:
         MF_ASSERT(g->labels);
@@ -433,7 +472,7 @@ static void backward_node(mf_graph *g, int i) {
     case MF_OP_GROUPNORM:
         acc = grad_target(g, nd->in[0], &dx);
         k->groupnorm_bwd(be, nd->n, nd->c, hw, nd->groups, a->out, P(g, nd->p[0]), nd->mean, nd->rstd, dy,
-                         acc >= 0 ? dx : NULL, G(g, nd->p[0]), G(g, nd->p[1]), acc > 0);
+                         acc >= 0 ? dx : NULL, G(g, nd->p[0]), G(g, nd->p[1]), acc > 0, nd->blk);
         break;
     case MF_OP_SILU:
         if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) k->silu_bwd(be, nd->numel, a->out, dy, dx, acc);
@@ -448,16 +487,21 @@ static void backward_node(mf_graph *g, int i) {
         break;
     case MF_OP_ADD_CHANNEL:
         if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) accum(g, dx, dy, nd->numel, acc);
-        if ((acc = grad_target(g, nd->in[1], &dx)) >= 0) k->sum_channel(be, nd->n, nd->c, hw, dy, dx, acc);
+        if ((acc = grad_target(g, nd->in[1], &dx)) >= 0) k->sum_channel(be, nd->n, nd->c, hw, dy, dx, acc, nd->blk);
         break;
-    case MF_OP_CONCAT: {
-        int ca = a->c * hw, cb = b->c * hw, ct = nd->c * hw;
-        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) k->copy2d(be, nd->n, ca, dy, ct, dx, ca, acc);
-        if ((acc = grad_target(g, nd->in[1], &dx)) >= 0) k->copy2d(be, nd->n, cb, dy + ca, ct, dx, cb, acc);
+    case MF_OP_CONCAT:
+        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0)
+            k->copy_channels(be, nd->n, hw, a->c, dy, nd->c, 0, nd->blk, dx, a->c, 0, a->blk, acc);
+        if ((acc = grad_target(g, nd->in[1], &dx)) >= 0)
+            k->copy_channels(be, nd->n, hw, b->c, dy, nd->c, a->c, nd->blk, dx, b->c, 0, b->blk, acc);
         break;
-    }
+    case MF_OP_REORDER:
+        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0)
+            k->copy_channels(be, nd->n, hw, nd->c, dy, nd->c, 0, nd->blk, dx, nd->c, 0, a->blk, acc);
+        break;
     case MF_OP_UPSAMPLE:
-        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) k->upsample2x_bwd(be, a->n, a->c, a->h, a->w, dy, dx, acc);
+        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0)
+            k->upsample2x_bwd(be, a->n, a->c, a->h, a->w, dy, dx, acc, nd->blk);
         break;
     case MF_OP_EMBED:
         if (G(g, nd->p[0])) k->embed_bwd(be, nd->n, nd->c, g->labels, dy, G(g, nd->p[0]));
@@ -486,7 +530,6 @@ static void jvp_node(mf_graph *g, mf_gnode *nd) {
     mf_backend *be = BE(g);
     const mf_backend_i *k = K(g);
     mf_gnode *a = nd->in[0] >= 0 ? &g->nodes[nd->in[0]] : NULL;
-    mf_gnode *b = nd->in[1] >= 0 ? &g->nodes[nd->in[1]] : NULL;
     const float *ta = tin(g, nd, 0), *tb = tin(g, nd, 1);
     nd->has_tan = ta || tb;
     if (!nd->has_tan) return;
@@ -503,7 +546,8 @@ static void jvp_node(mf_graph *g, mf_gnode *nd) {
         break;
     }
     case MF_OP_GROUPNORM:
-        k->groupnorm_jvp(be, nd->n, nd->c, hw, nd->groups, a->out, P(g, nd->p[0]), nd->mean, nd->rstd, ta, nd->tan);
+        k->groupnorm_jvp(be, nd->n, nd->c, hw, nd->groups, a->out, P(g, nd->p[0]), nd->mean, nd->rstd, ta, nd->tan,
+                         nd->blk);
         break;
     case MF_OP_SILU: k->silu_jvp(be, nd->numel, a->out, ta, nd->tan); break;
     case MF_OP_ADD:
@@ -517,16 +561,14 @@ static void jvp_node(mf_graph *g, mf_gnode *nd) {
     case MF_OP_ADD_CHANNEL:
         if (ta) k->copy(be, nd->tan, ta, bytes);
         else k->fill(be, nd->tan, 0.0f, nd->numel);
-        if (tb) k->add_channel(be, nd->n, nd->c, hw, tb, nd->tan);
+        if (tb) k->add_channel(be, nd->n, nd->c, hw, tb, nd->tan, nd->blk);
         break;
-    case MF_OP_CONCAT: {
-        int ca = a->c * hw, cb = b->c * hw, ct = nd->c * hw;
+    case MF_OP_CONCAT:
         if (!ta || !tb) k->fill(be, nd->tan, 0.0f, nd->numel);
-        if (ta) k->copy2d(be, nd->n, ca, ta, ca, nd->tan, ct, 0);
-        if (tb) k->copy2d(be, nd->n, cb, tb, cb, nd->tan + ca, ct, 0);
+        concat(g, nd, ta, tb, nd->tan);
         break;
-    }
-    case MF_OP_UPSAMPLE: k->upsample2x(be, a->n, a->c, a->h, a->w, ta, nd->tan); break;
+    case MF_OP_REORDER: k->copy_channels(be, nd->n, hw, nd->c, ta, nd->c, 0, a->blk, nd->tan, nd->c, 0, nd->blk, 0); break;
+    case MF_OP_UPSAMPLE: k->upsample2x(be, a->n, a->c, a->h, a->w, ta, nd->tan, nd->blk); break;
     case MF_OP_FOURIER: k->fourier_jvp(be, nd->n, nd->half, a->out, nd->freq, ta, nd->tan); break;
     }
 }

@@ -30,6 +30,7 @@ typedef enum {
     MF_OP_FOURIER,    /* sin/cos features of a time input */
     MF_OP_EMBED,      /* label embedding table lookup */
     MF_OP_SUB,        /* y = a - b */
+    MF_OP_REORDER,    /* the same tensor in another layout (inserted by the builder where layouts meet) */
 } mf_op;
 
 typedef enum { MF_INIT_ZERO = 0, MF_INIT_ONE, MF_INIT_UNIFORM_FANIN, MF_INIT_NORMAL } mf_init;
@@ -48,6 +49,7 @@ typedef struct mf_gnode {
     int in[2];        /* input nodes (-1: none) */
     int p[2];         /* parameters: weight/gamma, bias/beta (-1: none) */
     int n, c, h, w;   /* output shape (linear/fourier outputs: (n, c, 1, 1)) */
+    int blk;          /* layout of out/grad/tan: 0 NCHW, else the backend's channel block (mf_backend.h) */
     int64_t numel;
     mf_conv_shape cs; /* MF_OP_CONV */
     int groups;       /* MF_OP_GROUPNORM */

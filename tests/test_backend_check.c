@@ -102,17 +102,17 @@ static void run_ops(mf_backend *be, blog *L) {
     logbuf(L, be, b[4], 108);
 
     /* groupnorm forward, backward, jvp */
-    k->groupnorm(be, 2, 4, 64, 2, 1e-5f, b[3], b[7], b[7] + 64, b[8], b[9], b[9] + 64);
+    k->groupnorm(be, 2, 4, 64, 2, 1e-5f, b[3], b[7], b[7] + 64, b[8], b[9], b[9] + 64, 0);
     logbuf(L, be, b[8], 512);
     logbuf(L, be, b[9], 4);
     logbuf(L, be, b[9] + 64, 4);
-    k->groupnorm_bwd(be, 2, 4, 64, 2, b[3], b[7], b[9], b[9] + 64, b[10], b[11], b[12], b[12] + 64, 0);
+    k->groupnorm_bwd(be, 2, 4, 64, 2, b[3], b[7], b[9], b[9] + 64, b[10], b[11], b[12], b[12] + 64, 0, 0);
     logbuf(L, be, b[11], 512);
     logbuf(L, be, b[12], 4);
     logbuf(L, be, b[12] + 64, 4);
-    k->groupnorm_bwd(be, 2, 4, 64, 2, b[3], b[7], b[9], b[9] + 64, b[10], b[11], NULL, NULL, 1);
+    k->groupnorm_bwd(be, 2, 4, 64, 2, b[3], b[7], b[9], b[9] + 64, b[10], b[11], NULL, NULL, 1, 0);
     logbuf(L, be, b[11], 512);
-    k->groupnorm_jvp(be, 2, 4, 64, 2, b[3], b[7], b[9], b[9] + 64, b[10], b[13]);
+    k->groupnorm_jvp(be, 2, 4, 64, 2, b[3], b[7], b[9], b[9] + 64, b[10], b[13], 0);
     logbuf(L, be, b[13], 512);
 
     /* element-wise */
@@ -132,11 +132,11 @@ static void run_ops(mf_backend *be, blog *L) {
     logbuf(L, be, b[15], 1000);
     k->add2(be, 1000, 0.25f, b[15], 3.0f, b[14], b[15]); /* z aliases x */
     logbuf(L, be, b[15], 1000);
-    k->add_channel(be, 2, 4, 64, b[2], b[3]);
+    k->add_channel(be, 2, 4, 64, b[2], b[3], 0);
     logbuf(L, be, b[3], 512);
-    k->sum_channel(be, 2, 4, 64, b[3], b[15], 0);
+    k->sum_channel(be, 2, 4, 64, b[3], b[15], 0, 0);
     logbuf(L, be, b[15], 8);
-    k->sum_channel(be, 2, 4, 64, b[3], b[15], 1);
+    k->sum_channel(be, 2, 4, 64, b[3], b[15], 1, 0);
     logbuf(L, be, b[15], 8);
     k->sum_rows(be, 8, 16, b[3], b[14]);
     logbuf(L, be, b[14], 16);
@@ -144,15 +144,15 @@ static void run_ops(mf_backend *be, blog *L) {
     logbuf(L, be, b[3], 128);
 
     /* layout */
-    k->copy2d(be, 2, 3 * 64, b[0], 3 * 64, b[3] + 64, 7 * 64, 0);
+    k->copy_channels(be, 2, 64, 3, b[0], 3, 0, 0, b[3], 7, 1, 0, 0);
     logbuf(L, be, b[3], 1024);
-    k->copy2d(be, 2, 3 * 64, b[0], 3 * 64, b[3] + 128, 7 * 64, 1);
+    k->copy_channels(be, 2, 64, 3, b[0], 3, 0, 0, b[3], 7, 2, 0, 1);
     logbuf(L, be, b[3], 1024);
-    k->upsample2x(be, 2, 3, 8, 8, b[0], b[12]);
+    k->upsample2x(be, 2, 3, 8, 8, b[0], b[12], 0);
     logbuf(L, be, b[12], 1536);
-    k->upsample2x_bwd(be, 2, 3, 8, 8, b[12], b[0], 1);
+    k->upsample2x_bwd(be, 2, 3, 8, 8, b[12], b[0], 1, 0);
     logbuf(L, be, b[0], 384);
-    k->upsample2x_bwd(be, 2, 3, 8, 8, b[12], b[0], 0);
+    k->upsample2x_bwd(be, 2, 3, 8, 8, b[12], b[0], 0, 0);
     logbuf(L, be, b[0], 384);
     const int32_t idx[5] = {3, 0, 2, 3, 1};
     k->embed(be, 5, 8, idx, b[13], b[14]);

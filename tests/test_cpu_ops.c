@@ -46,6 +46,31 @@ static float *down(mf_backend *be, const float *d, size_t n) {
     be->i->read(be, h, d, sizeof(float) * n);
     return h;
 }
+/* Activations in a backend layout (blk 16: nChw16c, see mf_backend.h) from / to NCHW host arrays. */
+static size_t blk_index(int c, int hw, int blk, int i, int ch, int p) {
+    if (blk != 16) return ((size_t)i * c + ch) * hw + p;
+    return (((size_t)i * (c / 16) + ch / 16) * hw + p) * 16 + ch % 16;
+}
+static float *upa(mf_backend *be, const float *h, int n, int c, int hw, int blk) {
+    size_t len = (size_t)n * c * hw;
+    float *t = malloc(sizeof(float) * (len ? len : 1));
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < hw; p++) t[blk_index(c, hw, blk, i, ch, p)] = h[((size_t)i * c + ch) * hw + p];
+    float *d = up(be, t, len);
+    free(t);
+    return d;
+}
+static float *downa(mf_backend *be, const float *d, int n, int c, int hw, int blk) {
+    size_t len = (size_t)n * c * hw;
+    float *t = down(be, d, len), *h = malloc(sizeof(float) * (len ? len : 1));
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < hw; p++) h[((size_t)i * c + ch) * hw + p] = t[blk_index(c, hw, blk, i, ch, p)];
+    free(t);
+    return h;
+}
+
 static double maxabs(const double *r, size_t n) {
     double m = 0;
     for (size_t i = 0; i < n; i++) m = fabs(r[i]) > m ? fabs(r[i]) : m;
@@ -147,13 +172,14 @@ static void ref_conv_bwd(const mf_conv_shape *s, const double *x, const double *
                 }
 }
 
-static void test_conv(mf_backend *be, int n, int ci, int h, int w, int co, int k, int stride, int pad) {
-    mf_conv_shape s = {n, ci, h, w, co, k, stride, pad, 0, 0};
+static void test_conv_l(mf_backend *be, int n, int ci, int h, int w, int co, int k, int stride, int pad, int bx,
+                        int by) {
+    mf_conv_shape s = {n, ci, h, w, co, k, stride, pad, 0, 0, bx, by};
     s.ho = (h + 2 * pad - k) / stride + 1;
     s.wo = (w + 2 * pad - k) / stride + 1;
     char tag[160];
-    snprintf(tag, sizeof tag, "[%d thr] conv n%d ci%d %dx%d co%d k%d s%d p%d", be->threads, n, ci, h, w, co,
-             k, stride, pad);
+    snprintf(tag, sizeof tag, "[%d thr] conv n%d ci%d %dx%d co%d k%d s%d p%d layouts %d/%d", be->threads, n, ci, h,
+             w, co, k, stride, pad, bx, by);
     if (g_verbose) printf("%s\n", tag);
     const size_t nx = (size_t)n * ci * h * w, nw = (size_t)co * ci * k * k, ny = (size_t)n * co * s.ho * s.wo;
     float *hx = hrand(nx, 1, 0), *hw = hrand(nw, 0.5, 0), *hb = hrand(co, 1, 0), *hdy = hrand(ny, 1, 0);
@@ -162,17 +188,18 @@ static void test_conv(mf_backend *be, int n, int ci, int h, int w, int co, int k
     double *y = dzeros(ny), *dx = dzeros(nx), *dw = dzeros(nw), *db = dzeros(co);
     ref_conv(&s, x, wd, b, y);
     ref_conv_bwd(&s, x, wd, dy, dx, dw, db);
-    float *X = up(be, hx, nx), *W = up(be, hw, nw), *B = up(be, hb, co), *DY = up(be, hdy, ny);
-    float *Y = be->i->alloc(be, sizeof(float) * ny), *DX = up(be, hdx0, nx), *DW = up(be, hdw0, nw),
+    float *X = upa(be, hx, n, ci, h * w, bx), *W = up(be, hw, nw), *B = up(be, hb, co),
+          *DY = upa(be, hdy, n, co, s.ho * s.wo, by);
+    float *Y = be->i->alloc(be, sizeof(float) * ny), *DX = upa(be, hdx0, n, ci, h * w, bx), *DW = up(be, hdw0, nw),
           *DB = up(be, hdb0, co);
 
     /* forward, with and without bias */
     be->i->conv2d(be, &s, X, W, B, Y);
-    float *got = down(be, Y, ny);
+    float *got = downa(be, Y, n, co, s.ho * s.wo, by);
     check_rel("conv2d forward", got, y, ny, TOL);
     free(got);
     be->i->conv2d(be, &s, X, W, NULL, Y);
-    float *ynb = down(be, Y, ny);
+    float *ynb = downa(be, Y, n, co, s.ho * s.wo, by);
     double *ref = dzeros(ny);
     ref_conv(&s, x, wd, NULL, ref);
     check_rel("conv2d forward, no bias", ynb, ref, ny, TOL);
@@ -182,11 +209,11 @@ static void test_conv(mf_backend *be, int n, int ci, int h, int w, int co, int k
     double *refa = dbl(hdx0, nx);
     for (size_t i = 0; i < nx; i++) refa[i] += dx[i];
     be->i->conv2d_bwd_data(be, &s, DY, W, DX, 1);
-    got = down(be, DX, nx);
+    got = downa(be, DX, n, ci, h * w, bx);
     check_rel("conv2d_bwd_data acc=1", got, refa, nx, TOL);
     free(got);
     be->i->conv2d_bwd_data(be, &s, DY, W, DX, 0);
-    float *gdx = down(be, DX, nx);
+    float *gdx = downa(be, DX, n, ci, h * w, bx);
     check_rel("conv2d_bwd_data acc=0", gdx, dx, nx, TOL);
 
     /* filter gradient: always accumulates (onto dw0, db0); then dbias NULL */
@@ -253,9 +280,13 @@ static void test_conv(mf_backend *be, int n, int ci, int h, int w, int co, int k
     free(refw), free(refb), free(gdw), free(vx), free(vw), free(xp), free(wp), free(yp);
 }
 
+static void test_conv(mf_backend *be, int n, int ci, int h, int w, int co, int k, int stride, int pad) {
+    test_conv_l(be, n, ci, h, w, co, k, stride, pad, 0, 0);
+}
+
 /* Larger shapes, timing-free: bit-identical filter gradients and forward outputs on repeated runs. */
 static void test_conv_determinism(mf_backend *be) {
-    mf_conv_shape s = {9, 16, 14, 14, 24, 3, 1, 1, 14, 14};
+    mf_conv_shape s = {9, 16, 14, 14, 24, 3, 1, 1, 14, 14, 0, 0};
     const size_t nx = (size_t)9 * 16 * 14 * 14, nw = (size_t)24 * 16 * 9, ny = (size_t)9 * 24 * 14 * 14;
     float *hx = hrand(nx, 1, 0), *hdy = hrand(ny, 1, 0);
     float *X = up(be, hx, nx), *DY = up(be, hdy, ny), *DW = be->i->alloc(be, sizeof(float) * nw);
@@ -311,10 +342,10 @@ static double gn_loss(int n, int c, int hw, int g, double eps, const double *x, 
     return l;
 }
 
-static void test_groupnorm(mf_backend *be, int n, int c, int hw, int g, double offset) {
+static void test_groupnorm_l(mf_backend *be, int n, int c, int hw, int g, double offset, int blk) {
     char tag[128];
-    snprintf(tag, sizeof tag, "[%d thr] groupnorm n%d c%d hw%d g%d offset %g", be->threads, n, c, hw, g,
-             offset);
+    snprintf(tag, sizeof tag, "[%d thr] groupnorm n%d c%d hw%d g%d offset %g layout %d", be->threads, n, c, hw, g,
+             offset, blk);
     if (g_verbose) printf("%s\n", tag);
     const size_t nx = (size_t)n * c * hw, ng = (size_t)n * g;
     const float eps = 1e-5f;
@@ -323,13 +354,13 @@ static void test_groupnorm(mf_backend *be, int n, int c, int hw, int g, double o
     double *x = dbl(hx, nx), *gm = dbl(hg, c), *bt = dbl(hb, c), *dy = dbl(hdy, nx), *tx = dbl(htx, nx);
     double *y = dzeros(nx), *mean = dzeros(ng), *rstd = dzeros(ng), *yb = dzeros(nx);
     ref_gn(n, c, hw, g, eps, x, gm, bt, y, mean, rstd);
-    float *X = up(be, hx, nx), *G = up(be, hg, c), *B = up(be, hb, c), *DY = up(be, hdy, nx),
-          *TX = up(be, htx, nx);
+    float *X = upa(be, hx, n, c, hw, blk), *G = up(be, hg, c), *B = up(be, hb, c), *DY = upa(be, hdy, n, c, hw, blk),
+          *TX = upa(be, htx, n, c, hw, blk);
     float *Y = be->i->alloc(be, sizeof(float) * nx), *M = be->i->alloc(be, sizeof(float) * ng),
-          *R = be->i->alloc(be, sizeof(float) * ng), *DX = up(be, hdx0, nx), *DG = up(be, hdg0, c),
+          *R = be->i->alloc(be, sizeof(float) * ng), *DX = upa(be, hdx0, n, c, hw, blk), *DG = up(be, hdg0, c),
           *DB = up(be, hdb0, c), *TY = be->i->alloc(be, sizeof(float) * nx);
-    be->i->groupnorm(be, n, c, hw, g, eps, X, G, B, Y, M, R);
-    float *gy = down(be, Y, nx), *gmean = down(be, M, ng), *grstd = down(be, R, ng);
+    be->i->groupnorm(be, n, c, hw, g, eps, X, G, B, Y, M, R, blk);
+    float *gy = downa(be, Y, n, c, hw, blk), *gmean = down(be, M, ng), *grstd = down(be, R, ng);
     check_rel("groupnorm y", gy, y, nx, TOL);
     check_rel("groupnorm mean", gmean, mean, ng, TOL);
     check_rel("groupnorm rstd", grstd, rstd, ng, TOL);
@@ -358,11 +389,11 @@ static void test_groupnorm(mf_backend *be, int n, int c, int hw, int g, double o
         fdb[j] = (lp - lm) / (2 * FD_H);
     }
     /* acc = 1 onto dx0, dgamma/dbeta always accumulate onto dg0/db0 */
-    be->i->groupnorm_bwd(be, n, c, hw, g, X, G, M, R, DY, DX, DG, DB, 1);
+    be->i->groupnorm_bwd(be, n, c, hw, g, X, G, M, R, DY, DX, DG, DB, 1, blk);
     double *ra = dbl(hdx0, nx), *rg = dbl(hdg0, c), *rb = dbl(hdb0, c);
     for (size_t j = 0; j < nx; j++) ra[j] += fdx[j];
     for (int j = 0; j < c; j++) rg[j] += fdg[j], rb[j] += fdb[j];
-    float *got = down(be, DX, nx);
+    float *got = downa(be, DX, n, c, hw, blk);
     check_rel_sub("groupnorm_bwd dx acc=1 vs central differences", got, ra, nx, fs, TOL);
     free(got);
     got = down(be, DG, c);
@@ -371,8 +402,8 @@ static void test_groupnorm(mf_backend *be, int n, int c, int hw, int g, double o
     got = down(be, DB, c);
     check_rel("groupnorm_bwd dbeta (accumulating) vs central diff.", got, rb, c, TOL);
     free(got);
-    be->i->groupnorm_bwd(be, n, c, hw, g, X, G, M, R, DY, DX, NULL, NULL, 0);
-    float *gdx = down(be, DX, nx);
+    be->i->groupnorm_bwd(be, n, c, hw, g, X, G, M, R, DY, DX, NULL, NULL, 0, blk);
+    float *gdx = downa(be, DX, n, c, hw, blk);
     check_rel_sub("groupnorm_bwd dx acc=0 vs central differences", gdx, fdx, nx, fs, TOL);
 
     /* JVP against central differences of the reference forward along tx */
@@ -382,15 +413,15 @@ static void test_groupnorm(mf_backend *be, int n, int c, int hw, int g, double o
     for (size_t j = 0; j < nx; j++) xp[j] = x[j] - FD_H * tx[j];
     ref_gn(n, c, hw, g, eps, xp, gm, bt, ym, NULL, NULL);
     for (size_t j = 0; j < nx; j++) ty[j] = (yp[j] - ym[j]) / (2 * FD_H);
-    be->i->groupnorm_jvp(be, n, c, hw, g, X, G, M, R, TX, TY);
-    float *gty = down(be, TY, nx);
+    be->i->groupnorm_jvp(be, n, c, hw, g, X, G, M, R, TX, TY, blk);
+    float *gty = downa(be, TY, n, c, hw, blk);
     check_rel("groupnorm_jvp vs central differences", gty, ty, nx, TOL);
     /* and JVP / VJP consistency: <dy, J tx> == <J^T dy, tx> */
     double t, lhs = dot_ff(hdy, gty, nx, &t), rhs = dot_ff(gdx, htx, nx, &(double){0});
     check_dot("<dy, jvp tx> == <bwd dy, tx>", lhs, t, rhs, TOL_DOT);
     /* determinism of the backward */
-    be->i->groupnorm_bwd(be, n, c, hw, g, X, G, M, R, DY, DX, NULL, NULL, 0);
-    got = down(be, DX, nx);
+    be->i->groupnorm_bwd(be, n, c, hw, g, X, G, M, R, DY, DX, NULL, NULL, 0, blk);
+    got = downa(be, DX, n, c, hw, blk);
     CHECK_MSG(memcmp(got, gdx, sizeof(float) * nx) == 0, "%s: groupnorm_bwd not bit-identical", tag);
     free(got);
 
@@ -400,6 +431,10 @@ static void test_groupnorm(mf_backend *be, int n, int c, int hw, int g, double o
     free(gm), free(bt), free(dy), free(tx), free(y), free(mean), free(rstd), free(yb), free(gy);
     free(gmean), free(grstd), free(fdx), free(fdg), free(fdb), free(xp), free(pp), free(ra), free(rg);
     free(rb), free(gdx), free(ty), free(yp), free(ym), free(gty);
+}
+
+static void test_groupnorm(mf_backend *be, int n, int c, int hw, int g, double offset) {
+    test_groupnorm_l(be, n, c, hw, g, offset, 0);
 }
 
 /* ---- element-wise ---------------------------------------------------------------------------- */
@@ -508,16 +543,16 @@ static void test_linear_ops(mf_backend *be) {
         }
     for (size_t q = 0; q < (size_t)N * C; q++) re1[q] = he0[q] + re[q];
     float *T = up(be, ht, nt), *E = up(be, he0, (size_t)N * C);
-    be->i->sum_channel(be, N, C, HW, T, E, 1);
+    be->i->sum_channel(be, N, C, HW, T, E, 1, 0);
     got = down(be, E, (size_t)N * C);
     check_rel("sum_channel acc=1", got, re1, (size_t)N * C, 1e-6);
     free(got);
-    be->i->sum_channel(be, N, C, HW, T, E, 0);
+    be->i->sum_channel(be, N, C, HW, T, E, 0, 0);
     got = down(be, E, (size_t)N * C);
     check_rel("sum_channel acc=0", got, re, (size_t)N * C, 1e-6);
     free(got);
     be->i->write(be, E, he, sizeof(float) * N * C);
-    be->i->add_channel(be, N, C, HW, E, T);
+    be->i->add_channel(be, N, C, HW, E, T, 0);
     got = down(be, T, nt);
     check_rel("add_channel", got, rt, nt, 1e-6);
     free(got);
@@ -577,23 +612,23 @@ static void test_linear_ops(mf_backend *be) {
 }
 
 static void test_layout(mf_backend *be) {
-    if (g_verbose) printf("[%d thr] copy2d, upsample2x, embed\n", be->threads);
-    /* copy2d: rows of 7 floats from column 4 of a (3, 20) array to column 2 of a (3, 15) array */
-    float *hs = hrand(60, 1, 0), *hd = hrand(45, 1, 0);
-    double rd[45], ra[45];
-    for (int i = 0; i < 45; i++) rd[i] = ra[i] = hd[i];
+    if (g_verbose) printf("[%d thr] copy_channels, upsample2x, embed\n", be->threads);
+    /* copy_channels (NCHW): channels [4, 7) of a (3, 10, 2) tensor to channels [2, 5) of a (3, 6, 2) one */
+    float *hs = hrand(60, 1, 0), *hd = hrand(36, 1, 0);
+    double rd[36], ra[36];
+    for (int i = 0; i < 36; i++) rd[i] = ra[i] = hd[i];
     for (int r = 0; r < 3; r++)
-        for (int j = 0; j < 7; j++)
-            rd[r * 15 + 2 + j] = hs[r * 20 + 4 + j], ra[r * 15 + 2 + j] += hs[r * 20 + 4 + j];
-    float *S = up(be, hs, 60), *D = up(be, hd, 45);
-    be->i->copy2d(be, 3, 7, S + 4, 20, D + 2, 15, 1);
-    float *got = down(be, D, 45);
-    check_rel("copy2d acc=1", got, ra, 45, 1e-7);
+        for (int j = 0; j < 6; j++)
+            rd[r * 12 + 4 + j] = hs[r * 20 + 8 + j], ra[r * 12 + 4 + j] += hs[r * 20 + 8 + j];
+    float *S = up(be, hs, 60), *D = up(be, hd, 36);
+    be->i->copy_channels(be, 3, 2, 3, S, 10, 4, 0, D, 6, 2, 0, 1);
+    float *got = down(be, D, 36);
+    check_rel("copy_channels acc=1", got, ra, 36, 1e-7);
     free(got);
-    be->i->write(be, D, hd, sizeof(float) * 45);
-    be->i->copy2d(be, 3, 7, S + 4, 20, D + 2, 15, 0);
-    got = down(be, D, 45);
-    check_rel("copy2d acc=0", got, rd, 45, 0);
+    be->i->write(be, D, hd, sizeof(float) * 36);
+    be->i->copy_channels(be, 3, 2, 3, S, 10, 4, 0, D, 6, 2, 0, 0);
+    got = down(be, D, 36);
+    check_rel("copy_channels acc=0", got, rd, 36, 0);
     free(got);
     be->i->free(be, S), be->i->free(be, D);
     free(hs), free(hd);
@@ -614,14 +649,14 @@ static void test_layout(mf_backend *be) {
                 }
         float *X = up(be, hx, nx), *Y = be->i->alloc(be, sizeof(float) * ny), *DY = up(be, hdy, ny),
               *DX = up(be, hdx0, nx);
-        be->i->upsample2x(be, n, c, h, w, X, Y);
+        be->i->upsample2x(be, n, c, h, w, X, Y, 0);
         float *gy = down(be, Y, ny);
         check_rel("upsample2x", gy, ry, ny, 0);
-        be->i->upsample2x_bwd(be, n, c, h, w, DY, DX, 1);
+        be->i->upsample2x_bwd(be, n, c, h, w, DY, DX, 1, 0);
         got = down(be, DX, nx);
         check_rel("upsample2x_bwd acc=1", got, rda, nx, 1e-6);
         free(got);
-        be->i->upsample2x_bwd(be, n, c, h, w, DY, DX, 0);
+        be->i->upsample2x_bwd(be, n, c, h, w, DY, DX, 0, 0);
         float *gdx = down(be, DX, nx);
         check_rel("upsample2x_bwd acc=0", gdx, rdx, nx, 1e-6);
         double t, lhs = dot_ff(hdy, gy, ny, &t), rhs = dot_ff(gdx, hx, nx, &(double){0});
@@ -651,6 +686,118 @@ static void test_layout(mf_backend *be) {
     free(got);
     be->i->free(be, Tb), be->i->free(be, G), be->i->free(be, Y);
     free(ht), free(hg);
+}
+
+/* ---- the blocked layout (nChw16c) ------------------------------------------------------------
+ * Every layout-aware kernel on blocked operands against host references in NCHW (upa/downa convert);
+ * GroupNorm and conv run their full finite-difference tests in test_groupnorm_l / test_conv_l. */
+static void test_blocked(mf_backend *be) {
+    if (g_verbose) printf("[%d thr] blocked layout: copy_channels, add/sum_channel, upsample2x\n", be->threads);
+    const int n = 3, hw = 5;
+    /* copy_channels between every pair of layouts: whole blocks and an unaligned channel range */
+    const int cases[2][3] = {{16, 16, 32}, {7, 3, 20}}; /* nc, src_c0, dst_c0 */
+    for (int sb = 0; sb < 2; sb++)
+        for (int db = 0; db < 2; db++)
+            for (int cs = 0; cs < 2; cs++)
+                for (int acc = 0; acc < 2; acc++) {
+                    const int sc = 32, dc = 48, nc = cases[cs][0], s0 = cases[cs][1], d0 = cases[cs][2];
+                    const int sblk = sb ? 16 : 0, dblk = db ? 16 : 0;
+                    float *hs = hrand((size_t)n * sc * hw, 1, 0), *hd = hrand((size_t)n * dc * hw, 1, 0);
+                    double *ref = dbl(hd, (size_t)n * dc * hw);
+                    for (int i = 0; i < n; i++)
+                        for (int k = 0; k < nc; k++)
+                            for (int p = 0; p < hw; p++) {
+                                double v = hs[((size_t)i * sc + s0 + k) * hw + p];
+                                double *o = &ref[((size_t)i * dc + d0 + k) * hw + p];
+                                *o = acc ? *o + v : v;
+                            }
+                    float *S = upa(be, hs, n, sc, hw, sblk), *D = upa(be, hd, n, dc, hw, dblk);
+                    be->i->copy_channels(be, n, hw, nc, S, sc, s0, sblk, D, dc, d0, dblk, acc);
+                    float *got = downa(be, D, n, dc, hw, dblk);
+                    char what[96];
+                    snprintf(what, sizeof what, "copy_channels %d->%d nc %d acc %d", sblk, dblk, nc, acc);
+                    check_rel(what, got, ref, (size_t)n * dc * hw, acc ? 1e-7 : 0);
+                    be->i->free(be, S), be->i->free(be, D);
+                    free(hs), free(hd), free(ref), free(got);
+                }
+    /* add_channel / sum_channel */
+    {
+        const int c = 32, hw2 = 7;
+        const size_t nt = (size_t)n * c * hw2;
+        float *ht = hrand(nt, 1, 0), *he = hrand((size_t)n * c, 1, 0), *he0 = hrand((size_t)n * c, 1, 0);
+        double *rt = dbl(ht, nt), *rs = dzeros((size_t)n * c), *rs1 = dbl(he0, (size_t)n * c);
+        for (int i = 0; i < n; i++)
+            for (int ch = 0; ch < c; ch++)
+                for (int p = 0; p < hw2; p++) {
+                    size_t q = (size_t)i * c + ch;
+                    rs[q] += ht[q * hw2 + p], rs1[q] += ht[q * hw2 + p];
+                    rt[q * hw2 + p] += he[q];
+                }
+        float *T = upa(be, ht, n, c, hw2, 16), *E = up(be, he0, (size_t)n * c);
+        be->i->sum_channel(be, n, c, hw2, T, E, 1, 16);
+        float *got = down(be, E, (size_t)n * c);
+        check_rel("sum_channel blocked acc=1", got, rs1, (size_t)n * c, 1e-6);
+        free(got);
+        be->i->sum_channel(be, n, c, hw2, T, E, 0, 16);
+        got = down(be, E, (size_t)n * c);
+        check_rel("sum_channel blocked acc=0", got, rs, (size_t)n * c, 1e-6);
+        free(got);
+        be->i->write(be, E, he, sizeof(float) * (size_t)n * c);
+        be->i->add_channel(be, n, c, hw2, E, T, 16);
+        got = downa(be, T, n, c, hw2, 16);
+        check_rel("add_channel blocked", got, rt, nt, 1e-6);
+        free(got);
+        be->i->free(be, T), be->i->free(be, E);
+        free(ht), free(he), free(he0), free(rt), free(rs), free(rs1);
+    }
+    /* upsample2x and its adjoint */
+    for (int big = 0; big < 2; big++) {
+        const int c = 32, h = big ? 14 : 5, w = big ? 14 : 3, nn = big ? 16 : 2;
+        const size_t nx = (size_t)nn * c * h * w, ny = nx * 4;
+        float *hx = hrand(nx, 1, 0), *hdy = hrand(ny, 1, 0), *hdx0 = hrand(nx, 1, 0);
+        double *ry = dzeros(ny), *rdx = dzeros(nx), *rda = dbl(hdx0, nx);
+        for (size_t q = 0; q < (size_t)nn * c; q++)
+            for (int y = 0; y < 2 * h; y++)
+                for (int x = 0; x < 2 * w; x++) {
+                    size_t yi = (q * 2 * h + y) * 2 * w + x, xi = (q * h + y / 2) * w + x / 2;
+                    ry[yi] = hx[xi];
+                    rdx[xi] += hdy[yi];
+                    rda[xi] += hdy[yi];
+                }
+        float *X = upa(be, hx, nn, c, h * w, 16), *Y = be->i->alloc(be, sizeof(float) * ny),
+              *DY = upa(be, hdy, nn, c, 4 * h * w, 16), *DX = upa(be, hdx0, nn, c, h * w, 16);
+        be->i->upsample2x(be, nn, c, h, w, X, Y, 16);
+        float *got = downa(be, Y, nn, c, 4 * h * w, 16);
+        check_rel("upsample2x blocked", got, ry, ny, 0);
+        free(got);
+        be->i->upsample2x_bwd(be, nn, c, h, w, DY, DX, 1, 16);
+        got = downa(be, DX, nn, c, h * w, 16);
+        check_rel("upsample2x_bwd blocked acc=1", got, rda, nx, 1e-6);
+        free(got);
+        be->i->upsample2x_bwd(be, nn, c, h, w, DY, DX, 0, 16);
+        got = downa(be, DX, nn, c, h * w, 16);
+        check_rel("upsample2x_bwd blocked acc=0", got, rdx, nx, 1e-6);
+        free(got);
+        be->i->free(be, X), be->i->free(be, Y), be->i->free(be, DY), be->i->free(be, DX);
+        free(hx), free(hdy), free(hdx0), free(ry), free(rdx), free(rda);
+    }
+    /* GroupNorm: groups inside a block (cg 2, 8), a group of exactly one block, groups across blocks,
+     * a large mean, and the parallel path */
+    test_groupnorm_l(be, 2, 16, 10, 8, 0, 16);
+    test_groupnorm_l(be, 3, 32, 9, 2, 0, 16);
+    test_groupnorm_l(be, 2, 64, 7, 4, 0, 16);
+    test_groupnorm_l(be, 2, 48, 5, 1, 50, 16);
+    test_groupnorm_l(be, 3, 32, 400, 8, 0, 16);
+    /* convolutions with blocked operands (oneDNN where the backend has it, else NCHW fallbacks): the
+     * UNet's cases (3x3 same, stride 2, 1x1 skip, the 1-channel input and output convs) and mixed ones */
+    test_conv_l(be, 2, 16, 7, 7, 16, 3, 1, 1, 16, 16);
+    test_conv_l(be, 3, 16, 8, 8, 32, 3, 2, 1, 16, 16);
+    test_conv_l(be, 2, 32, 6, 6, 16, 1, 1, 0, 16, 16);
+    test_conv_l(be, 2, 1, 8, 8, 16, 3, 1, 1, 0, 16);
+    test_conv_l(be, 2, 16, 8, 8, 1, 3, 1, 1, 16, 0);
+    test_conv_l(be, 2, 24, 6, 5, 16, 3, 1, 1, 0, 16);
+    test_conv_l(be, 2, 16, 6, 6, 8, 3, 1, 1, 16, 0);
+    test_conv_l(be, 1, 32, 9, 9, 48, 3, 1, 1, 16, 16);
 }
 
 static void ref_fourier(int n, int half, const double *t, const float *freq, double *y) {
@@ -807,7 +954,7 @@ static void test_memory(void) {
     CHECK(be->i->peak_bytes(be) == peak); /* re-used room does not raise it */
     be->i->free(be, c);
     /* the conv workspace counts */
-    mf_conv_shape s = {4, 8, 10, 10, 8, 3, 1, 1, 10, 10};
+    mf_conv_shape s = {4, 8, 10, 10, 8, 3, 1, 1, 10, 10, 0, 0};
     float *x = be->i->alloc(be, sizeof(float) * 3200), *w = be->i->alloc(be, sizeof(float) * 576),
           *y = be->i->alloc(be, sizeof(float) * 3200);
     be->i->fill(be, x, 1.0f, 3200), be->i->fill(be, w, 1.0f, 576);
@@ -856,6 +1003,7 @@ int main(void) {
         test_silu(be, "avx512 if supported", 100003);
         test_linear_ops(be);
         test_layout(be);
+        test_blocked(be);
         test_fourier(be);
         test_adamw_ema(be);
         test_gemm(be);
@@ -870,6 +1018,13 @@ int main(void) {
     test_groupnorm(bes, 2, 6, 10, 3, 0);
     test_groupnorm(bes, 3, 32, 400, 8, 0);
     test_linear_ops(bes);
+    /* a backend without oneDNN convolutions: blocked operands take the NCHW fallback */
+    setenv("MFPIPE_CPU_LAYOUT", "nchw", 1);
+    mf_backend *bn = mf_cpu_backend_new(2);
+    unsetenv("MFPIPE_CPU_LAYOUT");
+    CHECK(bn->cblock == 0);
+    test_blocked(bn);
+    mf_backend_free(bn);
     mf_backend_free(be1), mf_backend_free(be2), mf_backend_free(be3), mf_backend_free(bes);
     mf_backend_free(NULL);
     test_memory();

@@ -1,0 +1,333 @@
+/* cpu_blocked.c - the channel-dependent kernels for activations in the blocked layout nChw16c
+ * (element (i, c, p) of an (n, c, hw) tensor at ((i*c/16 + c/16)*hw + p)*16 + c%16; c % 16 == 0), and
+ * copy_channels, which copies channel ranges between tensors of either layout (concat, split, reorder).
+ * Every pixel is a 16-float vector here, so the loops below run over pixels with the 16 channel lanes
+ * innermost (one AVX-512 register). Reductions are per channel, in double, over pixels in order, then
+ * over the channels of a group in channel order: deterministic, independent of the thread count; the
+ * summation order differs from the NCHW kernels' (results agree to rounding, tests/test_cpu_ops.c).
+ * The formulas of GroupNorm's backward and JVP are derived in cpu_norm.c. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+#include "mf_error.h"
+
+#define B16 16
+
+/* Per-slot double scratch of `per` doubles, 64-byte aligned, from the workspace (after `skip` bytes). */
+static double *slot_scratch(mf_backend *be, size_t skip, int slots, size_t per) {
+    char *ws = mfcpu_workspace(be, skip + sizeof(double) * (size_t)slots * mfcpu_round16(per));
+    return (double *)(ws + skip);
+}
+
+/* Per-channel sums of one sample: s[ch] = sum_p x[ch, p]; if m (per-channel values), q[ch] =
+ * sum_p (x - m[ch]) * (g ? g : x - m[ch]). */
+static void chan_sums(const float *x, const float *gsrc, int cb_n, int hw, const double *m, double *s, double *q) {
+    for (int cb = 0; cb < cb_n; cb++) {
+        const float *xb = x + (int64_t)cb * hw * B16, *gb = gsrc ? gsrc + (int64_t)cb * hw * B16 : NULL;
+        double a[B16] = {0}, b[B16] = {0};
+        if (!m) {
+            for (int p = 0; p < hw; p++)
+#pragma omp simd
+                for (int l = 0; l < B16; l++) a[l] += (double)xb[p * B16 + l];
+        } else if (!gb) {
+            const double *mb = m + cb * B16;
+            for (int p = 0; p < hw; p++)
+#pragma omp simd
+                for (int l = 0; l < B16; l++) {
+                    const double d = (double)xb[p * B16 + l] - mb[l];
+                    b[l] += d * d;
+                }
+        } else { /* a = sum g, b = sum g (x - m) */
+            const double *mb = m + cb * B16;
+            for (int p = 0; p < hw; p++)
+#pragma omp simd
+                for (int l = 0; l < B16; l++) {
+                    const double gv = (double)gb[p * B16 + l];
+                    a[l] += gv;
+                    b[l] += gv * ((double)xb[p * B16 + l] - mb[l]);
+                }
+        }
+        for (int l = 0; l < B16; l++) {
+            if (s) s[cb * B16 + l] = a[l];
+            if (q) q[cb * B16 + l] = b[l];
+        }
+    }
+}
+
+void mfcpu_groupnorm_b16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
+                         const float *beta, float *y, float *mean, float *rstd) {
+    MF_ASSERT(n > 0 && c % B16 == 0 && hw > 0 && g > 0 && c % g == 0);
+    const int cg = c / g, cbn = c / B16;
+    const double N = (double)cg * hw;
+    const int slots = mfcpu_islots(be, n, (int64_t)c * hw);
+    double *scr = slot_scratch(be, 0, slots, 3 * (size_t)c);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++) {
+        double *s = scr + (size_t)sl * mfcpu_round16(3 * (size_t)c), *q = s + c, *mc = q + c;
+        for (int64_t i = mfcpu_split(n, slots, sl); i < mfcpu_split(n, slots, sl + 1); i++) {
+            const float *xi = x + i * c * hw;
+            float *yi = y + i * c * hw;
+            chan_sums(xi, NULL, cbn, hw, NULL, s, NULL);
+            for (int gi = 0; gi < g; gi++) {
+                double t = 0.0;
+                for (int k = 0; k < cg; k++) t += s[gi * cg + k];
+                for (int k = 0; k < cg; k++) mc[gi * cg + k] = t / N;
+            }
+            chan_sums(xi, NULL, cbn, hw, mc, NULL, q);
+            for (int gi = 0; gi < g; gi++) {
+                double t = 0.0;
+                for (int k = 0; k < cg; k++) t += q[gi * cg + k];
+                const double r = 1.0 / sqrt(t / N + (double)eps);
+                mean[i * g + gi] = (float)mc[gi * cg];
+                rstd[i * g + gi] = (float)r;
+                for (int k = 0; k < cg; k++) q[gi * cg + k] = r; /* q: per-channel rstd from here */
+            }
+            for (int cb = 0; cb < cbn; cb++) {
+                float a[B16], b[B16], mh[B16], ml[B16];
+                for (int l = 0; l < B16; l++) {
+                    const int ch = cb * B16 + l;
+                    a[l] = (float)((gamma ? (double)gamma[ch] : 1.0) * q[ch]);
+                    b[l] = beta ? beta[ch] : 0.0f;
+                    mh[l] = (float)mc[ch];
+                    ml[l] = (float)(mc[ch] - (double)mh[l]);
+                }
+                const float *xb = xi + (int64_t)cb * hw * B16;
+                float *yb = yi + (int64_t)cb * hw * B16;
+                for (int p = 0; p < hw; p++)
+#pragma omp simd
+                    for (int l = 0; l < B16; l++) yb[p * B16 + l] = ((xb[p * B16 + l] - mh[l]) - ml[l]) * a[l] + b[l];
+            }
+        }
+    }
+}
+
+void mfcpu_groupnorm_bwd_b16(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                             const float *mean, const float *rstd, const float *dy, float *dx, float *dgamma,
+                             float *dbeta, int acc) {
+    MF_ASSERT(n > 0 && c % B16 == 0 && hw > 0 && g > 0 && c % g == 0);
+    const int cg = c / g, cbn = c / B16;
+    const double N = (double)cg * hw;
+    const int slots = mfcpu_islots(be, n, (int64_t)c * hw);
+    /* per (sample, channel) A = sum dy and RB = r * sum dy (x - mu), reduced over samples afterwards */
+    const size_t abytes = sizeof(double) * 2 * (size_t)n * c;
+    double *scr = slot_scratch(be, (abytes + 63) & ~(size_t)63, slots, 3 * (size_t)c);
+    double *A = mfcpu_workspace(be, 0), *RB = A + (size_t)n * c;
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++) {
+        double *mc = scr + (size_t)sl * mfcpu_round16(3 * (size_t)c), *co = mc + c, *cx = co + c;
+        for (int64_t i = mfcpu_split(n, slots, sl); i < mfcpu_split(n, slots, sl + 1); i++) {
+            const float *xi = x + i * c * hw, *gi_ = dy + i * c * hw;
+            double *Ai = A + i * c, *Bi = RB + i * c;
+            for (int ch = 0; ch < c; ch++) mc[ch] = mean[i * g + ch / cg];
+            chan_sums(xi, gi_, cbn, hw, mc, Ai, Bi); /* A = sum dy, B = sum dy (x - mu) per channel */
+            for (int gi = 0; gi < g; gi++) {
+                const double r = rstd[i * g + gi];
+                double s1 = 0.0, s2x = 0.0;
+                for (int k = 0; k < cg; k++) {
+                    const int ch = gi * cg + k;
+                    const double gm = gamma ? gamma[ch] : 1.0;
+                    s1 += gm * Ai[ch];
+                    s2x += gm * Bi[ch];
+                }
+                for (int k = 0; k < cg; k++) {
+                    const int ch = gi * cg + k;
+                    co[ch] = -r * s1 / N;
+                    cx[ch] = -r * r * r * s2x / N;
+                    Bi[ch] *= r;
+                }
+            }
+            if (!dx) continue;
+            float *di = dx + i * c * hw;
+            for (int cb = 0; cb < cbn; cb++) {
+                float a[B16], c0[B16], cxf[B16], mf[B16];
+                for (int l = 0; l < B16; l++) {
+                    const int ch = cb * B16 + l, gi = ch / cg;
+                    a[l] = (float)((gamma ? (double)gamma[ch] : 1.0) * rstd[i * g + gi]);
+                    c0[l] = (float)co[ch];
+                    cxf[l] = (float)cx[ch];
+                    mf[l] = mean[i * g + gi];
+                }
+                const float *xb = xi + (int64_t)cb * hw * B16, *gb = gi_ + (int64_t)cb * hw * B16;
+                float *db = di + (int64_t)cb * hw * B16;
+                if (acc) {
+                    for (int p = 0; p < hw; p++)
+#pragma omp simd
+                        for (int l = 0; l < B16; l++)
+                            db[p * B16 + l] += a[l] * gb[p * B16 + l] + cxf[l] * (xb[p * B16 + l] - mf[l]) + c0[l];
+                } else {
+                    for (int p = 0; p < hw; p++)
+#pragma omp simd
+                        for (int l = 0; l < B16; l++)
+                            db[p * B16 + l] = a[l] * gb[p * B16 + l] + cxf[l] * (xb[p * B16 + l] - mf[l]) + c0[l];
+                }
+            }
+        }
+    }
+    if (dgamma || dbeta) {
+        for (int ch = 0; ch < c; ch++) {
+            double sa = 0.0, sb = 0.0;
+            for (int i = 0; i < n; i++) {
+                sa += A[(size_t)i * c + ch];
+                sb += RB[(size_t)i * c + ch];
+            }
+            if (dbeta) dbeta[ch] += (float)sa;
+            if (dgamma) dgamma[ch] += (float)sb;
+        }
+    }
+}
+
+void mfcpu_groupnorm_jvp_b16(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                             const float *mean, const float *rstd, const float *tx, float *ty) {
+    MF_ASSERT(n > 0 && c % B16 == 0 && hw > 0 && g > 0 && c % g == 0);
+    const int cg = c / g, cbn = c / B16;
+    const double N = (double)cg * hw;
+    const int slots = mfcpu_islots(be, n, (int64_t)c * hw);
+    double *scr = slot_scratch(be, 0, slots, 3 * (size_t)c);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++) {
+        double *mc = scr + (size_t)sl * mfcpu_round16(3 * (size_t)c), *st = mc + c, *sxt = st + c;
+        for (int64_t i = mfcpu_split(n, slots, sl); i < mfcpu_split(n, slots, sl + 1); i++) {
+            const float *xi = x + i * c * hw, *ti = tx + i * c * hw;
+            float *yi = ty + i * c * hw;
+            for (int ch = 0; ch < c; ch++) mc[ch] = mean[i * g + ch / cg];
+            chan_sums(xi, ti, cbn, hw, mc, st, sxt); /* st = sum tx, sxt = sum tx (x - mu) */
+            for (int gi = 0; gi < g; gi++) {
+                double a = 0.0, b = 0.0;
+                for (int k = 0; k < cg; k++) a += st[gi * cg + k], b += sxt[gi * cg + k];
+                const double r = rstd[i * g + gi];
+                for (int k = 0; k < cg; k++) st[gi * cg + k] = a / N, sxt[gi * cg + k] = r * r * b / N;
+            }
+            for (int cb = 0; cb < cbn; cb++) {
+                float a[B16], mt[B16], u[B16], mf[B16];
+                for (int l = 0; l < B16; l++) {
+                    const int ch = cb * B16 + l, gi = ch / cg;
+                    a[l] = (float)((gamma ? (double)gamma[ch] : 1.0) * rstd[i * g + gi]);
+                    mt[l] = (float)st[ch];
+                    u[l] = (float)sxt[ch];
+                    mf[l] = mean[i * g + gi];
+                }
+                const float *xb = xi + (int64_t)cb * hw * B16, *tb = ti + (int64_t)cb * hw * B16;
+                float *yb = yi + (int64_t)cb * hw * B16;
+                for (int p = 0; p < hw; p++)
+#pragma omp simd
+                    for (int l = 0; l < B16; l++)
+                        yb[p * B16 + l] = a[l] * ((tb[p * B16 + l] - mt[l]) - (xb[p * B16 + l] - mf[l]) * u[l]);
+            }
+        }
+    }
+}
+
+void mfcpu_add_channel_b16(mf_backend *be, int n, int c, int hw, const float *e, float *y) {
+    const int64_t planes = (int64_t)n * (c / B16);
+    const int slots = mfcpu_islots(be, planes, (int64_t)hw * B16);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {
+            const float *v = e + q * B16; /* (i, cb) -> e[i*c + cb*16 + l] == e[q*16 + l] */
+            float *yp = y + q * hw * B16;
+            for (int p = 0; p < hw; p++)
+#pragma omp simd
+                for (int l = 0; l < B16; l++) yp[p * B16 + l] += v[l];
+        }
+}
+
+void mfcpu_sum_channel_b16(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc) {
+    const int64_t planes = (int64_t)n * (c / B16);
+    const int slots = mfcpu_islots(be, planes, (int64_t)hw * B16);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {
+            double s[B16];
+            chan_sums(dy + q * hw * B16, NULL, 1, hw, NULL, s, NULL);
+            for (int l = 0; l < B16; l++) de[q * B16 + l] = (float)(acc ? (double)de[q * B16 + l] + s[l] : s[l]);
+        }
+}
+
+void mfcpu_upsample2x_b16(mf_backend *be, int n, int c, int h, int w, const float *x, float *y) {
+    const int64_t planes = (int64_t)n * (c / B16);
+    const int slots = mfcpu_islots(be, planes, 4 * (int64_t)h * w * B16);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {
+            const float *xp = x + q * h * w * B16;
+            float *yp = y + q * 4 * h * w * B16;
+            for (int iy = 0; iy < h; iy++) {
+                float *r0 = yp + (int64_t)(2 * iy) * (2 * w) * B16, *r1 = r0 + 2 * w * B16;
+                const float *xr = xp + (int64_t)iy * w * B16;
+                for (int ix = 0; ix < w; ix++) {
+                    memcpy(r0 + 2 * ix * B16, xr + ix * B16, sizeof(float) * B16);
+                    memcpy(r0 + (2 * ix + 1) * B16, xr + ix * B16, sizeof(float) * B16);
+                }
+                memcpy(r1, r0, sizeof(float) * 2 * (size_t)w * B16);
+            }
+        }
+}
+
+void mfcpu_upsample2x_bwd_b16(mf_backend *be, int n, int c, int h, int w, const float *dy, float *dx, int acc) {
+    const int64_t planes = (int64_t)n * (c / B16);
+    const int slots = mfcpu_islots(be, planes, 4 * (int64_t)h * w * B16);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {
+            const float *gp = dy + q * 4 * h * w * B16;
+            float *dp = dx + q * h * w * B16;
+            for (int iy = 0; iy < h; iy++) {
+                const float *r0 = gp + (int64_t)(2 * iy) * (2 * w) * B16, *r1 = r0 + 2 * w * B16;
+                float *d = dp + (int64_t)iy * w * B16;
+                for (int ix = 0; ix < w; ix++)
+#pragma omp simd
+                    for (int l = 0; l < B16; l++) {
+                        const int a = 2 * ix * B16 + l, b = a + B16;
+                        const float v = (r0[a] + r0[b]) + (r1[a] + r1[b]);
+                        d[ix * B16 + l] = acc ? d[ix * B16 + l] + v : v;
+                    }
+            }
+        }
+}
+
+/* ---- copy_channels ------------------------------------------------------------------------------ */
+
+static inline int64_t idx_of(int c, int hw, int blk, int ch, int p) {
+    return blk == B16 ? ((int64_t)(ch / B16) * hw + p) * B16 + ch % B16 : (int64_t)ch * hw + p;
+}
+
+void mfcpu_copy_channels(mf_backend *be, int n, int hw, int nc, const float *src, int src_c, int src_c0, int src_blk,
+                         float *dst, int dst_c, int dst_c0, int dst_blk, int acc) {
+    if (n <= 0 || hw <= 0 || nc <= 0) return;
+    src_blk = src_blk > 1 ? src_blk : 1;
+    dst_blk = dst_blk > 1 ? dst_blk : 1;
+    MF_ASSERT(src_blk == 1 || src_blk == B16);
+    MF_ASSERT(dst_blk == 1 || dst_blk == B16);
+    MF_ASSERT(src_blk == 1 || src_c % B16 == 0);
+    MF_ASSERT(dst_blk == 1 || dst_c % B16 == 0);
+    MF_ASSERT(src_c0 >= 0 && src_c0 + nc <= src_c && dst_c0 >= 0 && dst_c0 + nc <= dst_c);
+    /* same layout, and (blocked) whole channel blocks: one contiguous run per sample */
+    const int contiguous = src_blk == dst_blk &&
+                           (src_blk == 1 || (src_c0 % B16 == 0 && dst_c0 % B16 == 0 && nc % B16 == 0));
+    const int slots = mfcpu_islots(be, n, (int64_t)nc * hw);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t i = mfcpu_split(n, slots, sl); i < mfcpu_split(n, slots, sl + 1); i++) {
+            const float *s = src + i * src_c * hw;
+            float *d = dst + i * dst_c * hw;
+            if (contiguous) {
+                const float *sp = s + (int64_t)src_c0 * hw;
+                float *dp = d + (int64_t)dst_c0 * hw;
+                const int64_t len = (int64_t)nc * hw;
+                if (acc) {
+#pragma omp simd
+                    for (int64_t j = 0; j < len; j++) dp[j] += sp[j];
+                } else {
+                    memcpy(dp, sp, sizeof(float) * (size_t)len);
+                }
+                continue;
+            }
+            for (int k = 0; k < nc; k++)
+                for (int p = 0; p < hw; p++) {
+                    const float v = s[idx_of(src_c, hw, src_blk, src_c0 + k, p)];
+                    float *o = d + idx_of(dst_c, hw, dst_blk, dst_c0 + k, p);
+                    *o = acc ? *o + v : v;
+                }
+        }
+}
