@@ -165,6 +165,95 @@ static void check_config(mf_unet_cfg *c, int batch, const char *label) {
     mf_backend_free(be);
 }
 
+/* One forward, backward and JVP of the UNet on backend `be`; host copies of the output, the parameter
+ * gradient and the output tangent (malloc'ed). Same parameters and inputs for any backend. */
+static void run_once(mf_backend *be, mf_unet_cfg *c, int batch, float **out, float **grad, float **tan,
+                     int64_t *no, int64_t *np_) {
+    const mf_backend_i *k = be->i;
+    mf_graph g;
+    mf_unet ids;
+    mf_graph_init(&g, be, batch);
+    mf_unet_build(&g, c, &ids);
+    CHECK(mf_graph_finalize(&g, ids.out, true, true) == 0);
+    int64_t np = g.n_param_floats, nx = g.nodes[ids.x].numel;
+    *no = g.nodes[ids.out].numel;
+    *np_ = np;
+    float *hp = malloc(sizeof(float) * (size_t)np);
+    mf_graph_init_params(&g, 11, hp);
+    for (int i = 0; i < g.n_params; i++) { /* norms not exactly 1/0 */
+        mf_param *p = &g.params[i];
+        if (p->init == MF_INIT_ONE || p->init == MF_INIT_ZERO) fill_rand(hp + p->offset, p->numel, 700 + (uint64_t)i, 0.3f);
+    }
+    float *dp = k->alloc(be, sizeof(float) * (size_t)np), *dg = k->alloc(be, sizeof(float) * (size_t)np);
+    float *dw = k->alloc(be, sizeof(float) * (size_t)*no), *dtz = k->alloc(be, sizeof(float) * (size_t)nx);
+    float *dtt = k->alloc(be, sizeof(float) * (size_t)batch);
+    k->write(be, dp, hp, sizeof(float) * (size_t)np);
+    float *x = malloc(sizeof(float) * (size_t)nx), *t = malloc(sizeof(float) * (size_t)batch);
+    float *w = malloc(sizeof(float) * (size_t)*no), *tz = malloc(sizeof(float) * (size_t)nx);
+    fill_rand(x, nx, 5, 1.0f);
+    fill_rand(w, *no, 6, 1.0f);
+    fill_rand(tz, nx, 7, 1.0f);
+    for (int i = 0; i < batch; i++) t[i] = 0.1f + 0.8f * (float)i / (float)batch;
+    int32_t labels[16] = {0};
+    mf_graph_set_params(&g, dp);
+    mf_graph_set_grads(&g, dg);
+    mf_graph_set_labels(&g, labels);
+    mf_graph_write_input(&g, ids.x, x);
+    mf_graph_write_input(&g, ids.t, t);
+    if (ids.r >= 0) mf_graph_write_input(&g, ids.r, t);
+    k->write(be, dw, w, sizeof(float) * (size_t)*no);
+    k->write(be, dtz, tz, sizeof(float) * (size_t)nx);
+    k->write(be, dtt, t, sizeof(float) * (size_t)batch);
+    mf_graph_forward(&g);
+    *out = malloc(sizeof(float) * (size_t)*no);
+    k->read(be, *out, g.nodes[ids.out].out, sizeof(float) * (size_t)*no);
+    k->fill(be, dg, 0.0f, np);
+    mf_graph_backward(&g, dw);
+    *grad = malloc(sizeof(float) * (size_t)np);
+    k->read(be, *grad, dg, sizeof(float) * (size_t)np);
+    int nodes[2] = {ids.x, ids.t};
+    const float *tans[2] = {dtz, dtt};
+    mf_graph_jvp(&g, 2, nodes, tans);
+    *tan = malloc(sizeof(float) * (size_t)*no);
+    k->read(be, *tan, g.nodes[ids.out].tan, sizeof(float) * (size_t)*no);
+    k->free(be, dp), k->free(be, dg), k->free(be, dw), k->free(be, dtz), k->free(be, dtt);
+    free(hp), free(x), free(t), free(w), free(tz);
+    mf_graph_free(&g);
+}
+
+static double max_rel(const float *a, const float *b, int64_t n) {
+    double e = 0, m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs((double)b[i]));
+    }
+    return m > 0 ? e / m : e;
+}
+
+/* The blocked layout (the CPU backend's default with oneDNN) against NCHW (MFPIPE_CPU_LAYOUT=nchw), whose
+ * numbers tests/test_ref.c checks against PyTorch: output, every parameter gradient and the JVP. */
+static void check_layouts(mf_unet_cfg *c, int batch, const char *label) {
+    mf_backend *bb = mf_cpu_backend_new(2);
+    setenv("MFPIPE_CPU_LAYOUT", "nchw", 1);
+    mf_backend *bn = mf_cpu_backend_new(2);
+    unsetenv("MFPIPE_CPU_LAYOUT");
+    CHECK(bn->cblock == 0);
+    if (bb->cblock == 0) {
+        printf("%s: the backend has no blocked layout (built without oneDNN): layout check skipped\n", label);
+        mf_backend_free(bb), mf_backend_free(bn);
+        return;
+    }
+    float *o[2], *g[2], *t[2];
+    int64_t no, np;
+    run_once(bb, c, batch, &o[0], &g[0], &t[0], &no, &np);
+    run_once(bn, c, batch, &o[1], &g[1], &t[1], &no, &np);
+    double eo = max_rel(o[0], o[1], no), eg = max_rel(g[0], g[1], np), et = max_rel(t[0], t[1], no);
+    printf("%s: blocked vs NCHW layout: output %.2e, gradients %.2e, JVP %.2e (tolerance 1e-4)\n", label, eo, eg, et);
+    CHECK_MSG(eo < 1e-4 && eg < 1e-4 && et < 1e-4, "%s: layouts disagree", label);
+    for (int i = 0; i < 2; i++) free(o[i]), free(g[i]), free(t[i]);
+    mf_backend_free(bb), mf_backend_free(bn);
+}
+
 int main(void) {
     mf_unet_cfg a = {.in_ch = 1, .height = 8, .width = 8, .ch = 4, .n_levels = 2, .mult = {1, 2}, .res_blocks = 1,
                      .groups = 2, .temb_dim = 8, .fourier_half = 3, .time_scale = 10.0f, .num_classes = 3,
@@ -174,5 +263,17 @@ int main(void) {
                      .groups = 4, .temb_dim = 8, .fourier_half = 2, .time_scale = 10.0f, .num_classes = 0,
                      .time_inputs = 2};
     check_config(&b, 2, "unet(r,t)");
+    /* channel counts that are multiples of 16 (blocked activations, oneDNN convolutions), and a mix of
+     * blocked and NCHW tensors (8 and 16 channels, concat of both) */
+    mf_unet_cfg d = {.in_ch = 1, .height = 8, .width = 8, .ch = 16, .n_levels = 2, .mult = {1, 2}, .res_blocks = 1,
+                     .groups = 8, .temb_dim = 16, .fourier_half = 4, .time_scale = 10.0f, .num_classes = 0,
+                     .time_inputs = 2};
+    check_config(&d, 2, "unet(ch16, blocked)");
+    check_layouts(&d, 3, "unet(ch16)");
+    mf_unet_cfg e = {.in_ch = 1, .height = 8, .width = 8, .ch = 8, .n_levels = 3, .mult = {1, 2, 4}, .res_blocks = 1,
+                     .groups = 4, .temb_dim = 16, .fourier_half = 4, .time_scale = 10.0f, .num_classes = 3,
+                     .time_inputs = 1};
+    check_config(&e, 2, "unet(ch8, mixed layouts)");
+    check_layouts(&e, 3, "unet(ch8)");
     return mf_test_summary("test_graph");
 }
