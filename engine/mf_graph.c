@@ -8,12 +8,71 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mf_error.h"
 #include "mf_rng.h"
 
 #define BE(g) ((g)->be)
 #define K(g) ((g)->be->i)
+
+/* ---- op profile (MFPIPE_PROFILE=1): wall time per op kind and pass, synchronising after every node;
+ * printed to stderr when the graph is freed. For finding what to optimise, not for benchmarks. */
+#define N_OPS (MF_OP_REORDER + 1)
+static const char *op_names[N_OPS] = {"?", "input", "labels", "conv", "linear", "groupnorm", "silu", "add",
+                                      "add_channel", "concat", "upsample", "fourier", "embed", "sub", "reorder"};
+static int prof_on = -1;
+static double prof_t[3][N_OPS];
+static long prof_n[3][N_OPS];
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static int profiling(void) {
+    if (prof_on < 0) prof_on = getenv("MFPIPE_PROFILE") && strcmp(getenv("MFPIPE_PROFILE"), "0") != 0;
+    return prof_on;
+}
+#define PROF_SHAPES 64
+static struct {
+    char key[48];
+    double t[3];
+} prof_conv[PROF_SHAPES];
+static int prof_nconv;
+static void prof_add(mf_graph *g, int pass, const mf_gnode *nd, double t0) {
+    K(g)->synchronize(BE(g));
+    const double dt = now_s() - t0;
+    prof_t[pass][nd->op] += dt;
+    prof_n[pass][nd->op]++;
+    if (nd->op != MF_OP_CONV) return;
+    char key[48];
+    const mf_conv_shape *c = &nd->cs;
+    snprintf(key, sizeof key, "%dx%d %d->%d k%d s%d blk %d/%d", c->h, c->w, c->ci, c->co, c->k, c->stride, c->bx, c->by);
+    int i = 0;
+    while (i < prof_nconv && strcmp(prof_conv[i].key, key) != 0) i++;
+    if (i == PROF_SHAPES) return;
+    if (i == prof_nconv) snprintf(prof_conv[prof_nconv++].key, sizeof key, "%s", key);
+    prof_conv[i].t[pass] += dt;
+}
+static void prof_print(void) {
+    double tot = 0;
+    for (int p = 0; p < 3; p++)
+        for (int o = 0; o < N_OPS; o++) tot += prof_t[p][o];
+    if (tot <= 0) return;
+    fprintf(stderr, "mfpipe profile (graph ops, seconds and share of graph time):\n");
+    static const char *pass[3] = {"forward", "backward", "jvp"};
+    for (int p = 0; p < 3; p++)
+        for (int o = 0; o < N_OPS; o++)
+            if (prof_n[p][o])
+                fprintf(stderr, "  %-9s %-12s %8ld calls %9.3f s %5.1f%%\n", pass[p], op_names[o], prof_n[p][o],
+                        prof_t[p][o], 100.0 * prof_t[p][o] / tot);
+    for (int i = 0; i < prof_nconv; i++)
+        fprintf(stderr, "  conv %-28s forward %7.3f s backward %7.3f s jvp %7.3f s\n", prof_conv[i].key, prof_conv[i].t[0],
+                prof_conv[i].t[1], prof_conv[i].t[2]);
+    memset(prof_t, 0, sizeof prof_t);
+    memset(prof_n, 0, sizeof prof_n);
+    prof_nconv = 0;
+}
 
 void mf_graph_init(mf_graph *g, mf_backend *be, int batch) {
     memset(g, 0, sizeof *g);
@@ -24,6 +83,7 @@ void mf_graph_init(mf_graph *g, mf_backend *be, int batch) {
 
 void mf_graph_free(mf_graph *g) {
     if (!g->nodes && !g->params) return;
+    if (profiling() > 0) prof_print();
     for (int b = 0; b < g->n_pool; b++) K(g)->free(BE(g), g->pool[b]);
     free(g->pool);
     for (int i = 0; i < g->n_nodes; i++) {
@@ -422,7 +482,12 @@ static void forward_node(mf_graph *g, mf_gnode *nd) {
 
 void mf_graph_forward(mf_graph *g) {
     MF_ASSERT(g->allocated && g->pbuf);
-    for (int i = 0; i < g->n_nodes; i++) forward_node(g, &g->nodes[i]);
+    const int prof = profiling() > 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        double t0 = prof ? now_s() : 0;
+        forward_node(g, &g->nodes[i]);
+        if (prof) prof_add(g, 0, &g->nodes[i], t0);
+    }
 }
 
 /* dst (+)= src, element-wise */
@@ -515,8 +580,13 @@ void mf_graph_backward(mf_graph *g, const float *dout) {
     mf_gnode *o = &g->nodes[g->output];
     K(g)->copy(BE(g), o->grad, dout, sizeof(float) * (size_t)o->numel);
     g->grad_written[g->output] = true;
+    const int prof = profiling() > 0;
     for (int i = g->n_nodes - 1; i >= 0; i--)
-        if (g->nodes[i].needs_grad && g->grad_written[i]) backward_node(g, i);
+        if (g->nodes[i].needs_grad && g->grad_written[i]) {
+            double t0 = prof ? now_s() : 0;
+            backward_node(g, i);
+            if (prof) prof_add(g, 1, &g->nodes[i], t0);
+        }
 }
 
 /* tangent of input slot s of nd, or NULL when structurally zero */
@@ -585,8 +655,10 @@ void mf_graph_jvp(mf_graph *g, int n_tan, const int *tan_nodes, const float *con
     }
     for (int i = 0; i < g->n_nodes; i++) {
         mf_gnode *nd = &g->nodes[i];
+        double t0 = profiling() > 0 ? now_s() : 0;
         forward_node(g, nd);
         if (nd->op != MF_OP_INPUT) jvp_node(g, nd);
+        if (profiling() > 0) prof_add(g, 2, nd, t0);
     }
     mf_gnode *o = &g->nodes[g->output];
     if (!o->has_tan) K(g)->fill(BE(g), o->tan, 0.0f, o->numel);
