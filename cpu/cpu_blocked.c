@@ -218,17 +218,18 @@ void mfcpu_groupnorm_jvp_b16(mf_backend *be, int n, int c, int hw, int g, const 
     }
 }
 
-void mfcpu_add_channel_b16(mf_backend *be, int n, int c, int hw, const float *e, float *y) {
+void mfcpu_add_channel_b16(mf_backend *be, int n, int c, int hw, const float *x, const float *e, float *y) {
     const int64_t planes = (int64_t)n * (c / B16);
     const int slots = mfcpu_islots(be, planes, (int64_t)hw * B16);
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++)
         for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {
             const float *v = e + q * B16; /* (i, cb) -> e[i*c + cb*16 + l] == e[q*16 + l] */
+            const float *xp = x + q * hw * B16;
             float *yp = y + q * hw * B16;
             for (int p = 0; p < hw; p++)
 #pragma omp simd
-                for (int l = 0; l < B16; l++) yp[p * B16 + l] += v[l];
+                for (int l = 0; l < B16; l++) yp[p * B16 + l] = xp[p * B16 + l] + v[l];
         }
 }
 
@@ -320,6 +321,21 @@ void mfcpu_copy_channels(mf_backend *be, int n, int hw, int nc, const float *src
                     for (int64_t j = 0; j < len; j++) dp[j] += sp[j];
                 } else {
                     memcpy(dp, sp, sizeof(float) * (size_t)len);
+                }
+                continue;
+            }
+            if (src_blk != dst_blk && src_c0 % B16 == 0 && dst_c0 % B16 == 0 && nc % B16 == 0) {
+                /* whole channel blocks between layouts: transpose (16, hw) <-> (hw, 16) per block */
+                for (int k = 0; k < nc; k += B16) {
+                    const float *sb = s + (int64_t)(src_c0 + k) * hw; /* a block starts there in both layouts */
+                    float *dbk = d + (int64_t)(dst_c0 + k) * hw;
+                    for (int l = 0; l < B16; l++)
+                        for (int p = 0; p < hw; p++) {
+                            const int64_t bi = (int64_t)p * B16 + l, pi = (int64_t)l * hw + p;
+                            const float v = src_blk == B16 ? sb[bi] : sb[pi];
+                            float *o = dst_blk == B16 ? &dbk[bi] : &dbk[pi];
+                            *o = acc ? *o + v : v;
+                        }
                 }
                 continue;
             }

@@ -154,16 +154,17 @@ void mfcpu_add2(mf_backend *be, int64_t n, float a, const float *x, float b, con
     mfcpu_par_ranges(be, n, add2_k, &l);
 }
 
-void mfcpu_add_channel(mf_backend *be, int n, int c, int hw, const float *e, float *y) {
+void mfcpu_add_channel(mf_backend *be, int n, int c, int hw, const float *x, const float *e, float *y) {
     const int64_t planes = (int64_t)n * c;
     const int slots = mfcpu_islots(be, planes, hw);
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++)
         for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {
             const float v = e[q];
+            const float *xp = x + q * hw;
             float *yp = y + q * hw;
 #pragma omp simd
-            for (int p = 0; p < hw; p++) yp[p] += v;
+            for (int p = 0; p < hw; p++) yp[p] = xp[p] + v;
         }
 }
 

@@ -109,7 +109,8 @@ MFCPU_HIDDEN void mfcpu_groupnorm_bwd_b16(mf_backend *be, int n, int c, int hw, 
 MFCPU_HIDDEN void mfcpu_groupnorm_jvp_b16(mf_backend *be, int n, int c, int hw, int g, const float *x,
                                           const float *gamma, const float *mean, const float *rstd,
                                           const float *tx, float *ty);
-MFCPU_HIDDEN void mfcpu_add_channel_b16(mf_backend *be, int n, int c, int hw, const float *e, float *y);
+MFCPU_HIDDEN void mfcpu_add_channel_b16(mf_backend *be, int n, int c, int hw, const float *x, const float *e,
+                                        float *y);
 MFCPU_HIDDEN void mfcpu_sum_channel_b16(mf_backend *be, int n, int c, int hw, const float *dy, float *de,
                                         int acc);
 MFCPU_HIDDEN void mfcpu_upsample2x_b16(mf_backend *be, int n, int c, int h, int w, const float *x, float *y);
@@ -138,7 +139,8 @@ MFCPU_HIDDEN void mfcpu_silu_jvp(mf_backend *be, int64_t n, const float *x, cons
 MFCPU_HIDDEN void mfcpu_axpby(mf_backend *be, int64_t n, float a, const float *x, float b, float *y);
 MFCPU_HIDDEN void mfcpu_add2(mf_backend *be, int64_t n, float a, const float *x, float b, const float *y,
                              float *z);
-MFCPU_HIDDEN void mfcpu_add_channel(mf_backend *be, int n, int c, int hw, const float *e, float *y);
+MFCPU_HIDDEN void mfcpu_add_channel(mf_backend *be, int n, int c, int hw, const float *x, const float *e,
+                                    float *y);
 MFCPU_HIDDEN void mfcpu_add_bias_rows(mf_backend *be, int rows, int cols, const float *bias, float *y);
 MFCPU_HIDDEN void mfcpu_upsample2x(mf_backend *be, int n, int c, int h, int w, const float *x, float *y);
 MFCPU_HIDDEN void mfcpu_upsample2x_bwd(mf_backend *be, int n, int c, int h, int w, const float *dy, float *dx,

@@ -131,9 +131,10 @@ static void cpu_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int g, const
     if (is_b16(blk)) mfcpu_groupnorm_jvp_b16(be, n, c, hw, g, x, gamma, mean, rstd, tx, ty);
     else mfcpu_groupnorm_jvp(be, n, c, hw, g, x, gamma, mean, rstd, tx, ty);
 }
-static void cpu_add_channel(mf_backend *be, int n, int c, int hw, const float *e, float *y, int blk) {
-    if (is_b16(blk)) mfcpu_add_channel_b16(be, n, c, hw, e, y);
-    else mfcpu_add_channel(be, n, c, hw, e, y);
+static void cpu_add_channel(mf_backend *be, int n, int c, int hw, const float *x, const float *e, float *y,
+                            int blk) {
+    if (is_b16(blk)) mfcpu_add_channel_b16(be, n, c, hw, x, e, y);
+    else mfcpu_add_channel(be, n, c, hw, x, e, y);
 }
 static void cpu_sum_channel(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc, int blk) {
     if (is_b16(blk)) mfcpu_sum_channel_b16(be, n, c, hw, dy, de, acc);

@@ -85,8 +85,9 @@ typedef struct mf_backend_i {
     void (*axpby)(mf_backend *be, int64_t n, float a, const float *x, float b, float *y);
     /* z = a*x + b*y (z may alias x or y) */
     void (*add2)(mf_backend *be, int64_t n, float a, const float *x, float b, const float *y, float *z);
-    /* y[i, c, :] += e[i, c] over hw  (x of shape (n, c, hw)): broadcast a per-channel vector */
-    void (*add_channel)(mf_backend *be, int n, int c, int hw, const float *e, float *y, int blk);
+    /* y[i, c, :] = x[i, c, :] + e[i, c] over hw (x, y of shape (n, c, hw); y may be x): broadcast a
+     * per-channel vector */
+    void (*add_channel)(mf_backend *be, int n, int c, int hw, const float *x, const float *e, float *y, int blk);
     /* de[i, c] (+)= sum over hw of dy[i, c, :] */
     void (*sum_channel)(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc, int blk);
     /* dbias[j] += sum over rows of dy (rows, cols): bias gradient of a linear layer */

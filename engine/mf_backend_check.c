@@ -234,9 +234,10 @@ static void ck_add2(mf_backend *be, int64_t n, float a, const float *x, float b,
     in->i->add2(in, n, a, x, b, y, z);
     ck_leave(be);
 }
-static void ck_add_channel(mf_backend *be, int n, int c, int hw, const float *e, float *y, int blk) {
+static void ck_add_channel(mf_backend *be, int n, int c, int hw, const float *x, const float *e, float *y,
+                           int blk) {
     mf_backend *in = ck_enter(be);
-    in->i->add_channel(in, n, c, hw, e, y, blk);
+    in->i->add_channel(in, n, c, hw, x, e, y, blk);
     ck_leave(be);
 }
 static void ck_sum_channel(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc, int blk) {

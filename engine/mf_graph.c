@@ -466,8 +466,7 @@ static void forward_node(mf_graph *g, mf_gnode *nd) {
     case MF_OP_ADD: k->add2(be, nd->numel, 1.0f, a->out, 1.0f, b->out, nd->out); break;
     case MF_OP_SUB: k->add2(be, nd->numel, 1.0f, a->out, -1.0f, b->out, nd->out); break;
     case MF_OP_ADD_CHANNEL:
-        k->copy(be, nd->out, a->out, sizeof(float) * (size_t)nd->numel);
-        k->add_channel(be, nd->n, nd->c, hw, b->out, nd->out, nd->blk);
+        k->add_channel(be, nd->n, nd->c, hw, a->out, b->out, nd->out, nd->blk);
         break;
     case MF_OP_CONCAT: concat(g, nd, a->out, b->out, nd->out); break;
     case MF_OP_REORDER: k->copy_channels(be, nd->n, hw, nd->c, a->out, nd->c, 0, a->blk, nd->out, nd->c, 0, nd->blk, 0); break;
@@ -629,9 +628,14 @@ static void jvp_node(mf_graph *g, mf_gnode *nd) {
         break;
     }
     case MF_OP_ADD_CHANNEL:
-        if (ta) k->copy(be, nd->tan, ta, bytes);
-        else k->fill(be, nd->tan, 0.0f, nd->numel);
-        if (tb) k->add_channel(be, nd->n, nd->c, hw, tb, nd->tan, nd->blk);
+        if (ta && tb) {
+            k->add_channel(be, nd->n, nd->c, hw, ta, tb, nd->tan, nd->blk);
+        } else if (ta) {
+            k->copy(be, nd->tan, ta, bytes);
+        } else {
+            k->fill(be, nd->tan, 0.0f, nd->numel);
+            k->add_channel(be, nd->n, nd->c, hw, nd->tan, tb, nd->tan, nd->blk);
+        }
         break;
     case MF_OP_CONCAT:
         if (!ta || !tb) k->fill(be, nd->tan, 0.0f, nd->numel);

@@ -132,7 +132,7 @@ static void run_ops(mf_backend *be, blog *L) {
     logbuf(L, be, b[15], 1000);
     k->add2(be, 1000, 0.25f, b[15], 3.0f, b[14], b[15]); /* z aliases x */
     logbuf(L, be, b[15], 1000);
-    k->add_channel(be, 2, 4, 64, b[2], b[3], 0);
+    k->add_channel(be, 2, 4, 64, b[3], b[2], b[3], 0);
     logbuf(L, be, b[3], 512);
     k->sum_channel(be, 2, 4, 64, b[3], b[15], 0, 0);
     logbuf(L, be, b[15], 8);
