@@ -14,12 +14,6 @@
 
 #define B16 16
 
-/* Per-slot double scratch of `per` doubles, 64-byte aligned, from the workspace (after `skip` bytes). */
-static double *slot_scratch(mf_backend *be, size_t skip, int slots, size_t per) {
-    char *ws = mfcpu_workspace(be, skip + sizeof(double) * (size_t)slots * mfcpu_round16(per));
-    return (double *)(ws + skip);
-}
-
 /* Per-channel sums of one sample: s[ch] = sum_p x[ch, p]; if m (per-channel values), q[ch] =
  * sum_p (x - m[ch]) * (g ? g : x - m[ch]). */
 static void chan_sums(const float *x, const float *gsrc, int cb_n, int hw, const double *m, double *s, double *q) {
@@ -55,16 +49,57 @@ static void chan_sums(const float *x, const float *gsrc, int cb_n, int hw, const
     }
 }
 
-void mfcpu_groupnorm_b16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
-                         const float *beta, float *y, float *mean, float *rstd) {
+/* u = GN(x) of one sample from its per-channel mean and rstd: the affine map a (x - m) + b per lane. The
+ * mean is split into two floats (mh + ml) so that x - mean stays accurate when |mean| >> std. */
+static void gn_apply(const float *xi, float *ui, int cbn, int hw, const double *mc, const double *rc,
+                     const float *gamma, const float *beta) {
+    for (int cb = 0; cb < cbn; cb++) {
+        float a[B16], b[B16], mh[B16], ml[B16];
+        for (int l = 0; l < B16; l++) {
+            const int ch = cb * B16 + l;
+            a[l] = (float)((gamma ? (double)gamma[ch] : 1.0) * rc[ch]);
+            b[l] = beta ? beta[ch] : 0.0f;
+            mh[l] = (float)mc[ch];
+            ml[l] = (float)(mc[ch] - (double)mh[l]);
+        }
+        const float *xb = xi + (int64_t)cb * hw * B16;
+        float *ub = ui + (int64_t)cb * hw * B16;
+        for (int p = 0; p < hw; p++)
+#pragma omp simd
+            for (int l = 0; l < B16; l++) ub[p * B16 + l] = ((xb[p * B16 + l] - mh[l]) - ml[l]) * a[l] + b[l];
+    }
+}
+
+/* Scratch of one slot: 4 per-channel double arrays, then (fused kernels) one sample of floats. */
+typedef struct gn_scratch {
+    double *d;
+    float *f;
+} gn_scratch;
+static gn_scratch gn_slot(char *base, int sl, int c, int64_t sample, int fused) {
+    const size_t per = sizeof(double) * mfcpu_round16(4 * (size_t)c) + (fused ? sizeof(float) * mfcpu_round16((size_t)sample) : 0);
+    char *p = base + (size_t)sl * per;
+    return (gn_scratch){(double *)p, fused ? (float *)(p + sizeof(double) * mfcpu_round16(4 * (size_t)c)) : NULL};
+}
+static size_t gn_slot_bytes(int slots, int c, int64_t sample, int fused) {
+    return (size_t)slots * (sizeof(double) * mfcpu_round16(4 * (size_t)c) + (fused ? sizeof(float) * mfcpu_round16((size_t)sample) : 0));
+}
+
+/* per-channel mean and rstd (mc, rc) of sample i from the saved per-group values */
+static void gn_saved(int c, int g, int64_t i, const float *mean, const float *rstd, double *mc, double *rc) {
+    const int cg = c / g;
+    for (int ch = 0; ch < c; ch++) mc[ch] = mean[i * g + ch / cg], rc[ch] = rstd[i * g + ch / cg];
+}
+
+static void gn_fwd(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
+                   const float *beta, float *y, float *mean, float *rstd, int silu) {
     MF_ASSERT(n > 0 && c % B16 == 0 && hw > 0 && g > 0 && c % g == 0);
-    const int cg = c / g, cbn = c / B16;
+    const int cg = c / g, cbn = c / B16, simd = mfcpu(be)->avx512;
     const double N = (double)cg * hw;
     const int slots = mfcpu_islots(be, n, (int64_t)c * hw);
-    double *scr = slot_scratch(be, 0, slots, 3 * (size_t)c);
+    char *scr = mfcpu_workspace(be, gn_slot_bytes(slots, c, 0, 0));
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++) {
-        double *s = scr + (size_t)sl * mfcpu_round16(3 * (size_t)c), *q = s + c, *mc = q + c;
+        double *s = gn_slot(scr, sl, c, 0, 0).d, *q = s + c, *mc = q + c, *rc = mc + c;
         for (int64_t i = mfcpu_split(n, slots, sl); i < mfcpu_split(n, slots, sl + 1); i++) {
             const float *xi = x + i * c * hw;
             float *yi = y + i * c * hw;
@@ -81,45 +116,39 @@ void mfcpu_groupnorm_b16(mf_backend *be, int n, int c, int hw, int g, float eps,
                 const double r = 1.0 / sqrt(t / N + (double)eps);
                 mean[i * g + gi] = (float)mc[gi * cg];
                 rstd[i * g + gi] = (float)r;
-                for (int k = 0; k < cg; k++) q[gi * cg + k] = r; /* q: per-channel rstd from here */
+                for (int k = 0; k < cg; k++) rc[gi * cg + k] = r;
             }
-            for (int cb = 0; cb < cbn; cb++) {
-                float a[B16], b[B16], mh[B16], ml[B16];
-                for (int l = 0; l < B16; l++) {
-                    const int ch = cb * B16 + l;
-                    a[l] = (float)((gamma ? (double)gamma[ch] : 1.0) * q[ch]);
-                    b[l] = beta ? beta[ch] : 0.0f;
-                    mh[l] = (float)mc[ch];
-                    ml[l] = (float)(mc[ch] - (double)mh[l]);
-                }
-                const float *xb = xi + (int64_t)cb * hw * B16;
-                float *yb = yi + (int64_t)cb * hw * B16;
-                for (int p = 0; p < hw; p++)
-#pragma omp simd
-                    for (int l = 0; l < B16; l++) yb[p * B16 + l] = ((xb[p * B16 + l] - mh[l]) - ml[l]) * a[l] + b[l];
-            }
+            gn_apply(xi, yi, cbn, hw, mc, rc, gamma, beta);
+            if (silu) mfcpu_silu_span(simd, MFCPU_SILU_FWD, (int64_t)c * hw, yi, NULL, yi); /* still in cache */
         }
     }
 }
 
-void mfcpu_groupnorm_bwd_b16(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
-                             const float *mean, const float *rstd, const float *dy, float *dx, float *dgamma,
-                             float *dbeta, int acc) {
+static void gn_bwd(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma, const float *beta,
+                   const float *mean, const float *rstd, const float *dy, float *dx, float *dgamma, float *dbeta,
+                   int acc, int silu) {
     MF_ASSERT(n > 0 && c % B16 == 0 && hw > 0 && g > 0 && c % g == 0);
-    const int cg = c / g, cbn = c / B16;
+    const int cg = c / g, cbn = c / B16, simd = mfcpu(be)->avx512;
+    const int64_t sample = (int64_t)c * hw;
     const double N = (double)cg * hw;
-    const int slots = mfcpu_islots(be, n, (int64_t)c * hw);
+    const int slots = mfcpu_islots(be, n, sample);
     /* per (sample, channel) A = sum dy and RB = r * sum dy (x - mu), reduced over samples afterwards */
-    const size_t abytes = sizeof(double) * 2 * (size_t)n * c;
-    double *scr = slot_scratch(be, (abytes + 63) & ~(size_t)63, slots, 3 * (size_t)c);
-    double *A = mfcpu_workspace(be, 0), *RB = A + (size_t)n * c;
+    const size_t abytes = (sizeof(double) * 2 * (size_t)n * c + 63) & ~(size_t)63;
+    char *ws = mfcpu_workspace(be, abytes + gn_slot_bytes(slots, c, sample, silu));
+    double *A = (double *)ws, *RB = A + (size_t)n * c;
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++) {
-        double *mc = scr + (size_t)sl * mfcpu_round16(3 * (size_t)c), *co = mc + c, *cx = co + c;
+        gn_scratch sc = gn_slot(ws + abytes, sl, c, sample, silu);
+        double *mc = sc.d, *rc = mc + c, *co = rc + c, *cx = co + c;
         for (int64_t i = mfcpu_split(n, slots, sl); i < mfcpu_split(n, slots, sl + 1); i++) {
             const float *xi = x + i * c * hw, *gi_ = dy + i * c * hw;
             double *Ai = A + i * c, *Bi = RB + i * c;
-            for (int ch = 0; ch < c; ch++) mc[ch] = mean[i * g + ch / cg];
+            gn_saved(c, g, i, mean, rstd, mc, rc);
+            if (silu) { /* gi_ := dy silu'(GN(x)), the gradient at the GroupNorm output */
+                gn_apply(xi, sc.f, cbn, hw, mc, rc, gamma, beta);
+                mfcpu_silu_span(simd, MFCPU_SILU_BWD, sample, sc.f, gi_, sc.f);
+                gi_ = sc.f;
+            }
             chan_sums(xi, gi_, cbn, hw, mc, Ai, Bi); /* A = sum dy, B = sum dy (x - mu) per channel */
             for (int gi = 0; gi < g; gi++) {
                 const double r = rstd[i * g + gi];
@@ -177,20 +206,22 @@ void mfcpu_groupnorm_bwd_b16(mf_backend *be, int n, int c, int hw, int g, const 
     }
 }
 
-void mfcpu_groupnorm_jvp_b16(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
-                             const float *mean, const float *rstd, const float *tx, float *ty) {
+static void gn_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma, const float *beta,
+                   const float *mean, const float *rstd, const float *tx, float *ty, int silu) {
     MF_ASSERT(n > 0 && c % B16 == 0 && hw > 0 && g > 0 && c % g == 0);
-    const int cg = c / g, cbn = c / B16;
+    const int cg = c / g, cbn = c / B16, simd = mfcpu(be)->avx512;
+    const int64_t sample = (int64_t)c * hw;
     const double N = (double)cg * hw;
-    const int slots = mfcpu_islots(be, n, (int64_t)c * hw);
-    double *scr = slot_scratch(be, 0, slots, 3 * (size_t)c);
+    const int slots = mfcpu_islots(be, n, sample);
+    char *ws = mfcpu_workspace(be, gn_slot_bytes(slots, c, sample, silu));
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++) {
-        double *mc = scr + (size_t)sl * mfcpu_round16(3 * (size_t)c), *st = mc + c, *sxt = st + c;
+        gn_scratch sc = gn_slot(ws, sl, c, sample, silu);
+        double *mc = sc.d, *rc = mc + c, *st = rc + c, *sxt = st + c;
         for (int64_t i = mfcpu_split(n, slots, sl); i < mfcpu_split(n, slots, sl + 1); i++) {
             const float *xi = x + i * c * hw, *ti = tx + i * c * hw;
             float *yi = ty + i * c * hw;
-            for (int ch = 0; ch < c; ch++) mc[ch] = mean[i * g + ch / cg];
+            gn_saved(c, g, i, mean, rstd, mc, rc);
             chan_sums(xi, ti, cbn, hw, mc, st, sxt); /* st = sum tx, sxt = sum tx (x - mu) */
             for (int gi = 0; gi < g; gi++) {
                 double a = 0.0, b = 0.0;
@@ -214,8 +245,39 @@ void mfcpu_groupnorm_jvp_b16(mf_backend *be, int n, int c, int hw, int g, const 
                     for (int l = 0; l < B16; l++)
                         yb[p * B16 + l] = a[l] * ((tb[p * B16 + l] - mt[l]) - (xb[p * B16 + l] - mf[l]) * u[l]);
             }
+            if (silu) { /* ty *= silu'(GN(x)) */
+                gn_apply(xi, sc.f, cbn, hw, mc, rc, gamma, beta);
+                mfcpu_silu_span(simd, MFCPU_SILU_JVP, sample, sc.f, yi, yi);
+            }
         }
     }
+}
+
+void mfcpu_groupnorm_b16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
+                         const float *beta, float *y, float *mean, float *rstd) {
+    gn_fwd(be, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd, 0);
+}
+void mfcpu_groupnorm_bwd_b16(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                             const float *mean, const float *rstd, const float *dy, float *dx, float *dgamma,
+                             float *dbeta, int acc) {
+    gn_bwd(be, n, c, hw, g, x, gamma, NULL, mean, rstd, dy, dx, dgamma, dbeta, acc, 0);
+}
+void mfcpu_groupnorm_jvp_b16(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                             const float *mean, const float *rstd, const float *tx, float *ty) {
+    gn_jvp(be, n, c, hw, g, x, gamma, NULL, mean, rstd, tx, ty, 0);
+}
+void mfcpu_gn_silu_b16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
+                       const float *beta, float *y, float *mean, float *rstd) {
+    gn_fwd(be, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd, 1);
+}
+void mfcpu_gn_silu_bwd_b16(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                           const float *beta, const float *mean, const float *rstd, const float *dy, float *dx,
+                           float *dgamma, float *dbeta, int acc) {
+    gn_bwd(be, n, c, hw, g, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, acc, 1);
+}
+void mfcpu_gn_silu_jvp_b16(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                           const float *beta, const float *mean, const float *rstd, const float *tx, float *ty) {
+    gn_jvp(be, n, c, hw, g, x, gamma, beta, mean, rstd, tx, ty, 1);
 }
 
 void mfcpu_add_channel_b16(mf_backend *be, int n, int c, int hw, const float *x, const float *e, float *y) {

@@ -29,7 +29,7 @@ void mfcpu_fill(mf_backend *be, float *dst, float value, int64_t n) {
 /* ---- SiLU ----------------------------------------------------------------------------------- */
 /* silu(x) = x s, s = sigmoid(x) = 1/(1 + exp(-x)); silu'(x) = s (1 + x (1 - s)). */
 
-enum { SILU_FWD, SILU_BWD, SILU_BWD_ACC, SILU_JVP };
+enum { SILU_FWD = MFCPU_SILU_FWD, SILU_BWD = MFCPU_SILU_BWD, SILU_BWD_ACC = MFCPU_SILU_BWD_ACC, SILU_JVP = MFCPU_SILU_JVP };
 
 /* out[i] = silu(x[i])                      (SILU_FWD; t unused)
  * out[i] = t[i] silu'(x[i]), or += for SILU_BWD_ACC (t = dy), SILU_JVP (t = tx) */
@@ -102,6 +102,16 @@ static void silu_k(void *p, int64_t i0, int64_t i1) {
 #endif
     silu_scalar(a->mode, i0, i1, a->x, a->t, a->out);
 }
+void mfcpu_silu_span(int simd, int mode, int64_t n, const float *x, const float *t, float *out) {
+#ifdef MFCPU_X86
+    if (simd) {
+        silu_avx512(mode, 0, n, x, t, out);
+        return;
+    }
+#endif
+    silu_scalar(mode, 0, n, x, t, out);
+}
+
 static void silu_run(mf_backend *be, int mode, int64_t n, const float *x, const float *t, float *out) {
     silu_arg a = {mode, mfcpu(be)->avx512, x, t, out};
     mfcpu_par_ranges(be, n, silu_k, &a);

@@ -109,6 +109,17 @@ MFCPU_HIDDEN void mfcpu_groupnorm_bwd_b16(mf_backend *be, int n, int c, int hw, 
 MFCPU_HIDDEN void mfcpu_groupnorm_jvp_b16(mf_backend *be, int n, int c, int hw, int g, const float *x,
                                           const float *gamma, const float *mean, const float *rstd,
                                           const float *tx, float *ty);
+/* GroupNorm followed by SiLU, fused per sample (the GroupNorm output is never stored; backward and JVP
+ * recompute it from x, mean and rstd), see mf_backend.h gn_silu. */
+MFCPU_HIDDEN void mfcpu_gn_silu_b16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
+                                    const float *gamma, const float *beta, float *y, float *mean, float *rstd);
+MFCPU_HIDDEN void mfcpu_gn_silu_bwd_b16(mf_backend *be, int n, int c, int hw, int g, const float *x,
+                                        const float *gamma, const float *beta, const float *mean,
+                                        const float *rstd, const float *dy, float *dx, float *dgamma,
+                                        float *dbeta, int acc);
+MFCPU_HIDDEN void mfcpu_gn_silu_jvp_b16(mf_backend *be, int n, int c, int hw, int g, const float *x,
+                                        const float *gamma, const float *beta, const float *mean,
+                                        const float *rstd, const float *tx, float *ty);
 MFCPU_HIDDEN void mfcpu_add_channel_b16(mf_backend *be, int n, int c, int hw, const float *x, const float *e,
                                         float *y);
 MFCPU_HIDDEN void mfcpu_sum_channel_b16(mf_backend *be, int n, int c, int hw, const float *dy, float *de,
@@ -130,7 +141,16 @@ MFCPU_HIDDEN void mfcpu_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int 
                                       const float *gamma, const float *mean, const float *rstd,
                                       const float *tx, float *ty);
 
+MFCPU_HIDDEN void mfcpu_gn_affine(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                                  const float *beta, const float *mean, const float *rstd, float *u);
+
 /* ---- kernels (cpu_elem.c) ------------------------------------------------------------------- */
+/* SiLU over one span, serially (the fused GroupNorm + SiLU kernels call it on a sample at a time):
+ * FWD out = silu(x); BWD out = t silu'(x), BWD_ACC out += t silu'(x); JVP out = t silu'(x). out may be
+ * x or t (element i is read before it is written). */
+enum { MFCPU_SILU_FWD, MFCPU_SILU_BWD, MFCPU_SILU_BWD_ACC, MFCPU_SILU_JVP };
+MFCPU_HIDDEN void mfcpu_silu_span(int simd, int mode, int64_t n, const float *x, const float *t, float *out);
+/* ---- (cpu_elem.c, continued) ------------------------------------------------------------------- */
 MFCPU_HIDDEN void mfcpu_fill(mf_backend *be, float *dst, float value, int64_t n);
 MFCPU_HIDDEN void mfcpu_silu(mf_backend *be, int64_t n, const float *x, float *y);
 MFCPU_HIDDEN void mfcpu_silu_bwd(mf_backend *be, int64_t n, const float *x, const float *dy, float *dx,

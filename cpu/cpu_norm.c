@@ -141,3 +141,25 @@ void mfcpu_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int g, const floa
         }
     }
 }
+
+/* u = (x - mean) rstd gamma + beta from saved statistics (NCHW): the GroupNorm output recomputed for the
+ * fused GroupNorm + SiLU backward and JVP (mf_cpu.c). */
+void mfcpu_gn_affine(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                     const float *beta, const float *mean, const float *rstd, float *u) {
+    MF_ASSERT(n > 0 && c > 0 && hw > 0 && g > 0 && c % g == 0);
+    const int cg = c / g;
+    const int64_t planes = (int64_t)n * c;
+    const int slots = mfcpu_islots(be, planes, hw);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t q = mfcpu_split(planes, slots, sl); q < mfcpu_split(planes, slots, sl + 1); q++) {
+            const int ch = (int)(q % c);
+            const int64_t pr = (q / c) * g + ch / cg;
+            const float a = (float)((gamma ? (double)gamma[ch] : 1.0) * rstd[pr]), b = beta ? beta[ch] : 0.0f;
+            const float m = mean[pr];
+            const float *xs = x + q * hw;
+            float *us = u + q * hw;
+#pragma omp simd
+            for (int p = 0; p < hw; p++) us[p] = (xs[p] - m) * a + b;
+        }
+}

@@ -131,6 +131,48 @@ static void cpu_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int g, const
     if (is_b16(blk)) mfcpu_groupnorm_jvp_b16(be, n, c, hw, g, x, gamma, mean, rstd, tx, ty);
     else mfcpu_groupnorm_jvp(be, n, c, hw, g, x, gamma, mean, rstd, tx, ty);
 }
+/* GroupNorm + SiLU: fused per sample in the blocked layout (cpu_blocked.c); in NCHW composed from the
+ * separate kernels (GroupNorm into y, SiLU in place; backward and JVP recompute the GroupNorm output in
+ * a temporary). */
+static void cpu_gn_silu(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
+                        const float *beta, float *y, float *mean, float *rstd, int blk) {
+    if (is_b16(blk)) {
+        mfcpu_gn_silu_b16(be, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd);
+        return;
+    }
+    mfcpu_groupnorm(be, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd);
+    mfcpu_silu(be, (int64_t)n * c * hw, y, y);
+}
+static void cpu_gn_silu_bwd(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                            const float *beta, const float *mean, const float *rstd, const float *dy, float *dx,
+                            float *dgamma, float *dbeta, int acc, int blk) {
+    if (is_b16(blk)) {
+        mfcpu_gn_silu_bwd_b16(be, n, c, hw, g, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, acc);
+        return;
+    }
+    /* the affine part only needs x, mean, rstd: u = (x - mean) rstd gamma + beta from the saved values */
+    float *u = mfcpu_alloc(be, sizeof(float) * (size_t)n * c * hw);
+    MF_ASSERT(u);
+    mfcpu_gn_affine(be, n, c, hw, g, x, gamma, beta, mean, rstd, u);
+    mfcpu_silu_bwd(be, (int64_t)n * c * hw, u, dy, u, 0);
+    mfcpu_groupnorm_bwd(be, n, c, hw, g, x, gamma, mean, rstd, u, dx, dgamma, dbeta, acc);
+    mfcpu_free(be, u);
+}
+static void cpu_gn_silu_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                            const float *beta, const float *mean, const float *rstd, const float *tx, float *ty,
+                            int blk) {
+    if (is_b16(blk)) {
+        mfcpu_gn_silu_jvp_b16(be, n, c, hw, g, x, gamma, beta, mean, rstd, tx, ty);
+        return;
+    }
+    float *u = mfcpu_alloc(be, sizeof(float) * (size_t)n * c * hw);
+    MF_ASSERT(u);
+    mfcpu_gn_affine(be, n, c, hw, g, x, gamma, beta, mean, rstd, u);
+    mfcpu_groupnorm_jvp(be, n, c, hw, g, x, gamma, mean, rstd, tx, ty);
+    mfcpu_silu_jvp(be, (int64_t)n * c * hw, u, ty, ty);
+    mfcpu_free(be, u);
+}
+
 static void cpu_add_channel(mf_backend *be, int n, int c, int hw, const float *x, const float *e, float *y,
                             int blk) {
     if (is_b16(blk)) mfcpu_add_channel_b16(be, n, c, hw, x, e, y);
@@ -242,6 +284,9 @@ static const mf_backend_i cpu_iface = {
     .groupnorm = cpu_groupnorm,
     .groupnorm_bwd = cpu_groupnorm_bwd,
     .groupnorm_jvp = cpu_groupnorm_jvp,
+    .gn_silu = cpu_gn_silu,
+    .gn_silu_bwd = cpu_gn_silu_bwd,
+    .gn_silu_jvp = cpu_gn_silu_jvp,
     .silu = mfcpu_silu,
     .silu_bwd = mfcpu_silu_bwd,
     .silu_jvp = mfcpu_silu_jvp,

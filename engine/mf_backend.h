@@ -77,6 +77,17 @@ typedef struct mf_backend_i {
                           const float *gamma, const float *mean, const float *rstd, const float *tx,
                           float *ty, int blk);
 
+    /* GroupNorm followed by SiLU, y = silu(GroupNorm(x)), as one kernel: the GroupNorm output is not
+     * stored (backward and JVP recompute it from x, mean and rstd, which are saved as by groupnorm). */
+    void (*gn_silu)(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
+                    const float *beta, float *y, float *mean, float *rstd, int blk);
+    void (*gn_silu_bwd)(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                        const float *beta, const float *mean, const float *rstd, const float *dy, float *dx,
+                        float *dgamma, float *dbeta, int acc, int blk);
+    void (*gn_silu_jvp)(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                        const float *beta, const float *mean, const float *rstd, const float *tx, float *ty,
+                        int blk);
+
     /* ---- element-wise ---------------------------------------------------------------------- */
     void (*silu)(mf_backend *be, int64_t n, const float *x, float *y);              /* y = x*sigmoid(x) */
     void (*silu_bwd)(mf_backend *be, int64_t n, const float *x, const float *dy, float *dx, int acc);

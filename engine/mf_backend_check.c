@@ -207,6 +207,27 @@ static void ck_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int g, const 
     ck_leave(be);
 }
 
+static void ck_gn_silu(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
+                       const float *beta, float *y, float *mean, float *rstd, int blk) {
+    mf_backend *in = ck_enter(be);
+    in->i->gn_silu(in, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd, blk);
+    ck_leave(be);
+}
+static void ck_gn_silu_bwd(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                           const float *beta, const float *mean, const float *rstd, const float *dy, float *dx,
+                           float *dgamma, float *dbeta, int acc, int blk) {
+    mf_backend *in = ck_enter(be);
+    in->i->gn_silu_bwd(in, n, c, hw, g, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, acc, blk);
+    ck_leave(be);
+}
+static void ck_gn_silu_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
+                           const float *beta, const float *mean, const float *rstd, const float *tx, float *ty,
+                           int blk) {
+    mf_backend *in = ck_enter(be);
+    in->i->gn_silu_jvp(in, n, c, hw, g, x, gamma, beta, mean, rstd, tx, ty, blk);
+    ck_leave(be);
+}
+
 /* ---- element-wise --------------------------------------------------------------------------- */
 
 static void ck_silu(mf_backend *be, int64_t n, const float *x, float *y) {
@@ -345,6 +366,9 @@ static const mf_backend_i check_iface = {
     .groupnorm = ck_groupnorm,
     .groupnorm_bwd = ck_groupnorm_bwd,
     .groupnorm_jvp = ck_groupnorm_jvp,
+    .gn_silu = ck_gn_silu,
+    .gn_silu_bwd = ck_gn_silu_bwd,
+    .gn_silu_jvp = ck_gn_silu_jvp,
     .silu = ck_silu,
     .silu_bwd = ck_silu_bwd,
     .silu_jvp = ck_silu_jvp,

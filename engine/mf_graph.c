@@ -18,9 +18,10 @@
 
 /* ---- op profile (MFPIPE_PROFILE=1): wall time per op kind and pass, synchronising after every node;
  * printed to stderr when the graph is freed. For finding what to optimise, not for benchmarks. */
-#define N_OPS (MF_OP_REORDER + 1)
+#define N_OPS (MF_OP_GN_SILU + 1)
 static const char *op_names[N_OPS] = {"?", "input", "labels", "conv", "linear", "groupnorm", "silu", "add",
-                                      "add_channel", "concat", "upsample", "fourier", "embed", "sub", "reorder"};
+                                      "add_channel", "concat", "upsample", "fourier", "embed", "sub", "reorder",
+                                      "gn_silu"};
 static int prof_on = -1;
 static double prof_t[3][N_OPS];
 static long prof_n[3][N_OPS];
@@ -239,6 +240,12 @@ int mf_g_groupnorm(mf_graph *g, int x, int groups, const char *name) {
     return id;
 }
 
+int mf_g_groupnorm_silu(mf_graph *g, int x, int groups, const char *name) {
+    int id = mf_g_groupnorm(g, x, groups, name);
+    g->nodes[id].op = MF_OP_GN_SILU;
+    return id;
+}
+
 int mf_g_silu(mf_graph *g, int x) {
     mf_gnode *in = N_(g, x);
     int id = add_node(g, MF_OP_SILU, x, -1, in->c, in->h, in->w);
@@ -327,7 +334,7 @@ typedef struct interval {
 } interval;
 
 static bool value_needed_in_bwd(mf_op op) {
-    return op == MF_OP_CONV || op == MF_OP_LINEAR || op == MF_OP_GROUPNORM || op == MF_OP_SILU;
+    return op == MF_OP_CONV || op == MF_OP_LINEAR || op == MF_OP_GROUPNORM || op == MF_OP_SILU || op == MF_OP_GN_SILU;
 }
 
 static int cmp_interval(const void *a, const void *b) {
@@ -401,7 +408,7 @@ int mf_graph_finalize(mf_graph *g, int output, bool need_grad, bool need_tan) {
     int fail = plan_memory(g, need_grad, need_tan);
     for (int i = 0; i < g->n_nodes && !fail; i++) {
         mf_gnode *nd = &g->nodes[i];
-        if (nd->op == MF_OP_GROUPNORM) {
+        if (nd->op == MF_OP_GROUPNORM || nd->op == MF_OP_GN_SILU) {
             nd->mean = alloc_f(g, (int64_t)nd->n * nd->groups, &fail);
             nd->rstd = alloc_f(g, (int64_t)nd->n * nd->groups, &fail);
         }
@@ -461,6 +468,10 @@ static void forward_node(mf_graph *g, mf_gnode *nd) {
     case MF_OP_GROUPNORM:
         k->groupnorm(be, nd->n, nd->c, hw, nd->groups, nd->eps, a->out, P(g, nd->p[0]), P(g, nd->p[1]),
                      nd->out, nd->mean, nd->rstd, nd->blk);
+        break;
+    case MF_OP_GN_SILU:
+        k->gn_silu(be, nd->n, nd->c, hw, nd->groups, nd->eps, a->out, P(g, nd->p[0]), P(g, nd->p[1]), nd->out,
+                   nd->mean, nd->rstd, nd->blk);
         break;
     case MF_OP_SILU: k->silu(be, nd->numel, a->out, nd->out); break;
     case MF_OP_ADD: k->add2(be, nd->numel, 1.0f, a->out, 1.0f, b->out, nd->out); break;
@@ -537,6 +548,11 @@ static void backward_node(mf_graph *g, int i) {
         acc = grad_target(g, nd->in[0], &dx);
         k->groupnorm_bwd(be, nd->n, nd->c, hw, nd->groups, a->out, P(g, nd->p[0]), nd->mean, nd->rstd, dy,
                          acc >= 0 ? dx : NULL, G(g, nd->p[0]), G(g, nd->p[1]), acc > 0, nd->blk);
+        break;
+    case MF_OP_GN_SILU:
+        acc = grad_target(g, nd->in[0], &dx);
+        k->gn_silu_bwd(be, nd->n, nd->c, hw, nd->groups, a->out, P(g, nd->p[0]), P(g, nd->p[1]), nd->mean, nd->rstd,
+                       dy, acc >= 0 ? dx : NULL, G(g, nd->p[0]), G(g, nd->p[1]), acc > 0, nd->blk);
         break;
     case MF_OP_SILU:
         if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) k->silu_bwd(be, nd->numel, a->out, dy, dx, acc);
@@ -617,6 +633,10 @@ static void jvp_node(mf_graph *g, mf_gnode *nd) {
     case MF_OP_GROUPNORM:
         k->groupnorm_jvp(be, nd->n, nd->c, hw, nd->groups, a->out, P(g, nd->p[0]), nd->mean, nd->rstd, ta, nd->tan,
                          nd->blk);
+        break;
+    case MF_OP_GN_SILU:
+        k->gn_silu_jvp(be, nd->n, nd->c, hw, nd->groups, a->out, P(g, nd->p[0]), P(g, nd->p[1]), nd->mean, nd->rstd,
+                       ta, nd->tan, nd->blk);
         break;
     case MF_OP_SILU: k->silu_jvp(be, nd->numel, a->out, ta, nd->tan); break;
     case MF_OP_ADD:

@@ -31,6 +31,7 @@ typedef enum {
     MF_OP_EMBED,      /* label embedding table lookup */
     MF_OP_SUB,        /* y = a - b */
     MF_OP_REORDER,    /* the same tensor in another layout (inserted by the builder where layouts meet) */
+    MF_OP_GN_SILU,    /* silu(GroupNorm(x)) in one op (parameters named as GroupNorm's) */
 } mf_op;
 
 typedef enum { MF_INIT_ZERO = 0, MF_INIT_ONE, MF_INIT_UNIFORM_FANIN, MF_INIT_NORMAL } mf_init;
@@ -98,6 +99,9 @@ int mf_g_conv(mf_graph *g, int x, int co, int k, int stride, const char *name);
 int mf_g_linear(mf_graph *g, int x, int co, const char *name);
 int mf_g_groupnorm(mf_graph *g, int x, int groups, const char *name);
 int mf_g_silu(mf_graph *g, int x);
+/* silu(groupnorm(x)): the same parameters and result as mf_g_silu(mf_g_groupnorm(..)), one fused op that
+ * keeps no GroupNorm output (less memory, fewer passes) */
+int mf_g_groupnorm_silu(mf_graph *g, int x, int groups, const char *name);
 int mf_g_add(mf_graph *g, int a, int b);
 int mf_g_sub(mf_graph *g, int a, int b);
 int mf_g_add_channel(mf_graph *g, int x, int e);

@@ -31,13 +31,11 @@ static int norm_groups(const mf_unet_cfg *c, int ch) { return gcd(ch, c->groups 
 /* ResBlock: h = conv1(silu(norm1(x))) + temb(silu(e)); h = conv2(silu(norm2(h))); out = h + skip(x) */
 static int resblock(mf_graph *g, const mf_unet_cfg *c, int x, int temb_act, int cout) {
     int cin = g->nodes[x].c;
-    int h = mf_g_groupnorm(g, x, norm_groups(c, cin), "norm1");
-    h = mf_g_silu(g, h);
+    int h = mf_g_groupnorm_silu(g, x, norm_groups(c, cin), "norm1");
     h = mf_g_conv(g, h, cout, 3, 1, "conv1");
     int e = mf_g_linear(g, temb_act, cout, "temb");
     h = mf_g_add_channel(g, h, e);
-    h = mf_g_groupnorm(g, h, norm_groups(c, cout), "norm2");
-    h = mf_g_silu(g, h);
+    h = mf_g_groupnorm_silu(g, h, norm_groups(c, cout), "norm2");
     h = mf_g_conv(g, h, cout, 3, 1, "conv2");
     int s = cin == cout ? x : mf_g_conv(g, x, cout, 1, 1, "skip");
     return mf_g_add(g, h, s);
@@ -118,7 +116,6 @@ void mf_unet_build(mf_graph *g, const mf_unet_cfg *c, mf_unet *ids) {
         }
     }
     int c0 = c->ch * c->mult[0];
-    h = mf_g_groupnorm(g, h, norm_groups(c, c0), "norm_out");
-    h = mf_g_silu(g, h);
+    h = mf_g_groupnorm_silu(g, h, norm_groups(c, c0), "norm_out");
     ids->out = mf_g_conv(g, h, c->in_ch, 3, 1, "conv_out");
 }

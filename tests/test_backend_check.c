@@ -115,6 +115,26 @@ static void run_ops(mf_backend *be, blog *L) {
     k->groupnorm_jvp(be, 2, 4, 64, 2, b[3], b[7], b[9], b[9] + 64, b[10], b[13], 0);
     logbuf(L, be, b[13], 512);
 
+    /* fused GroupNorm + SiLU in both layouts; a convolution on blocked tensors (oneDNN when present) */
+    for (int blk = 0; blk <= 16; blk += 16) {
+        const int c = blk ? 16 : 4, g = blk ? 4 : 2, nf = 2 * c * 64;
+        k->gn_silu(be, 2, c, 64, g, 1e-5f, b[3], b[7], b[7] + 64, b[8], b[9], b[9] + 64, blk);
+        logbuf(L, be, b[8], nf);
+        k->gn_silu_bwd(be, 2, c, 64, g, b[3], b[7], b[7] + 64, b[9], b[9] + 64, b[10], b[11], b[12], b[12] + 64, 0, blk);
+        logbuf(L, be, b[11], nf);
+        logbuf(L, be, b[12], c);
+        k->gn_silu_jvp(be, 2, c, 64, g, b[3], b[7], b[7] + 64, b[9], b[9] + 64, b[10], b[13], blk);
+        logbuf(L, be, b[13], nf);
+    }
+    mf_conv_shape s3 = {.n = 2, .ci = 16, .h = 8, .w = 8, .co = 16, .k = 3, .stride = 1, .pad = 1, .ho = 8, .wo = 8,
+                        .bx = 16, .by = 16};
+    k->conv2d(be, &s3, b[3], b[4], b[2], b[5]);
+    logbuf(L, be, b[5], 2048);
+    k->conv2d_bwd_data(be, &s3, b[5], b[4], b[6], 1);
+    logbuf(L, be, b[6], 2048);
+    k->conv2d_bwd_filter(be, &s3, b[3], b[5], b[14], b[15]);
+    logbuf(L, be, b[14], 2304);
+
     /* element-wise */
     k->silu(be, 1000, b[8], b[13]);
     logbuf(L, be, b[13], 1000);

@@ -689,6 +689,70 @@ static void test_layout(mf_backend *be) {
     free(ht), free(hg);
 }
 
+/* ---- fused GroupNorm + SiLU ------------------------------------------------------------------
+ * gn_silu / gn_silu_bwd / gn_silu_jvp against the composition of the separate kernels (each checked
+ * against finite differences above), in either layout. */
+static void test_gn_silu(mf_backend *be, int n, int c, int hw, int g, int blk) {
+    char tag[128];
+    snprintf(tag, sizeof tag, "[%d thr] gn_silu n%d c%d hw%d g%d layout %d", be->threads, n, c, hw, g, blk);
+    if (g_verbose) printf("%s\n", tag);
+    const size_t nx = (size_t)n * c * hw, ng = (size_t)n * g;
+    const float eps = 1e-5f;
+    float *hx = hrand(nx, 2, 0.3), *hg = hrand(c, 0.5, 1), *hb = hrand(c, 1, 0), *hdy = hrand(nx, 1, 0);
+    float *htx = hrand(nx, 1, 0), *hdx0 = hrand(nx, 1, 0), *hdg0 = hrand(c, 1, 0), *hdb0 = hrand(c, 1, 0);
+    const mf_backend_i *k = be->i;
+    float *X = upa(be, hx, n, c, hw, blk), *G = up(be, hg, c), *B = up(be, hb, c), *DY = upa(be, hdy, n, c, hw, blk);
+    float *TX = upa(be, htx, n, c, hw, blk), *U = k->alloc(be, sizeof(float) * nx), *Y = k->alloc(be, sizeof(float) * nx);
+    float *Y2 = k->alloc(be, sizeof(float) * nx), *M = k->alloc(be, sizeof(float) * ng), *R = k->alloc(be, sizeof(float) * ng);
+    float *M2 = k->alloc(be, sizeof(float) * ng), *R2 = k->alloc(be, sizeof(float) * ng);
+    float *DU = k->alloc(be, sizeof(float) * nx);
+    /* reference: groupnorm -> U, silu(U) -> Y */
+    k->groupnorm(be, n, c, hw, g, eps, X, G, B, U, M, R, blk);
+    k->silu(be, (int64_t)nx, U, Y);
+    k->gn_silu(be, n, c, hw, g, eps, X, G, B, Y2, M2, R2, blk);
+    float *ry = downa(be, Y, n, c, hw, blk), *gy = downa(be, Y2, n, c, hw, blk);
+    double *ref = dbl(ry, nx);
+    check_rel("gn_silu forward vs groupnorm + silu", gy, ref, nx, 1e-6);
+    free(ref), free(ry), free(gy);
+    float *rm = down(be, M, ng), *gm = down(be, M2, ng);
+    ref = dbl(rm, ng);
+    check_rel("gn_silu mean", gm, ref, ng, 0);
+    free(ref), free(rm), free(gm);
+    /* backward, acc = 1 and 0, parameter gradients accumulating */
+    for (int acc = 1; acc >= 0; acc--) {
+        float *DX = upa(be, hdx0, n, c, hw, blk), *DX2 = upa(be, hdx0, n, c, hw, blk);
+        float *DG = up(be, hdg0, c), *DB = up(be, hdb0, c), *DG2 = up(be, hdg0, c), *DB2 = up(be, hdb0, c);
+        k->silu_bwd(be, (int64_t)nx, U, DY, DU, 0);
+        k->groupnorm_bwd(be, n, c, hw, g, X, G, M, R, DU, DX, DG, DB, acc, blk);
+        k->gn_silu_bwd(be, n, c, hw, g, X, G, B, M, R, DY, DX2, DG2, DB2, acc, blk);
+        float *r1 = downa(be, DX, n, c, hw, blk), *g1 = downa(be, DX2, n, c, hw, blk);
+        ref = dbl(r1, nx);
+        check_rel(acc ? "gn_silu_bwd dx acc=1 vs composition" : "gn_silu_bwd dx acc=0 vs composition", g1, ref, nx,
+                  1e-5);
+        free(ref), free(r1), free(g1);
+        r1 = down(be, DG, c), g1 = down(be, DG2, c);
+        ref = dbl(r1, c);
+        check_rel("gn_silu_bwd dgamma vs composition", g1, ref, c, 1e-5);
+        free(ref), free(r1), free(g1);
+        r1 = down(be, DB, c), g1 = down(be, DB2, c);
+        ref = dbl(r1, c);
+        check_rel("gn_silu_bwd dbeta vs composition", g1, ref, c, 1e-5);
+        free(ref), free(r1), free(g1);
+        k->free(be, DX), k->free(be, DX2), k->free(be, DG), k->free(be, DB), k->free(be, DG2), k->free(be, DB2);
+    }
+    /* JVP: silu'(U) * groupnorm_jvp(tx) */
+    k->groupnorm_jvp(be, n, c, hw, g, X, G, M, R, TX, DU, blk);
+    k->silu_jvp(be, (int64_t)nx, U, DU, Y);
+    k->gn_silu_jvp(be, n, c, hw, g, X, G, B, M, R, TX, Y2, blk);
+    float *rj = downa(be, Y, n, c, hw, blk), *gj = downa(be, Y2, n, c, hw, blk);
+    ref = dbl(rj, nx);
+    check_rel("gn_silu_jvp vs composition", gj, ref, nx, 1e-5);
+    free(ref), free(rj), free(gj);
+    float *bufs[] = {X, G, B, DY, TX, U, Y, Y2, M, R, M2, R2, DU};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) k->free(be, bufs[i]);
+    free(hx), free(hg), free(hb), free(hdy), free(htx), free(hdx0), free(hdg0), free(hdb0);
+}
+
 /* ---- the blocked layout (nChw16c) ------------------------------------------------------------
  * Every layout-aware kernel on blocked operands against host references in NCHW (upa/downa convert);
  * GroupNorm and conv run their full finite-difference tests in test_groupnorm_l / test_conv_l. */
@@ -799,6 +863,8 @@ static void test_blocked(mf_backend *be) {
     test_conv_l(be, 2, 24, 6, 5, 16, 3, 1, 1, 0, 16);
     test_conv_l(be, 2, 16, 6, 6, 8, 3, 1, 1, 16, 0);
     test_conv_l(be, 1, 32, 9, 9, 48, 3, 1, 1, 16, 16);
+    test_gn_silu(be, 3, 32, 49, 8, 16);
+    test_gn_silu(be, 2, 16, 30, 16, 16);
 }
 
 static void ref_fourier(int n, int half, const double *t, const float *freq, double *y) {
@@ -1000,6 +1066,8 @@ int main(void) {
         test_groupnorm(be, 2, 4, 9, 4, 0);
         test_groupnorm(be, 2, 8, 5, 2, 50);   /* |mean| >> std */
         test_groupnorm(be, 3, 32, 400, 8, 0); /* the parallel path */
+        test_gn_silu(be, 3, 12, 49, 4, 0);
+        test_gn_silu(be, 4, 32, 400, 8, 0);
         test_silu(be, "avx512 if supported", 37);
         test_silu(be, "avx512 if supported", 100003);
         test_linear_ops(be);
