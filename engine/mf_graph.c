@@ -358,6 +358,29 @@ static int plan_memory(mf_graph *g, bool need_grad, bool need_tan) {
             if (need_grad && c->needs_grad && (first_grad[i] < 0 || tb < first_grad[i])) first_grad[i] = tb;
         }
     }
+    /* Gradient pass-through: the input of an ADD (either side), SUB (left) or ADD_CHANNEL (x) whose only
+     * consumer that is gets exactly the consumer's gradient; it shares the consumer's gradient buffer
+     * (backward then skips the copy), which lives until the last sharer's backward (gend). */
+    int *uses = mf_xcalloc((size_t)n, sizeof(int)), *gend = mf_xmalloc(sizeof(int) * (size_t)n);
+    for (int j = 0; j < n; j++)
+        for (int s = 0; s < 2; s++)
+            if (g->nodes[j].in[s] >= 0) uses[g->nodes[j].in[s]]++;
+    for (int i = 0; i < n; i++) g->nodes[i].grad_alias = -1, gend[i] = n + (n - 1 - i);
+    for (int j = need_grad ? 0 : n; j < n; j++) {
+        const mf_gnode *c = &g->nodes[j];
+        if (!c->needs_grad || !(c->op == MF_OP_ADD || c->op == MF_OP_SUB || c->op == MF_OP_ADD_CHANNEL)) continue;
+        for (int s = 0; s < (c->op == MF_OP_ADD ? 2 : 1); s++) {
+            mf_gnode *in = &g->nodes[c->in[s]];
+            if (uses[c->in[s]] == 1 && in->needs_grad && in->op != MF_OP_INPUT && !in->keep && c->in[s] != g->output &&
+                in->numel == c->numel && in->blk == c->blk)
+                in->grad_alias = j;
+        }
+    }
+    for (int i = n - 1; i >= 0; i--) { /* extend each root's lifetime over its sharers (consumers first) */
+        int r = i;
+        while (g->nodes[r].grad_alias >= 0) r = g->nodes[r].grad_alias;
+        if (r != i && gend[i] > gend[r]) gend[r] = gend[i];
+    }
     interval *iv = mf_xmalloc(sizeof *iv * (size_t)(3 * n + 1));
     int m = 0;
     for (int i = 0; i < n; i++) {
@@ -367,9 +390,9 @@ static int plan_memory(mf_graph *g, bool need_grad, bool need_tan) {
         int end = perm ? forever : (last_bwd[i] > last_fwd[i] ? last_bwd[i] : last_fwd[i]);
         iv[m++] = (interval){nd->numel, perm ? -1 : i, end, &nd->out};
         if (need_tan) iv[m++] = (interval){nd->numel, perm ? -1 : i, perm ? forever : last_fwd[i], &nd->tan};
-        if (need_grad && nd->needs_grad) {
+        if (need_grad && nd->needs_grad && nd->grad_alias < 0) {
             int start = i == g->output ? n - 1 : first_grad[i];
-            if (start >= 0) iv[m++] = (interval){nd->numel, start, n + (n - 1 - i), &nd->grad};
+            if (start >= 0) iv[m++] = (interval){nd->numel, start, gend[i], &nd->grad};
         }
     }
     qsort(iv, (size_t)m, sizeof *iv, cmp_interval);
@@ -392,10 +415,13 @@ static int plan_memory(mf_graph *g, bool need_grad, bool need_tan) {
     g->n_pool = nb;
     for (int b = 0; b < nb && !fail; b++) g->pool[b] = alloc_f(g, bsize[b], &fail);
     for (int k = 0; k < m; k++) *iv[k].slot = g->pool[assign[k]];
+    for (int i = n - 1; i >= 0; i--) /* consumers first: a chain of sharers ends at its root */
+        if (g->nodes[i].grad_alias >= 0) g->nodes[i].grad = g->nodes[g->nodes[i].grad_alias].grad;
     int64_t unplanned = 0;
     for (int k = 0; k < m; k++) unplanned += iv[k].numel;
     g->unplanned_bytes = sizeof(float) * (size_t)unplanned;
     free(last_fwd), free(last_bwd), free(first_grad), free(iv), free(bsize), free(busy), free(assign);
+    free(uses), free(gend);
     return fail;
 }
 
@@ -506,6 +532,13 @@ static void accum(mf_graph *g, float *dst, const float *src, int64_t n, int acc)
     else K(g)->copy(BE(g), dst, src, sizeof(float) * (size_t)n);
 }
 
+/* The gradient of input `id` when it shares its consumer's buffer (grad_alias): nothing to copy. */
+static bool shares_grad(mf_graph *g, int id) {
+    if (g->nodes[id].grad_alias < 0) return false;
+    g->grad_written[id] = true;
+    return true;
+}
+
 /* Start or continue the gradient of input node `id`; returns the acc flag to use. */
 static int grad_target(mf_graph *g, int id, float **buf) {
     mf_gnode *in = &g->nodes[id];
@@ -559,14 +592,14 @@ static void backward_node(mf_graph *g, int i) {
         break;
     case MF_OP_ADD:
     case MF_OP_SUB:
-        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) accum(g, dx, dy, nd->numel, acc);
-        if ((acc = grad_target(g, nd->in[1], &dx)) >= 0) {
+        if (!shares_grad(g, nd->in[0]) && (acc = grad_target(g, nd->in[0], &dx)) >= 0) accum(g, dx, dy, nd->numel, acc);
+        if (!(nd->op == MF_OP_ADD && shares_grad(g, nd->in[1])) && (acc = grad_target(g, nd->in[1], &dx)) >= 0) {
             if (nd->op == MF_OP_ADD) accum(g, dx, dy, nd->numel, acc);
             else k->axpby(be, nd->numel, -1.0f, dy, acc ? 1.0f : 0.0f, dx);
         }
         break;
     case MF_OP_ADD_CHANNEL:
-        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) accum(g, dx, dy, nd->numel, acc);
+        if (!shares_grad(g, nd->in[0]) && (acc = grad_target(g, nd->in[0], &dx)) >= 0) accum(g, dx, dy, nd->numel, acc);
         if ((acc = grad_target(g, nd->in[1], &dx)) >= 0) k->sum_channel(be, nd->n, nd->c, hw, dy, dx, acc, nd->blk);
         break;
     case MF_OP_CONCAT:

@@ -62,6 +62,8 @@ typedef struct mf_gnode {
     bool needs_grad;  /* on a path from a parameter or a grad-requiring input to the output */
     bool has_tan;     /* on a path from an input with a tangent */
     bool keep;        /* output stays readable after a pass (mf_graph_keep) */
+    int grad_alias;   /* >= 0: this node's gradient IS that node's (an add-like sole consumer passes its
+                       * gradient through unchanged, so the buffer is shared instead of copied) */
 } mf_gnode;
 
 typedef struct mf_graph {
