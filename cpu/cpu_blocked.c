@@ -409,3 +409,152 @@ void mfcpu_copy_channels(mf_backend *be, int n, int hw, int nc, const float *src
                 }
         }
 }
+
+/* ---- direct convolution, blocked input -> few NCHW output channels ------------------------------
+ * The UNet's last convolution (c channels -> 1-4 image channels) has no fast oneDNN implementation (it
+ * falls back to reference code) and im2col would copy the whole input nine times for a few output
+ * channels. Here: stride 1, x in nChw16c, y in NCHW, any co (meant for co < 16). Every output pixel is a
+ * 16-lane dot product per tap, reduced across lanes at the end; all three passes read x once, so they run
+ * at memory speed. Work is split over samples (filter gradient: per-slot partial sums added in slot
+ * order, deterministic). */
+
+/* output columns ox with input column ox + kx - pad inside [0, w) */
+static void ox_range(int w, int wo, int kx, int pad, int *a, int *b) {
+    int lo = pad - kx, hi = w - 1 + pad - kx;
+    *a = lo > 0 ? lo : 0;
+    *b = hi + 1 < wo ? hi + 1 : wo;
+    if (*a > *b) *a = *b;
+}
+
+void mfcpu_conv_b16_plain(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w, const float *bias,
+                          float *y) {
+    const int cbn = s->ci / B16, k = s->k, hw = s->h * s->w, howo = s->ho * s->wo;
+    const int slots = mfcpu_islots(be, s->n, (int64_t)s->ci * hw);
+    /* weights as [o][cb][ky][kx][16 lanes] so that a tap is one vector */
+    float *wt = mfcpu_workspace(be, sizeof(float) * (size_t)s->co * s->ci * k * k + (size_t)slots * mfcpu_round16((size_t)s->wo * B16) * sizeof(float));
+    float *accs = wt + (size_t)s->co * s->ci * k * k;
+    for (int o = 0; o < s->co; o++)
+        for (int c = 0; c < s->ci; c++)
+            for (int t = 0; t < k * k; t++)
+                wt[(((size_t)o * cbn + c / B16) * k * k + t) * B16 + c % B16] = w[((size_t)o * s->ci + c) * k * k + t];
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++) {
+        float *acc = accs + (size_t)sl * mfcpu_round16((size_t)s->wo * B16); /* one output row of lane sums */
+        for (int64_t i = mfcpu_split(s->n, slots, sl); i < mfcpu_split(s->n, slots, sl + 1); i++)
+            for (int o = 0; o < s->co; o++)
+                for (int oy = 0; oy < s->ho; oy++) {
+                    memset(acc, 0, sizeof(float) * (size_t)s->wo * B16);
+                    for (int cb = 0; cb < cbn; cb++) {
+                        const float *xb = x + ((int64_t)i * cbn + cb) * hw * B16;
+                        for (int ky = 0; ky < k; ky++) {
+                            const int iy = oy + ky - s->pad;
+                            if (iy < 0 || iy >= s->h) continue;
+                            for (int kx = 0; kx < k; kx++) {
+                                int a, b;
+                                ox_range(s->w, s->wo, kx, s->pad, &a, &b);
+                                const float *wv = wt + (((size_t)o * cbn + cb) * k * k + ky * k + kx) * B16;
+                                const float *xr = xb + ((int64_t)iy * s->w + kx - s->pad) * B16;
+                                for (int ox = a; ox < b; ox++)
+#pragma omp simd
+                                    for (int l = 0; l < B16; l++) acc[ox * B16 + l] += wv[l] * xr[ox * B16 + l];
+                            }
+                        }
+                    }
+                    float *yr = y + ((int64_t)i * s->co + o) * howo + (int64_t)oy * s->wo;
+                    for (int ox = 0; ox < s->wo; ox++) {
+                        float t = bias ? bias[o] : 0.0f;
+                        for (int l = 0; l < B16; l++) t += acc[ox * B16 + l];
+                        yr[ox] = t;
+                    }
+                }
+    }
+}
+
+void mfcpu_conv_b16_plain_bwd_data(mf_backend *be, const mf_conv_shape *s, const float *dy, const float *w, float *dx,
+                                   int acc) {
+    const int cbn = s->ci / B16, k = s->k, hw = s->h * s->w, howo = s->ho * s->wo;
+    const int slots = mfcpu_islots(be, s->n, (int64_t)s->ci * hw);
+    float *wt = mfcpu_workspace(be, sizeof(float) * (size_t)s->co * s->ci * k * k);
+    for (int o = 0; o < s->co; o++)
+        for (int c = 0; c < s->ci; c++)
+            for (int t = 0; t < k * k; t++)
+                wt[(((size_t)o * cbn + c / B16) * k * k + t) * B16 + c % B16] = w[((size_t)o * s->ci + c) * k * k + t];
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t i = mfcpu_split(s->n, slots, sl); i < mfcpu_split(s->n, slots, sl + 1); i++)
+            for (int cb = 0; cb < cbn; cb++) {
+                float *db = dx + ((int64_t)i * cbn + cb) * hw * B16;
+                if (!acc) memset(db, 0, sizeof(float) * (size_t)hw * B16);
+                /* dx[iy, ix] += w[o, tap] dy[o, iy - ky + pad, ix - kx + pad]: scatter from each output row */
+                for (int o = 0; o < s->co; o++)
+                    for (int oy = 0; oy < s->ho; oy++) {
+                        const float *gr = dy + ((int64_t)i * s->co + o) * howo + (int64_t)oy * s->wo;
+                        for (int ky = 0; ky < k; ky++) {
+                            const int iy = oy + ky - s->pad;
+                            if (iy < 0 || iy >= s->h) continue;
+                            for (int kx = 0; kx < k; kx++) {
+                                int a, b;
+                                ox_range(s->w, s->wo, kx, s->pad, &a, &b);
+                                const float *wv = wt + (((size_t)o * cbn + cb) * k * k + ky * k + kx) * B16;
+                                float *dr = db + ((int64_t)iy * s->w + kx - s->pad) * B16;
+                                for (int ox = a; ox < b; ox++) {
+                                    const float gv = gr[ox];
+#pragma omp simd
+                                    for (int l = 0; l < B16; l++) dr[ox * B16 + l] += wv[l] * gv;
+                                }
+                            }
+                        }
+                    }
+            }
+}
+
+void mfcpu_conv_b16_plain_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy, float *dw,
+                                     float *dbias) {
+    const int cbn = s->ci / B16, k = s->k, hw = s->h * s->w, howo = s->ho * s->wo;
+    const int slots = mfcpu_islots(be, s->n, (int64_t)s->ci * hw);
+    const size_t nwt = mfcpu_round16((size_t)s->co * s->ci * k * k + (size_t)s->co);
+    float *part = mfcpu_workspace(be, sizeof(float) * nwt * (size_t)slots); /* per slot: [o][cb][tap][16], then db */
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++) {
+        float *pw = part + (size_t)sl * nwt, *pb = pw + (size_t)s->co * s->ci * k * k;
+        memset(pw, 0, sizeof(float) * nwt);
+        for (int64_t i = mfcpu_split(s->n, slots, sl); i < mfcpu_split(s->n, slots, sl + 1); i++)
+            for (int o = 0; o < s->co; o++) {
+                const float *go = dy + ((int64_t)i * s->co + o) * howo;
+                double sb = 0.0;
+                for (int p = 0; p < howo; p++) sb += go[p];
+                pb[o] += (float)sb;
+                for (int cb = 0; cb < cbn; cb++) {
+                    const float *xb = x + ((int64_t)i * cbn + cb) * hw * B16;
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            float *wv = pw + (((size_t)o * cbn + cb) * k * k + ky * k + kx) * B16;
+                            float a16[B16] = {0};
+                            int a, b;
+                            ox_range(s->w, s->wo, kx, s->pad, &a, &b);
+                            for (int oy = 0; oy < s->ho; oy++) {
+                                const int iy = oy + ky - s->pad;
+                                if (iy < 0 || iy >= s->h) continue;
+                                const float *gr = go + (int64_t)oy * s->wo;
+                                const float *xr = xb + ((int64_t)iy * s->w + kx - s->pad) * B16;
+                                for (int ox = a; ox < b; ox++) {
+                                    const float gv = gr[ox];
+#pragma omp simd
+                                    for (int l = 0; l < B16; l++) a16[l] += gv * xr[ox * B16 + l];
+                                }
+                            }
+                            for (int l = 0; l < B16; l++) wv[l] += a16[l];
+                        }
+                }
+            }
+    }
+    for (int sl = 0; sl < slots; sl++) { /* slot order: deterministic for a thread count */
+        const float *pw = part + (size_t)sl * nwt, *pb = pw + (size_t)s->co * s->ci * k * k;
+        for (int o = 0; o < s->co; o++) {
+            for (int c = 0; c < s->ci; c++)
+                for (int t = 0; t < k * k; t++)
+                    dw[((size_t)o * s->ci + c) * k * k + t] += pw[(((size_t)o * cbn + c / B16) * k * k + t) * B16 + c % B16];
+            if (dbias) dbias[o] += pb[o];
+        }
+    }
+}

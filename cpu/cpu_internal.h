@@ -127,6 +127,13 @@ MFCPU_HIDDEN void mfcpu_sum_channel_b16(mf_backend *be, int n, int c, int hw, co
 MFCPU_HIDDEN void mfcpu_upsample2x_b16(mf_backend *be, int n, int c, int h, int w, const float *x, float *y);
 MFCPU_HIDDEN void mfcpu_upsample2x_bwd_b16(mf_backend *be, int n, int c, int h, int w, const float *dy,
                                            float *dx, int acc);
+/* direct stride-1 convolution from a blocked input to NCHW output channels (the few-channel output conv) */
+MFCPU_HIDDEN void mfcpu_conv_b16_plain(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w,
+                                       const float *bias, float *y);
+MFCPU_HIDDEN void mfcpu_conv_b16_plain_bwd_data(mf_backend *be, const mf_conv_shape *s, const float *dy,
+                                                const float *w, float *dx, int acc);
+MFCPU_HIDDEN void mfcpu_conv_b16_plain_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x,
+                                                  const float *dy, float *dw, float *dbias);
 MFCPU_HIDDEN void mfcpu_copy_channels(mf_backend *be, int n, int hw, int nc, const float *src, int src_c,
                                       int src_c0, int src_blk, float *dst, int dst_c, int dst_c0, int dst_blk,
                                       int acc);

@@ -220,10 +220,19 @@ static void plain_end(mf_backend *be, plain_conv *pc) {
     mfcpu_free(be, pc->y);
 }
 
+/* blocked input, NCHW output with fewer than 16 channels, stride 1: the direct kernels in cpu_blocked.c */
+static int few_out(const mf_conv_shape *s) {
+    return is_b16(s->bx) && !is_b16(s->by) && s->co < 16 && s->stride == 1;
+}
+
 static void cpu_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w, const float *bias,
                        float *y) {
     if (!is_b16(s->bx) && !is_b16(s->by)) {
         mfcpu_conv2d(be, s, x, w, bias, y);
+        return;
+    }
+    if (few_out(s)) {
+        mfcpu_conv_b16_plain(be, s, x, w, bias, y);
         return;
     }
     if (mfcpu_dnnl_conv2d(be, s, x, w, bias, y) == 0) return;
@@ -241,6 +250,10 @@ static void cpu_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const fl
         mfcpu_conv2d_bwd_data(be, s, dy, w, dx, acc);
         return;
     }
+    if (few_out(s)) {
+        mfcpu_conv_b16_plain_bwd_data(be, s, dy, w, dx, acc);
+        return;
+    }
     if (mfcpu_dnnl_conv2d_bwd_data(be, s, dy, w, dx, acc) == 0) return;
     plain_conv pc;
     plain_begin(be, s, &pc);
@@ -254,6 +267,10 @@ static void cpu_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const 
                                   float *dbias) {
     if (!is_b16(s->bx) && !is_b16(s->by)) {
         mfcpu_conv2d_bwd_filter(be, s, x, dy, dw, dbias);
+        return;
+    }
+    if (few_out(s)) {
+        mfcpu_conv_b16_plain_bwd_filter(be, s, x, dy, dw, dbias);
         return;
     }
     if (mfcpu_dnnl_conv2d_bwd_filter(be, s, x, dy, dw, dbias) == 0) return;

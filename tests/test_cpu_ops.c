@@ -863,6 +863,9 @@ static void test_blocked(mf_backend *be) {
     test_conv_l(be, 2, 24, 6, 5, 16, 3, 1, 1, 0, 16);
     test_conv_l(be, 2, 16, 6, 6, 8, 3, 1, 1, 16, 0);
     test_conv_l(be, 1, 32, 9, 9, 48, 3, 1, 1, 16, 16);
+    test_conv_l(be, 3, 32, 5, 7, 3, 3, 1, 1, 16, 0); /* direct few-output kernels: 2 blocks, non-square */
+    test_conv_l(be, 2, 16, 6, 5, 2, 1, 1, 0, 16, 0);
+    test_conv_l(be, 2, 16, 7, 6, 1, 5, 1, 2, 16, 0);
     test_gn_silu(be, 3, 32, 49, 8, 16);
     test_gn_silu(be, 2, 16, 30, 16, 16);
 }
