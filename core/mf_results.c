@@ -99,9 +99,12 @@ int mf_results_status(const char *run_dir, const char *state, const char *stage,
     return rc;
 }
 
+const char *mfcpu_dnnl_version(void); /* cpu/cpu_dnnl.c: "oneDNN X.Y.Z", or NULL without it */
+
 void mf_library_versions(char *buf, size_t cap) {
-    snprintf(buf, cap, "libyaml %s, libpng %s, zlib %s, %s", yaml_get_version_string(),
-             png_get_libpng_ver(NULL), zlibVersion(), LUA_RELEASE);
+    const char *dnnl = mfcpu_dnnl_version();
+    snprintf(buf, cap, "libyaml %s, libpng %s, zlib %s, %s%s%s", yaml_get_version_string(),
+             png_get_libpng_ver(NULL), zlibVersion(), LUA_RELEASE, dnnl ? ", " : "", dnnl ? dnnl : "");
 }
 
 int mf_results_manifest(const char *run_dir, const mf_experiment *ex, const char *argv_line) {
