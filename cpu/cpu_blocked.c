@@ -193,17 +193,7 @@ static void gn_bwd(mf_backend *be, int n, int c, int hw, int g, const float *x, 
             }
         }
     }
-    if (dgamma || dbeta) {
-        for (int ch = 0; ch < c; ch++) {
-            double sa = 0.0, sb = 0.0;
-            for (int i = 0; i < n; i++) {
-                sa += A[(size_t)i * c + ch];
-                sb += RB[(size_t)i * c + ch];
-            }
-            if (dbeta) dbeta[ch] += (float)sa;
-            if (dgamma) dgamma[ch] += (float)sb;
-        }
-    }
+    mfcpu_gn_param_grads(n, c, A, RB, dgamma, dbeta);
 }
 
 static void gn_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma, const float *beta,

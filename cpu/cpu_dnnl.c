@@ -12,6 +12,7 @@
 
 #ifdef MF_HAVE_DNNL
 #include <dnnl.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,10 @@ typedef struct mfcpu_dnnl {
 
 int mfcpu_dnnl_init(mf_backend *be) {
     mfcpu_ctx *c = mfcpu(be);
+    /* nChw16c is the AVX-512 kernels' layout; elsewhere (AVX2: nChw8c) oneDNN would run reference code on
+     * it, so the backend stays NCHW with its im2col convolutions */
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    if ((isa & dnnl_cpu_isa_avx512_core) != dnnl_cpu_isa_avx512_core) return -1;
     mfcpu_dnnl *d = mf_xcalloc(1, sizeof *d);
     if (dnnl_engine_create(&d->eng, dnnl_cpu, 0) != dnnl_success) {
         free(d);
@@ -165,17 +170,21 @@ static dnnl_memory_t mem(mfcpu_dnnl *d, const dnnl_memory_desc_t *md, const void
     return m;
 }
 
-static void run(mfcpu_dnnl *d, dnnl_primitive_t prim, int n, const dnnl_exec_arg_t *args) {
+static void run(mf_backend *be, dnnl_primitive_t prim, int n, const dnnl_exec_arg_t *args) {
+    mfcpu_dnnl *d = mfcpu(be)->dnnl;
+    /* oneDNN's OpenMP build uses omp_get_max_threads(): this backend's thread count, whatever other
+     * backends of the process set (results are deterministic per thread count) */
+    omp_set_num_threads(be->threads);
     DN(dnnl_primitive_execute(prim, d->strm, n, args));
     DN(dnnl_stream_wait(d->strm));
     for (int i = 0; i < n; i++) dnnl_memory_destroy(args[i].memory);
 }
 
 /* The weights in the primitive's format: w itself, or a reorder of it into `tmp`. */
-static const float *prim_weights(mfcpu_dnnl *d, dn_prim *p, const float *w, float *tmp) {
+static const float *prim_weights(mf_backend *be, mfcpu_dnnl *d, dn_prim *p, const float *w, float *tmp) {
     if (!p->wre) return w;
     dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, mem(d, &p->w_user, w)}, {DNNL_ARG_TO, mem(d, &p->w_md, tmp)}};
-    run(d, p->wre, 2, a);
+    run(be, p->wre, 2, a);
     return tmp;
 }
 
@@ -188,12 +197,12 @@ int mfcpu_dnnl_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, co
     dn_prim *p = get_prim(d, DIR_FWD, s, bias != NULL);
     if (p->ref) return -1;
     float *tmp = mfcpu_workspace(be, p->w_bytes + 64);
-    const float *wp = prim_weights(d, p, w, tmp);
+    const float *wp = prim_weights(be, d, p, w, tmp);
     dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, mem(d, &p->x_md, x)},
                             {DNNL_ARG_WEIGHTS, mem(d, &p->w_md, wp)},
                             {DNNL_ARG_DST, mem(d, &p->y_md, y)},
                             {DNNL_ARG_BIAS, bias ? mem(d, &p->b_md, bias) : NULL}};
-    run(d, p->prim, bias ? 4 : 3, a);
+    run(be, p->prim, bias ? 4 : 3, a);
     return 0;
 }
 
@@ -206,12 +215,12 @@ int mfcpu_dnnl_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const flo
     const int64_t nx = (int64_t)s->n * s->ci * s->h * s->w;
     const size_t wb = round64(p->w_bytes);
     char *ws = mfcpu_workspace(be, wb + (acc ? sizeof(float) * (size_t)nx : 0));
-    const float *wp = prim_weights(d, p, w, (float *)ws);
+    const float *wp = prim_weights(be, d, p, w, (float *)ws);
     float *out = acc ? (float *)(ws + wb) : dx;
     dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, mem(d, &p->y_md, dy)},
                             {DNNL_ARG_WEIGHTS, mem(d, &p->w_md, wp)},
                             {DNNL_ARG_DIFF_SRC, mem(d, &p->x_md, out)}};
-    run(d, p->prim, 3, a);
+    run(be, p->prim, 3, a);
     if (acc) mfcpu_axpby(be, nx, 1.0f, out, 1.0f, dx);
     return 0;
 }
@@ -230,10 +239,10 @@ int mfcpu_dnnl_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const f
                             {DNNL_ARG_DIFF_DST, mem(d, &p->y_md, dy)},
                             {DNNL_ARG_DIFF_WEIGHTS, mem(d, &p->w_md, gw)},
                             {DNNL_ARG_DIFF_BIAS, dbias ? mem(d, &p->b_md, gb) : NULL}};
-    run(d, p->prim, dbias ? 4 : 3, a);
+    run(be, p->prim, dbias ? 4 : 3, a);
     if (p->wre) { /* dw += reorder(gw) */
         dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, mem(d, &p->w_md, gw)}, {DNNL_ARG_TO, mem(d, &p->w_user, dw)}};
-        run(d, p->wre, 2, r);
+        run(be, p->wre, 2, r);
     } else {
         const int64_t nw = (int64_t)s->co * s->ci * s->k * s->k;
         for (int64_t i = 0; i < nw; i++) dw[i] += gw[i];

@@ -148,6 +148,7 @@ MFCPU_HIDDEN void mfcpu_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int 
                                       const float *gamma, const float *mean, const float *rstd,
                                       const float *tx, float *ty);
 
+MFCPU_HIDDEN void mfcpu_gn_param_grads(int n, int c, const double *A, const double *RB, float *dgamma, float *dbeta);
 MFCPU_HIDDEN void mfcpu_gn_affine(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
                                   const float *beta, const float *mean, const float *rstd, float *u);
 

@@ -22,6 +22,21 @@
 #include "cpu_internal.h"
 #include "mf_error.h"
 
+/* dbeta[ch] += sum_i A[i, ch], dgamma[ch] += sum_i RB[i, ch]: the per-sample sums of the GroupNorm
+ * backward (either output may be NULL), added in sample order (both layouts use it). */
+void mfcpu_gn_param_grads(int n, int c, const double *A, const double *RB, float *dgamma, float *dbeta) {
+    if (!dgamma && !dbeta) return;
+    for (int ch = 0; ch < c; ch++) {
+        double sa = 0.0, sb = 0.0;
+        for (int i = 0; i < n; i++) {
+            sa += A[(size_t)i * c + ch];
+            sb += RB[(size_t)i * c + ch];
+        }
+        if (dbeta) dbeta[ch] += (float)sa;
+        if (dgamma) dgamma[ch] += (float)sb;
+    }
+}
+
 void mfcpu_groupnorm(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
                      const float *gamma, const float *beta, float *y, float *mean, float *rstd) {
     MF_ASSERT(n > 0 && c > 0 && hw > 0 && g > 0 && c % g == 0);
@@ -101,17 +116,7 @@ void mfcpu_groupnorm_bwd(mf_backend *be, int n, int c, int hw, int g, const floa
             }
         }
     }
-    if (dgamma || dbeta) {
-        for (int ch = 0; ch < c; ch++) {
-            double sa = 0.0, sb = 0.0;
-            for (int i = 0; i < n; i++) {
-                sa += A[(size_t)i * c + ch];
-                sb += RB[(size_t)i * c + ch];
-            }
-            if (dbeta) dbeta[ch] += (float)sa;
-            if (dgamma) dgamma[ch] += (float)sb;
-        }
-    }
+    mfcpu_gn_param_grads(n, c, A, RB, dgamma, dbeta);
 }
 
 void mfcpu_groupnorm_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,

@@ -345,13 +345,10 @@ mf_backend *mf_cpu_backend_new(int threads) {
     be->i = &cpu_iface;
     be->ctx = c;
     be->threads = threads;
-    /* Channel-blocked activations with oneDNN convolutions, unless MFPIPE_CPU_LAYOUT=nchw (or no
-     * oneDNN): see docs/cpu-backend.md, "Layouts". oneDNN takes its thread count from OpenMP. */
+    /* Channel-blocked activations with oneDNN convolutions, unless MFPIPE_CPU_LAYOUT=nchw, or no oneDNN,
+     * or a CPU without AVX-512: see docs/cpu-backend.md, "Layouts". */
     const char *lay = getenv("MFPIPE_CPU_LAYOUT");
-    if (!(lay && strcmp(lay, "nchw") == 0) && mfcpu_dnnl_init(be) == 0) {
-        be->cblock = 16;
-        omp_set_num_threads(threads);
-    }
+    if (!(lay && strcmp(lay, "nchw") == 0) && mfcpu_dnnl_init(be) == 0) be->cblock = 16;
     return be;
 }
 

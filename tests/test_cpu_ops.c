@@ -612,6 +612,37 @@ static void test_linear_ops(mf_backend *be) {
     free(ha), free(hb2), free(hbig);
 }
 
+/* upsample2x and its adjoint (acc 1 and 0, adjoint identity) on (n, c, h, w) in layout blk */
+static void test_upsample(mf_backend *be, int n, int c, int h, int w, int blk) {
+    const size_t nx = (size_t)n * c * h * w, ny = nx * 4;
+    float *hx = hrand(nx, 1, 0), *hdy = hrand(ny, 1, 0), *hdx0 = hrand(nx, 1, 0);
+    double *ry = dzeros(ny), *rdx = dzeros(nx), *rda = dbl(hdx0, nx);
+    for (size_t q = 0; q < (size_t)n * c; q++)
+        for (int y = 0; y < 2 * h; y++)
+            for (int x = 0; x < 2 * w; x++) {
+                size_t yi = (q * 2 * h + y) * 2 * w + x, xi = (q * h + y / 2) * w + x / 2;
+                ry[yi] = hx[xi];
+                rdx[xi] += hdy[yi];
+                rda[xi] += hdy[yi];
+            }
+    float *X = upa(be, hx, n, c, h * w, blk), *Y = be->i->alloc(be, sizeof(float) * ny),
+          *DY = upa(be, hdy, n, c, 4 * h * w, blk), *DX = upa(be, hdx0, n, c, h * w, blk);
+    be->i->upsample2x(be, n, c, h, w, X, Y, blk);
+    float *gy = downa(be, Y, n, c, 4 * h * w, blk);
+    check_rel(blk ? "upsample2x blocked" : "upsample2x", gy, ry, ny, 0);
+    be->i->upsample2x_bwd(be, n, c, h, w, DY, DX, 1, blk);
+    float *got = downa(be, DX, n, c, h * w, blk);
+    check_rel("upsample2x_bwd acc=1", got, rda, nx, 1e-6);
+    free(got);
+    be->i->upsample2x_bwd(be, n, c, h, w, DY, DX, 0, blk);
+    float *gdx = downa(be, DX, n, c, h * w, blk);
+    check_rel("upsample2x_bwd acc=0", gdx, rdx, nx, 1e-6);
+    double t, lhs = dot_ff(hdy, gy, ny, &t), rhs = dot_ff(gdx, hx, nx, &(double){0});
+    check_dot("<dy, up x> == <up_bwd dy, x>", lhs, t, rhs, TOL_DOT);
+    be->i->free(be, X), be->i->free(be, Y), be->i->free(be, DY), be->i->free(be, DX);
+    free(hx), free(hdy), free(hdx0), free(ry), free(rdx), free(rda), free(gy), free(gdx);
+}
+
 static void test_layout(mf_backend *be) {
     if (g_verbose) printf("[%d thr] copy_channels, upsample2x, embed\n", be->threads);
     /* copy_channels (NCHW): channels [4, 7) of a (3, 10, 2) tensor to channels [2, 5) of a (3, 6, 2) one */
@@ -634,37 +665,9 @@ static void test_layout(mf_backend *be) {
     be->i->free(be, S), be->i->free(be, D);
     free(hs), free(hd);
 
-    /* upsample2x and its adjoint on (n, c, h, w) = (3, 4, 5, 3), large enough to go parallel too */
-    for (int big = 0; big < 2; big++) {
-        const int n = big ? 16 : 3, c = 4, h = big ? 28 : 5, w = big ? 28 : 3;
-        const size_t nx = (size_t)n * c * h * w, ny = nx * 4;
-        float *hx = hrand(nx, 1, 0), *hdy = hrand(ny, 1, 0), *hdx0 = hrand(nx, 1, 0);
-        double *ry = dzeros(ny), *rdx = dzeros(nx), *rda = dbl(hdx0, nx);
-        for (size_t q = 0; q < (size_t)n * c; q++)
-            for (int y = 0; y < 2 * h; y++)
-                for (int x = 0; x < 2 * w; x++) {
-                    size_t yi = (q * 2 * h + y) * 2 * w + x, xi = (q * h + y / 2) * w + x / 2;
-                    ry[yi] = hx[xi];
-                    rdx[xi] += hdy[yi];
-                    rda[xi] += hdy[yi];
-                }
-        float *X = up(be, hx, nx), *Y = be->i->alloc(be, sizeof(float) * ny), *DY = up(be, hdy, ny),
-              *DX = up(be, hdx0, nx);
-        be->i->upsample2x(be, n, c, h, w, X, Y, 0);
-        float *gy = down(be, Y, ny);
-        check_rel("upsample2x", gy, ry, ny, 0);
-        be->i->upsample2x_bwd(be, n, c, h, w, DY, DX, 1, 0);
-        got = down(be, DX, nx);
-        check_rel("upsample2x_bwd acc=1", got, rda, nx, 1e-6);
-        free(got);
-        be->i->upsample2x_bwd(be, n, c, h, w, DY, DX, 0, 0);
-        float *gdx = down(be, DX, nx);
-        check_rel("upsample2x_bwd acc=0", gdx, rdx, nx, 1e-6);
-        double t, lhs = dot_ff(hdy, gy, ny, &t), rhs = dot_ff(gdx, hx, nx, &(double){0});
-        check_dot("<dy, up x> == <up_bwd dy, x>", lhs, t, rhs, TOL_DOT);
-        be->i->free(be, X), be->i->free(be, Y), be->i->free(be, DY), be->i->free(be, DX);
-        free(hx), free(hdy), free(hdx0), free(ry), free(rdx), free(rda), free(gy), free(gdx);
-    }
+    /* upsample2x and its adjoint on (n, c, h, w) = (3, 4, 5, 3), and large enough to go parallel */
+    test_upsample(be, 3, 4, 5, 3, 0);
+    test_upsample(be, 16, 4, 28, 28, 0);
 
     /* embed / embed_bwd with repeated indices */
     const int rows = 10, dim = 6, n = 7;
@@ -816,36 +819,8 @@ static void test_blocked(mf_backend *be) {
         free(ht), free(he), free(he0), free(rt), free(rs), free(rs1);
     }
     /* upsample2x and its adjoint */
-    for (int big = 0; big < 2; big++) {
-        const int c = 32, h = big ? 14 : 5, w = big ? 14 : 3, nn = big ? 16 : 2;
-        const size_t nx = (size_t)nn * c * h * w, ny = nx * 4;
-        float *hx = hrand(nx, 1, 0), *hdy = hrand(ny, 1, 0), *hdx0 = hrand(nx, 1, 0);
-        double *ry = dzeros(ny), *rdx = dzeros(nx), *rda = dbl(hdx0, nx);
-        for (size_t q = 0; q < (size_t)nn * c; q++)
-            for (int y = 0; y < 2 * h; y++)
-                for (int x = 0; x < 2 * w; x++) {
-                    size_t yi = (q * 2 * h + y) * 2 * w + x, xi = (q * h + y / 2) * w + x / 2;
-                    ry[yi] = hx[xi];
-                    rdx[xi] += hdy[yi];
-                    rda[xi] += hdy[yi];
-                }
-        float *X = upa(be, hx, nn, c, h * w, 16), *Y = be->i->alloc(be, sizeof(float) * ny),
-              *DY = upa(be, hdy, nn, c, 4 * h * w, 16), *DX = upa(be, hdx0, nn, c, h * w, 16);
-        be->i->upsample2x(be, nn, c, h, w, X, Y, 16);
-        float *got = downa(be, Y, nn, c, 4 * h * w, 16);
-        check_rel("upsample2x blocked", got, ry, ny, 0);
-        free(got);
-        be->i->upsample2x_bwd(be, nn, c, h, w, DY, DX, 1, 16);
-        got = downa(be, DX, nn, c, h * w, 16);
-        check_rel("upsample2x_bwd blocked acc=1", got, rda, nx, 1e-6);
-        free(got);
-        be->i->upsample2x_bwd(be, nn, c, h, w, DY, DX, 0, 16);
-        got = downa(be, DX, nn, c, h * w, 16);
-        check_rel("upsample2x_bwd blocked acc=0", got, rdx, nx, 1e-6);
-        free(got);
-        be->i->free(be, X), be->i->free(be, Y), be->i->free(be, DY), be->i->free(be, DX);
-        free(hx), free(hdy), free(hdx0), free(ry), free(rdx), free(rda);
-    }
+    test_upsample(be, 2, 32, 5, 3, 16);
+    test_upsample(be, 16, 32, 14, 14, 16);
     /* GroupNorm: groups inside a block (cg 2, 8), a group of exactly one block, groups across blocks,
      * a large mean, and the parallel path */
     test_groupnorm_l(be, 2, 16, 10, 8, 0, 16);
