@@ -2,16 +2,19 @@
 # bench/run.sh - training and sampling throughput of mfpipe beside PyTorch (Debian's python3-torch), same model,
 # batch and thread count, measured in the same run; prints a table (images/s, achieved GFLOP/s and its
 # fraction of the measured SGEMM peak, peak resident memory) and writes it to bench/results.md.
-#   bench/run.sh [--steps N] [--threads T] [--cases "quick c32 c64"]
+#   bench/run.sh [--steps N] [--threads T] [--cases "quick c32 c64"] [--repeat R]
+# --repeat R measures each side R times, alternating mfpipe and PyTorch, and keeps each side's best speed
+# and lowest peak memory (this machine is shared: single runs move by 10-15%).
 # mfpipe is measured through `mfpipe run` (the real training loop: data order, noise, forward,
 # backward, AdamW, EMA) on MNIST-shaped data; PyTorch through bench/torch_bench.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps=30; threads=$(nproc); cases="quick c32 c64"
+steps=30; threads=$(nproc); cases="quick c32 c64"; repeat=1
 while [ $# -gt 0 ]; do
   case $1 in
     --steps) steps=$2; shift 2;; --threads) threads=$2; shift 2;; --cases) cases=$2; shift 2;;
-    *) echo "usage: bench/run.sh [--steps N] [--threads T] [--cases \"quick c32 c64\"]" >&2; exit 2;;
+    --repeat) repeat=$2; shift 2;;
+    *) echo "usage: bench/run.sh [--steps N] [--threads T] [--cases \"quick c32 c64\"] [--repeat R]" >&2; exit 2;;
   esac
 done
 build=${MFPIPE_BUILD:-build}
@@ -49,21 +52,25 @@ spec() { case $1 in quick) echo "16 1 64 16";; c32) echo "32 2 128 32";; c64) ec
 
 out=$work/table.md
 {
-  echo "SGEMM peak (OpenBLAS, 2048^3, $threads threads): $peak GFLOP/s; batch 128; $steps timed steps; $(date -u +%F)"
+  echo "SGEMM peak (OpenBLAS, 2048^3, $threads threads): $peak GFLOP/s; batch 128; $steps timed steps; best of $repeat run(s) each; $(date -u +%F)"
   echo
   echo "| case | params | GFLOP/img | mfpipe img/s | GFLOP/s | % peak | peak MiB | PyTorch img/s | GFLOP/s | % peak | peak MiB | speed x | memory x | sampling img*NFE/s mfpipe | PyTorch |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } >"$out"
-for c in $cases; do
-  read -r ch rb temb half <<<"$(spec "$c")"
-  log=$work/$c.log
+best() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b + 0 > a + 0) print b; else print a }'; }
+least() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b + 0 < a + 0) print b; else print a }'; }
+
+# one mfpipe measurement of case $c: sets params gfl r_ips r_sps r_peak
+measure_mfpipe() {
+  local log=$work/$c.log res=$work/results_${c}_$1
   "$build"/bin/mf_peak "$mf" run -q bench/bench_train.yaml "data.root=\"$dataroot\"" data.verify=$verify \
      threads="$threads" model.channels="$ch" model.res_blocks="$rb" model.time_embed.dim="$temb" \
-     model.time_embed.frequencies="$half" train.steps=$((steps + 10)) results_dir="\"$work/results\"" 2>"$log" >/dev/null
-  mpeak=$(grep -o 'peak_mib=[0-9.]*' "$log" | cut -d= -f2)
-  met=$(ls -d "$work"/results/bench/*/ | tail -1)metrics.jsonl
+     model.time_embed.frequencies="$half" train.steps=$((steps + 10)) results_dir="\"$res\"" 2>"$log" >/dev/null
+  r_peak=$(grep -o 'peak_mib=[0-9.]*' "$log" | cut -d= -f2)
+  local run_dir
+  run_dir=$(ls -d "$res"/bench/*/ | tail -1)
   # throughput over the steps after the first 10 (warm-up): (steps) * 128 / time between log lines
-  read -r params gfl ips <<<"$(/usr/bin/python3 - "$met" "$steps" <<'PY'
+  read -r params gfl r_ips <<<"$(/usr/bin/python3 - "${run_dir}metrics.jsonl" "$steps" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 model = [r for r in rows if r.get("event") == "model"][0]
@@ -74,15 +81,27 @@ print(model["params"], model["gflops_per_image"], round(ips, 1))
 PY
 )"
   # sampling: images per second per network evaluation at batch 256 (Euler, 4 steps = 4 evaluations)
-  run_dir=$(ls -d "$work"/results/bench/*/ | tail -1)
-  "$mf" sample "$run_dir" -q --n 512 --batch 256 --sampler euler --steps 4 --out "$work/sample_$c" 2>/dev/null >/dev/null
-  sps=$(/usr/bin/python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if "nfe_total" in l][0]; print(round(r["n"]*r["nfe_total"]/len(r["nfe_per_batch"])/r["n"]*r["n"]/r["seconds"],1))' "$work/sample_$c/metrics.jsonl")
+  "$mf" sample "$run_dir" -q --n 512 --batch 256 --sampler euler --steps 4 --out "$work/sample_${c}_$1" 2>/dev/null >/dev/null
+  r_sps=$(/usr/bin/python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if "nfe_total" in l][0]; print(round(r["n"]*r["nfe_total"]/len(r["nfe_per_batch"])/r["n"]*r["n"]/r["seconds"],1))' "$work/sample_${c}_$1/metrics.jsonl")
+}
+
+for c in $cases; do
+  read -r ch rb temb half <<<"$(spec "$c")"
+  ips=; sps=; mpeak=; tips=; tgf=; tpeak=; tsps=
+  for rep in $(seq 1 "$repeat"); do
+    measure_mfpipe "$rep"
+    ips=$(best "$ips" "$r_ips"); sps=$(best "$sps" "$r_sps"); mpeak=$(least "$mpeak" "$r_peak")
+    if [ $have_torch = 1 ]; then
+      tj=$(/usr/bin/python3 bench/torch_bench.py --ch "$ch" --res-blocks "$rb" --temb "$temb" --half "$half" \
+           --steps "$steps" --threads "$threads" --batch 128 2>/dev/null | tail -1)
+      read -r a_ips a_gf a_peak a_sps <<<"$(echo "$tj" | /usr/bin/python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(round(r["train_img_s"],1), round(r["train_gflops"],1), round(r["peak_mib"]), round(r["sample_img_s"],1))')"
+      if [ -z "$tips" ] || [ "$(best "$tips" "$a_ips")" = "$a_ips" ]; then tgf=$a_gf; fi
+      tips=$(best "$tips" "$a_ips"); tsps=$(best "$tsps" "$a_sps"); tpeak=$(least "$tpeak" "$a_peak")
+    fi
+  done
   mgf=$(awk -v g="$gfl" -v i="$ips" 'BEGIN{printf "%.1f", 3*g*i}')
   mpct=$(awk -v x="$mgf" -v p="$peak" 'BEGIN{printf "%.0f", 100*x/p}')
   if [ $have_torch = 1 ]; then
-    tj=$(/usr/bin/python3 bench/torch_bench.py --ch "$ch" --res-blocks "$rb" --temb "$temb" --half "$half" \
-         --steps "$steps" --threads "$threads" --batch 128 2>/dev/null | tail -1)
-    read -r tips tgf tpeak tsps <<<"$(echo "$tj" | /usr/bin/python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(round(r["train_img_s"],1), round(r["train_gflops"],1), round(r["peak_mib"]), round(r["sample_img_s"],1))')"
     tpct=$(awk -v x="$tgf" -v p="$peak" 'BEGIN{printf "%.0f", 100*x/p}')
     sx=$(awk -v a="$ips" -v b="$tips" 'BEGIN{printf "%.2f", a/b}')
     mx=$(awk -v a="$mpeak" -v b="$tpeak" 'BEGIN{printf "%.2f", a/b}')
