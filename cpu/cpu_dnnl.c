@@ -38,6 +38,8 @@ typedef struct dn_prim {
     dnnl_memory_desc_t x_md, y_md, w_md, w_user, b_md; /* w_md: the primitive's (diff) weights */
     dnnl_primitive_t wre;  /* weights reorder (OIHW -> w_md, or w_md -> OIHW with sum), NULL if equal */
     size_t w_bytes;        /* bytes of w_md */
+    dnnl_memory_desc_t sp_md; /* the primitive's scratchpad, passed from the backend's workspace */
+    size_t sp_bytes;
     int ref;               /* oneDNN chose a reference (slow) implementation: not used */
     char impl[64];
 } dn_prim;
@@ -115,19 +117,23 @@ static dn_prim *get_prim(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bia
     dnnl_convolution_desc_t fd, cd;
     DN(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &p->x_md, &w_any,
                                           bias ? &p->b_md : NULL, &p->y_md, str, pl, pr));
+    /* scratchpads come from the backend's workspace (user mode), so peak_bytes counts them */
+    dnnl_primitive_attr_t sp_attr;
+    DN(dnnl_primitive_attr_create(&sp_attr));
+    DN(dnnl_primitive_attr_set_scratchpad_mode(sp_attr, dnnl_scratchpad_mode_user));
     dnnl_primitive_desc_t fpd, pd;
-    DN(dnnl_primitive_desc_create(&fpd, &fd, NULL, d->eng, NULL));
+    DN(dnnl_primitive_desc_create(&fpd, &fd, sp_attr, d->eng, NULL));
     dnnl_query_t wq = dnnl_query_weights_md;
     if (dir == DIR_FWD) {
         pd = fpd;
     } else if (dir == DIR_BWD_DATA) {
         DN(dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &p->x_md, &w_any, &p->y_md, str, pl,
                                                     pr));
-        DN(dnnl_primitive_desc_create(&pd, &cd, NULL, d->eng, fpd));
+        DN(dnnl_primitive_desc_create(&pd, &cd, sp_attr, d->eng, fpd));
     } else {
         DN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &p->x_md, &w_any,
                                                        bias ? &p->b_md : NULL, &p->y_md, str, pl, pr));
-        DN(dnnl_primitive_desc_create(&pd, &cd, NULL, d->eng, fpd));
+        DN(dnnl_primitive_desc_create(&pd, &cd, sp_attr, d->eng, fpd));
         wq = dnnl_query_diff_weights_md;
     }
     const char *info = NULL;
@@ -136,6 +142,9 @@ static dn_prim *get_prim(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bia
     p->ref = info && strncmp(info, "ref", 3) == 0;
     p->w_md = *dnnl_primitive_desc_query_md(pd, wq, 0);
     p->w_bytes = dnnl_memory_desc_get_size(&p->w_md);
+    p->sp_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    p->sp_bytes = dnnl_memory_desc_get_size(&p->sp_md);
+    dnnl_primitive_attr_destroy(sp_attr);
     DN(dnnl_primitive_create(&p->prim, pd));
     if (!dnnl_memory_desc_equal(&p->w_md, &p->w_user)) {
         dnnl_primitive_desc_t rpd;
@@ -190,19 +199,29 @@ static const float *prim_weights(mf_backend *be, mfcpu_dnnl *d, dn_prim *p, cons
 
 static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
 
+/* append the scratchpad argument (at sp, inside the workspace) when the primitive has one */
+static int scratch_arg(mfcpu_dnnl *d, const dn_prim *p, char *sp, dnnl_exec_arg_t *a, int na) {
+    if (p->sp_bytes) a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mem(d, &p->sp_md, sp)};
+    return na;
+}
+
 int mfcpu_dnnl_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w, const float *bias,
                       float *y) {
     mfcpu_dnnl *d = mfcpu(be)->dnnl;
     if (!d) return -1;
     dn_prim *p = get_prim(d, DIR_FWD, s, bias != NULL);
     if (p->ref) return -1;
-    float *tmp = mfcpu_workspace(be, p->w_bytes + 64);
-    const float *wp = prim_weights(be, d, p, w, tmp);
-    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, mem(d, &p->x_md, x)},
-                            {DNNL_ARG_WEIGHTS, mem(d, &p->w_md, wp)},
-                            {DNNL_ARG_DST, mem(d, &p->y_md, y)},
-                            {DNNL_ARG_BIAS, bias ? mem(d, &p->b_md, bias) : NULL}};
-    run(be, p->prim, bias ? 4 : 3, a);
+    const size_t wb = round64(p->w_bytes);
+    char *ws = mfcpu_workspace(be, wb + p->sp_bytes);
+    const float *wp = prim_weights(be, d, p, w, (float *)ws);
+    dnnl_exec_arg_t a[5];
+    int na = 0;
+    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, mem(d, &p->x_md, x)};
+    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mem(d, &p->w_md, wp)};
+    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DST, mem(d, &p->y_md, y)};
+    if (bias) a[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mem(d, &p->b_md, bias)};
+    na = scratch_arg(d, p, ws + wb, a, na);
+    run(be, p->prim, na, a);
     return 0;
 }
 
@@ -214,13 +233,14 @@ int mfcpu_dnnl_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const flo
     if (p->ref) return -1;
     const int64_t nx = (int64_t)s->n * s->ci * s->h * s->w;
     const size_t wb = round64(p->w_bytes);
-    char *ws = mfcpu_workspace(be, wb + (acc ? sizeof(float) * (size_t)nx : 0));
+    const size_t tb = acc ? round64(sizeof(float) * (size_t)nx) : 0;
+    char *ws = mfcpu_workspace(be, wb + tb + p->sp_bytes);
     const float *wp = prim_weights(be, d, p, w, (float *)ws);
     float *out = acc ? (float *)(ws + wb) : dx;
-    dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, mem(d, &p->y_md, dy)},
+    dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, mem(d, &p->y_md, dy)},
                             {DNNL_ARG_WEIGHTS, mem(d, &p->w_md, wp)},
                             {DNNL_ARG_DIFF_SRC, mem(d, &p->x_md, out)}};
-    run(be, p->prim, 3, a);
+    run(be, p->prim, scratch_arg(d, p, ws + wb + tb, a, 3), a);
     if (acc) mfcpu_axpby(be, nx, 1.0f, out, 1.0f, dx);
     return 0;
 }
@@ -232,14 +252,18 @@ int mfcpu_dnnl_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const f
     dn_prim *p = get_prim(d, DIR_BWD_FILTER, s, dbias != NULL);
     if (p->ref) return -1;
     const size_t wb = round64(p->w_bytes);
-    char *ws = mfcpu_workspace(be, 2 * wb + sizeof(float) * (size_t)s->co + 64);
+    const size_t bb = round64(sizeof(float) * (size_t)s->co);
+    char *ws = mfcpu_workspace(be, 2 * wb + bb + p->sp_bytes);
     float *gw = p->wre ? (float *)ws : (float *)(ws + wb); /* the new gradient, in the primitive's layout */
     float *gb = (float *)(ws + 2 * wb);
-    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, mem(d, &p->x_md, x)},
-                            {DNNL_ARG_DIFF_DST, mem(d, &p->y_md, dy)},
-                            {DNNL_ARG_DIFF_WEIGHTS, mem(d, &p->w_md, gw)},
-                            {DNNL_ARG_DIFF_BIAS, dbias ? mem(d, &p->b_md, gb) : NULL}};
-    run(be, p->prim, dbias ? 4 : 3, a);
+    dnnl_exec_arg_t a[5];
+    int na = 0;
+    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, mem(d, &p->x_md, x)};
+    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST, mem(d, &p->y_md, dy)};
+    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_WEIGHTS, mem(d, &p->w_md, gw)};
+    if (dbias) a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_BIAS, mem(d, &p->b_md, gb)};
+    na = scratch_arg(d, p, ws + 2 * wb + bb, a, na);
+    run(be, p->prim, na, a);
     if (p->wre) { /* dw += reorder(gw) */
         dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, mem(d, &p->w_md, gw)}, {DNNL_ARG_TO, mem(d, &p->w_user, dw)}};
         run(be, p->wre, 2, r);
