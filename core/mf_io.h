@@ -22,6 +22,11 @@ void mf_sha256_init(mf_sha256 *s);
 void mf_sha256_update(mf_sha256 *s, const void *data, size_t n);
 void mf_sha256_final(mf_sha256 *s, uint8_t digest[32]);
 void mf_sha256_hex(const void *data, size_t n, char hex[65]);
+/* The SHA-256 trailer of mfpipe's binary files (checkpoints, reference statistics, feature-network
+ * weights): put writes the digest of buf[0, body) at buf + body; ok says whether the last 32 bytes of
+ * buf[0, len) are the digest of the rest (len >= 32). */
+void mf_sha256_trailer_put(uint8_t *buf, size_t body);
+int mf_sha256_trailer_ok(const uint8_t *buf, size_t len);
 /* Hash a whole file (raw bytes). */
 int mf_sha256_file(const char *path, char hex[65]);
 

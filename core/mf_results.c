@@ -13,6 +13,7 @@
 #include <yaml.h>
 #include <zlib.h>
 
+#include "mf_backend.h"
 #include "mf_buildinfo.h"
 #include "mf_io.h"
 #include "mf_json.h"
@@ -99,10 +100,9 @@ int mf_results_status(const char *run_dir, const char *state, const char *stage,
     return rc;
 }
 
-const char *mfcpu_dnnl_version(void); /* cpu/cpu_dnnl.c: "oneDNN X.Y.Z", or NULL without it */
 
 void mf_library_versions(char *buf, size_t cap) {
-    const char *dnnl = mfcpu_dnnl_version();
+    const char *dnnl = mf_cpu_dnnl_version();
     snprintf(buf, cap, "libyaml %s, libpng %s, zlib %s, %s%s%s", yaml_get_version_string(),
              png_get_libpng_ver(NULL), zlibVersion(), LUA_RELEASE, dnnl ? ", " : "", dnnl ? dnnl : "");
 }

@@ -111,6 +111,23 @@ void mf_sha256_final(mf_sha256 *s, uint8_t digest[32]) {
     s->nbuf = 0;
 }
 
+void mf_sha256_trailer_put(uint8_t *buf, size_t body) {
+    mf_sha256 s;
+    mf_sha256_init(&s);
+    mf_sha256_update(&s, buf, body);
+    mf_sha256_final(&s, buf + body);
+}
+
+int mf_sha256_trailer_ok(const uint8_t *buf, size_t len) {
+    if (len < 32) return 0;
+    uint8_t d[32];
+    mf_sha256 s;
+    mf_sha256_init(&s);
+    mf_sha256_update(&s, buf, len - 32);
+    mf_sha256_final(&s, d);
+    return memcmp(d, buf + len - 32, 32) == 0;
+}
+
 static void to_hex(const uint8_t digest[32], char hex[65]) {
     static const char digits[] = "0123456789abcdef";
     for (int i = 0; i < 32; i++) {

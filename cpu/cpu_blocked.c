@@ -84,6 +84,15 @@ static size_t gn_slot_bytes(int slots, int c, int64_t sample, int fused) {
     return (size_t)slots * (sizeof(double) * mfcpu_round16(4 * (size_t)c) + (fused ? sizeof(float) * mfcpu_round16((size_t)sample) : 0));
 }
 
+/* lanes of channel block cb: a = gamma rstd and the mean, from the per-channel values of gn_saved */
+static void lane_scale(int cb, const double *mc, const double *rc, const float *gamma, float a[B16], float mf[B16]) {
+    for (int l = 0; l < B16; l++) {
+        const int ch = cb * B16 + l;
+        a[l] = (float)((gamma ? (double)gamma[ch] : 1.0) * rc[ch]);
+        mf[l] = (float)mc[ch];
+    }
+}
+
 /* per-channel mean and rstd (mc, rc) of sample i from the saved per-group values */
 static void gn_saved(int c, int g, int64_t i, const float *mean, const float *rstd, double *mc, double *rc) {
     const int cg = c / g;
@@ -170,13 +179,8 @@ static void gn_bwd(mf_backend *be, int n, int c, int hw, int g, const float *x, 
             float *di = dx + i * c * hw;
             for (int cb = 0; cb < cbn; cb++) {
                 float a[B16], c0[B16], cxf[B16], mf[B16];
-                for (int l = 0; l < B16; l++) {
-                    const int ch = cb * B16 + l, gi = ch / cg;
-                    a[l] = (float)((gamma ? (double)gamma[ch] : 1.0) * rstd[i * g + gi]);
-                    c0[l] = (float)co[ch];
-                    cxf[l] = (float)cx[ch];
-                    mf[l] = mean[i * g + gi];
-                }
+                lane_scale(cb, mc, rc, gamma, a, mf);
+                for (int l = 0; l < B16; l++) c0[l] = (float)co[cb * B16 + l], cxf[l] = (float)cx[cb * B16 + l];
                 const float *xb = xi + (int64_t)cb * hw * B16, *gb = gi_ + (int64_t)cb * hw * B16;
                 float *db = di + (int64_t)cb * hw * B16;
                 if (acc) {
@@ -221,13 +225,8 @@ static void gn_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x, 
             }
             for (int cb = 0; cb < cbn; cb++) {
                 float a[B16], mt[B16], u[B16], mf[B16];
-                for (int l = 0; l < B16; l++) {
-                    const int ch = cb * B16 + l, gi = ch / cg;
-                    a[l] = (float)((gamma ? (double)gamma[ch] : 1.0) * rstd[i * g + gi]);
-                    mt[l] = (float)st[ch];
-                    u[l] = (float)sxt[ch];
-                    mf[l] = mean[i * g + gi];
-                }
+                lane_scale(cb, mc, rc, gamma, a, mf);
+                for (int l = 0; l < B16; l++) mt[l] = (float)st[cb * B16 + l], u[l] = (float)sxt[cb * B16 + l];
                 const float *xb = xi + (int64_t)cb * hw * B16, *tb = ti + (int64_t)cb * hw * B16;
                 float *yb = yi + (int64_t)cb * hw * B16;
                 for (int p = 0; p < hw; p++)

@@ -276,7 +276,7 @@ int mfcpu_dnnl_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const f
     return 0;
 }
 
-const char *mfcpu_dnnl_version(void) {
+const char *mf_cpu_dnnl_version(void) {
     static char buf[32];
     const dnnl_version_t *v = dnnl_version();
     snprintf(buf, sizeof buf, "oneDNN %d.%d.%d", v->major, v->minor, v->patch);
@@ -299,6 +299,6 @@ int mfcpu_dnnl_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const f
                                  float *dbias) {
     return -1;
 }
-const char *mfcpu_dnnl_version(void) { return NULL; }
+const char *mf_cpu_dnnl_version(void) { return NULL; }
 
 #endif

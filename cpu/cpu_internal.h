@@ -96,8 +96,6 @@ MFCPU_HIDDEN int mfcpu_dnnl_conv2d_bwd_data(mf_backend *be, const mf_conv_shape 
                                             const float *w, float *dx, int acc);
 MFCPU_HIDDEN int mfcpu_dnnl_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x,
                                               const float *dy, float *dw, float *dbias);
-/* "oneDNN X.Y.Z", or NULL when built without it */
-const char *mfcpu_dnnl_version(void);
 
 /* ---- blocked-layout kernels (cpu_blocked.c): nChw16c, c % 16 == 0 ---------------------------- */
 MFCPU_HIDDEN void mfcpu_groupnorm_b16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,

@@ -155,6 +155,8 @@ struct mf_backend {
 
 /* The CPU backend (always built). threads <= 0: all cores. */
 mf_backend *mf_cpu_backend_new(int threads);
+/* "oneDNN X.Y.Z" when the CPU backend was built with oneDNN, else NULL (for manifests and --version) */
+const char *mf_cpu_dnnl_version(void);
 void mf_backend_free(mf_backend *be);
 /* The checked backend (mf_backend_check.c): wraps `inner` (and owns it from then on); its tensors are
  * PROT_NONE except while a kernel runs, so host code that dereferences one dies with SIGSEGV. Used by

@@ -32,10 +32,7 @@ int mf_ckpt_save(const char *path, const mf_ckpt *c) {
         memcpy(p, &c->s[i].n, 8), p += 8;
         memcpy(p, c->s[i].data, sizeof(float) * (size_t)c->s[i].n), p += sizeof(float) * (size_t)c->s[i].n;
     }
-    mf_sha256 h;
-    mf_sha256_init(&h);
-    mf_sha256_update(&h, buf, (size_t)(p - buf));
-    mf_sha256_final(&h, p);
+    mf_sha256_trailer_put(buf, (size_t)(p - buf));
     int rc = mf_write_file_atomic(path, buf, total);
     free(buf);
     return rc;
@@ -52,12 +49,7 @@ int mf_ckpt_load(const char *path, mf_ckpt *c) {
         mf_fail("%s: not an mfpipe checkpoint (bad magic or too short: %zu bytes)", path, len);
         goto out;
     }
-    uint8_t digest[32];
-    mf_sha256 h;
-    mf_sha256_init(&h);
-    mf_sha256_update(&h, buf, len - 32);
-    mf_sha256_final(&h, digest);
-    if (memcmp(digest, buf + len - 32, 32) != 0) {
+    if (!mf_sha256_trailer_ok(buf, len)) {
         mf_fail("%s: checksum mismatch (file truncated or corrupt; %zu bytes)", path, len);
         goto out;
     }

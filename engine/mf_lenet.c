@@ -29,10 +29,7 @@ int mf_lenet_save(const char *path, const mf_lenet_cfg *c, const float *params, 
     memcpy(p, cfg, 16), p += 16;
     memcpy(p, &n, 8), p += 8;
     memcpy(p, params, sizeof(float) * (size_t)n), p += sizeof(float) * (size_t)n;
-    mf_sha256 h;
-    mf_sha256_init(&h);
-    mf_sha256_update(&h, buf, (size_t)(p - buf));
-    mf_sha256_final(&h, p);
+    mf_sha256_trailer_put(buf, (size_t)(p - buf));
     int rc = mf_write_file_atomic(path, buf, len);
     free(buf);
     return rc;
@@ -44,16 +41,11 @@ int mf_lenet_load(const char *path, mf_lenet_cfg *c, float **params, int64_t *n,
     int gz;
     MF_TRY(mf_read_file(path, &buf, &len, &gz));
     int rc = -1;
-    uint8_t d[32];
     if (len < 8 + 16 + 8 + 32 || memcmp(buf, k_magic, 8) != 0) {
         mf_fail("%s: not a LeNet weight file (bad magic at byte 0)", path);
         goto out;
     }
-    mf_sha256 h;
-    mf_sha256_init(&h);
-    mf_sha256_update(&h, buf, len - 32);
-    mf_sha256_final(&h, d);
-    if (memcmp(d, buf + len - 32, 32) != 0) {
+    if (!mf_sha256_trailer_ok(buf, len)) {
         mf_fail("%s: checksum mismatch (corrupt or truncated weight file)", path);
         goto out;
     }

@@ -135,11 +135,8 @@ int mf_gauss_save(const char *path, const mf_gauss *g, const char *key) {
     memcpy(p, key, klen), p += klen;
     memcpy(p, g->mu, sizeof(double) * d), p += sizeof(double) * d;
     memcpy(p, g->cov, sizeof(double) * d * d), p += sizeof(double) * d * d;
-    mf_sha256 h;
-    mf_sha256_init(&h);
-    mf_sha256_update(&h, buf, (size_t)(p - buf));
-    mf_sha256_final(&h, p);
     MF_ASSERT((size_t)(p - buf) + 32 == total);
+    mf_sha256_trailer_put(buf, (size_t)(p - buf));
     int rc = mf_write_file_atomic(path, buf, total);
     free(buf);
     return rc;
@@ -158,12 +155,7 @@ int mf_gauss_load(const char *path, const char *key, mf_gauss *out) {
                 path, len);
         goto out;
     }
-    uint8_t digest[32];
-    mf_sha256 h;
-    mf_sha256_init(&h);
-    mf_sha256_update(&h, buf, len - 32);
-    mf_sha256_final(&h, digest);
-    if (memcmp(digest, buf + len - 32, 32) != 0) {
+    if (!mf_sha256_trailer_ok(buf, len)) {
         mf_fail("%s: checksum mismatch (file truncated or corrupt; %zu bytes); delete it to recompute",
                 path, len);
         goto out;
@@ -413,6 +405,21 @@ static double kth_smallest(double *v, int64_t n, int k) {
     return best[k - 1];
 }
 
+/* out[r, j] = max(0, |a_r|^2 + |b_j|^2 - 2 a_r . b_j): squared distances of m rows of a to nb rows of b
+ * (squared norms sqa, sqb), one DGEMM; the clamp keeps rounding of an exact copy from going negative. */
+static void sqdist_tile(const double *a, const double *sqa, int m, const double *b, const double *sqb, int64_t nb,
+                        int d, double *out) {
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)nb, d, -2.0, a, d, b, d, 0.0, out, (int)nb);
+    for (int r = 0; r < m; r++) {
+        double *row = out + (size_t)r * (size_t)nb;
+        const double si = sqa[r];
+        for (int64_t j = 0; j < nb; j++) {
+            const double v = row[j] + si + sqb[j];
+            row[j] = v > 0.0 ? v : 0.0;
+        }
+    }
+}
+
 /* r2[i] = squared distance of row i of x (centred, squared norms sq) to its k-th nearest other row.
  * blk holds nt * tile_rows(n) * n doubles. */
 static void knn_radii(const double *x, const double *sq, int64_t n, int d, int k, double *r2, int nt,
@@ -426,16 +433,10 @@ static void knn_radii(const double *x, const double *sq, int64_t n, int d, int k
         double *b = blk + (size_t)tid * (size_t)rt * (size_t)n;
         const int64_t i0 = t * rt;
         const int m = (int)(n - i0 < rt ? n - i0 : rt);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)n, d, -2.0, x + i0 * d, d, x, d,
-                    0.0, b, (int)n);
+        sqdist_tile(x + i0 * d, sq + i0, m, x, sq, n, d, b);
         for (int r = 0; r < m; r++) {
             double *row = b + (size_t)r * (size_t)n;
             const int64_t i = i0 + r;
-            const double si = sq[i];
-            for (int64_t j = 0; j < n; j++) {
-                const double v = row[j] + si + sq[j];
-                row[j] = v > 0.0 ? v : 0.0;
-            }
             row[i] = INFINITY; /* not its own neighbour; duplicates elsewhere still count */
             r2[i] = kth_smallest(row, n, k);
         }
@@ -493,16 +494,14 @@ int mf_precision_recall(const float *real, int64_t nr, const float *fake, int64_
         uint8_t *fc = fcov + (size_t)tid * (size_t)nf;
         const int64_t i0 = t * rt;
         const int m = (int)(nr - i0 < rt ? nr - i0 : rt);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)nf, d, -2.0, xr + i0 * d, d, xf,
-                    d, 0.0, b, (int)nf);
+        sqdist_tile(xr + i0 * d, sqr + i0, m, xf, sqf, nf, d, b);
         for (int r = 0; r < m; r++) {
             const double *row = b + (size_t)r * (size_t)nf;
             const int64_t i = i0 + r;
             const double si = sqr[i], ri = r2r[i];
             int covered = 0;
             for (int64_t j = 0; j < nf; j++) {
-                double d2 = row[j] + si + sqf[j];
-                d2 = d2 > 0.0 ? d2 : 0.0;
+                const double d2 = row[j];
                 const double tol = MET_TIE_REL * (si + sqf[j]);
                 if (d2 <= ri + tol) fc[j] = 1;
                 if (d2 <= r2f[j] + tol) covered = 1;
@@ -565,15 +564,13 @@ int mf_nearest(const float *query, int64_t nq, const float *ref, int64_t nr, int
         for (int64_t j0 = 0; j0 < nr; j0 += rc_) {
             const int nc = (int)(nr - j0 < rc_ ? nr - j0 : rc_);
             centre_rows(ref + j0 * d, nc, d, center, xr, sqr);
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nc, d, -2.0, xq, d, xr, d, 0.0, b,
-                        nc);
+            sqdist_tile(xq, sqq, m, xr, sqr, nc, d, b); /* clamped: an exact copy's rounding must not beat a tie */
             for (int r = 0; r < m; r++) {
                 const double *row = b + (size_t)r * (size_t)nc;
                 double bd = best[r];
                 int64_t bi = idx[q0 + r];
                 for (int c = 0; c < nc; c++) {
-                    double d2 = row[c] + sqq[r] + sqr[c];
-                    d2 = d2 > 0.0 ? d2 : 0.0; /* rounding of an exact copy must not beat a tie */
+                    const double d2 = row[c];
                     if (d2 < bd) bd = d2, bi = j0 + c; /* strict: the lowest index wins ties */
                 }
                 best[r] = bd;
