@@ -62,6 +62,16 @@ FIXTURES = [
 ]
 
 
+# The fm_avgvel objective (stages/train/train_loop.c, loss_and_grads): a class-conditional UNet with one
+# time input (training always builds time_inputs 1), K = 2 average-velocity times. lambda 2 (exact in
+# float32; the default is 0.1) so that the second backward pass contributes a sizeable part of the
+# gradient: loss_avg is small at initialisation (v(eps, 1) is close to the v at nearby points).
+AVGVEL_FIXTURES = [
+    dict(file="fm_avgvel_tiny.bin", seed=3, batch=3, k=2, lam=2.0,
+         cfg=UNetCfg(in_ch=1, height=8, width=8, ch=4, mult=[1, 2], res_blocks=1, groups=4, temb_dim=16,
+                     fourier_half=4, time_scale=1000.0, num_classes=3, time_inputs=1)),
+]
+
 # ---- writing / reading ------------------------------------------------------------------------------
 def header_ints(cfg: UNetCfg, batch: int):
     mult = list(cfg.mult) + [0] * (MAX_LEVELS - len(cfg.mult))
@@ -258,6 +268,121 @@ def verify_file(path):
     return cfg, batch, len(order), sum(p.numel() for p in model.parameters())
 
 
+# ---- the fm_avgvel objective ---------------------------------------------------------------------------
+def make_avgvel_inputs(cfg, batch, k, seed):
+    """make_inputs plus K sets of average-velocity times tk (float32, in [0.05, 0.95)) and their points
+    z_tk = (1 - tk) x + tk eps on the same path (float64, rounded to float32: the stored value is the
+    network's input)."""
+    inp = make_inputs(cfg, batch, seed)
+    g = torch.Generator().manual_seed(seed + 2000)
+    tk = (0.05 + 0.9 * torch.rand((k, batch), generator=g)).double()
+    tb = tk.reshape(k, batch, 1, 1, 1)
+    inp["tk"] = tk
+    inp["zk"] = ((1 - tb) * inp["x"][None] + tb * inp["eps"][None]).float().double()
+    return inp
+
+
+def avgvel_reference(model, inp, lam):
+    """The loss of train_loop.c loss_and_grads for objective fm_avgvel, in float64:
+         loss_fm  = mean((v(z, t) - (eps - x))^2)
+         vbar     = mean_k v(z_tk, tk)                       (no gradient: a constant target)
+         loss_avg = mean((v(eps, 1) - vbar)^2)
+         loss     = loss_fm + lam * loss_avg
+       d loss / d param (the C side accumulates two backward passes into one buffer) and, to check the
+       second pass on its own, d loss_avg / d param."""
+    model.zero_grad(set_to_none=True)
+    lab = inp.get("labels")
+    out = model(inp["z"], inp["t"], None, lab)
+    loss_fm = ((out - (inp["eps"] - inp["x"])) ** 2).mean()
+    with torch.no_grad():
+        vbar = torch.stack([model(inp["zk"][j], inp["tk"][j], None, lab) for j in range(inp["tk"].shape[0])]).mean(0)
+    out1 = model(inp["eps"], torch.ones_like(inp["t"]), None, lab)
+    loss_avg = ((out1 - vbar) ** 2).mean()
+    loss = loss_fm + lam * loss_avg
+    params = [p for _, p in model.named_parameters()]
+    g_avg = torch.autograd.grad(loss_avg, params, retain_graph=True)
+    loss.backward()
+    grads = [(n, p.grad.detach().clone()) for n, p in model.named_parameters()]
+    grads_avg = [(n, g.detach().clone()) for (n, _), g in zip(model.named_parameters(), g_avg)]
+    return dict(out=out.detach(), vbar=vbar, out1=out1.detach(), loss_fm=loss_fm.detach(),
+                loss_avg=loss_avg.detach(), loss=loss.detach()), grads, grads_avg
+
+
+def avgvel_self_check(model, inp, lam, ref, grads, rng_seed=0):
+    """float64 central differences of the total loss (vbar held at its value: it is a stop-gradient
+    target) for two entries of every few parameter tensors."""
+    g = torch.Generator().manual_seed(rng_seed)
+    params = dict(model.named_parameters())
+    lab, vbar, tgt = inp.get("labels"), ref["vbar"], inp["eps"] - inp["x"]
+    ones = torch.ones_like(inp["t"])
+
+    def loss_now():
+        with torch.no_grad():
+            lf = ((model(inp["z"], inp["t"], None, lab) - tgt) ** 2).mean()
+            la = ((model(inp["eps"], ones, None, lab) - vbar) ** 2).mean()
+            return (lf + lam * la).item()
+
+    worst, gd = 0.0, dict(grads)
+    for name in list(params)[:: max(1, len(params) // 24)] + [list(params)[-1]]:
+        p = params[name]
+        for _ in range(2):
+            j = int(torch.randint(0, p.numel(), (1,), generator=g))
+            h = 1e-6
+            with torch.no_grad():
+                old = p.view(-1)[j].item()
+                p.view(-1)[j] = old + h
+                lp = loss_now()
+                p.view(-1)[j] = old - h
+                lm = loss_now()
+                p.view(-1)[j] = old
+            fd, an = (lp - lm) / (2 * h), gd[name].view(-1)[j].item()
+            if abs(an) > 1e-9:
+                worst = max(worst, abs(fd - an) / max(1e-8, abs(an), abs(fd)))
+    assert worst < 1e-4, "fm_avgvel gradient finite-difference mismatch %.3g" % worst
+    return worst
+
+
+def build_avgvel_arrays(cfg, inp, lam, ref, grads, grads_avg, model):
+    arrays = [("x", inp["x"]), ("eps", inp["eps"]), ("t", inp["t"])]
+    if cfg.num_classes > 0:
+        arrays.append(("labels", inp["labels"]))
+    arrays += [("z", inp["z"]), ("tk", inp["tk"]), ("zk", inp["zk"]),
+               ("lambda", torch.tensor(lam, dtype=torch.float64).reshape(())),
+               ("out", ref["out"]), ("vbar", ref["vbar"]), ("out1", ref["out1"]),
+               ("loss_fm", ref["loss_fm"].reshape(())), ("loss_avg", ref["loss_avg"].reshape(())),
+               ("loss", ref["loss"].reshape(()))]
+    gd, ga = dict(grads), dict(grads_avg)
+    for name, p in model.named_parameters():
+        arrays.append(("param:" + name, p))
+        arrays.append(("grad:" + name, gd[name]))
+        arrays.append(("grad_avg:" + name, ga[name]))
+    return arrays
+
+
+def verify_avgvel_file(path):
+    cfg, batch, arrays = read_fixture(path)
+    A = dict(arrays)
+    model = UNetRef(cfg).double()
+    order = check_param_order(model, cfg)
+    pnames = [n[len("param:"):] for n, _ in arrays if n.startswith("param:")]
+    assert pnames == [n for n, _ in order], "parameter order in file differs from C order"
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(A["param:" + n])
+    inp = {k: A[k] for k in ("x", "eps", "t", "labels", "z", "tk", "zk") if k in A}
+    lam = A["lambda"].item()
+    ref, grads, grads_avg = avgvel_reference(model, inp, lam)
+
+    def rel(a, b):
+        return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+    worst = max(max(rel(ref[k], A[k]) for k in ("out", "vbar", "out1", "loss_fm", "loss_avg", "loss")),
+                max(rel(g, A["grad:" + n]) for n, g in grads),
+                max(rel(g, A["grad_avg:" + n]) for n, g in grads_avg))
+    assert worst < 1e-6, "%s: stored values differ from recomputation (%.3g)" % (path, worst)
+    return cfg, batch, len(order), sum(p.numel() for p in model.parameters())
+
+
 def main():
     torch.set_num_threads(1)
     check_only = "--check" in sys.argv[1:]
@@ -282,6 +407,28 @@ def main():
             print("  finite differences (float64): grad rel err %.2g, jvp rel err %.2g" % (gerr, jerr))
             assert os.path.getsize(path) < 200 * 1024, "fixture over 200 KB"
         cfg2, batch2, ntens, npar = verify_file(path)
+        assert header_ints(cfg2, batch2) == header_ints(cfg, batch) and cfg2.time_scale == cfg.time_scale
+        print("%s: verified (%d tensors, %d parameters, re-read and recomputed)" % (spec["file"], ntens, npar))
+    for spec in AVGVEL_FIXTURES:
+        path = os.path.join(HERE, spec["file"])
+        cfg, batch, lam = spec["cfg"], spec["batch"], spec["lam"]
+        if not check_only:
+            model = init_model(cfg, spec["seed"])
+            order = check_param_order(model, cfg)
+            inp = make_avgvel_inputs(cfg, batch, spec["k"], spec["seed"])
+            ref, grads, grads_avg = avgvel_reference(model, inp, lam)
+            gerr = avgvel_self_check(model, inp, lam, ref, grads)
+            write_fixture(path, cfg, batch, build_avgvel_arrays(cfg, inp, lam, ref, grads, grads_avg, model))
+            n_par = sum(p.numel() for p in model.parameters())
+            print("%s: %d bytes; %d parameter tensors, %d parameters, K %d, lambda %g" % (
+                spec["file"], os.path.getsize(path), len(order), n_par, spec["k"], lam))
+            print("  loss %.6f = loss_fm %.6f + lambda * loss_avg %.6f; grad max |.| %.4f, lambda * grad_avg max |.| %.4f"
+                  % (ref["loss"].item(), ref["loss_fm"].item(), ref["loss_avg"].item(),
+                     max(g.abs().max().item() for _, g in grads),
+                     lam * max(g.abs().max().item() for _, g in grads_avg)))
+            print("  finite differences (float64): grad rel err %.2g" % gerr)
+            assert os.path.getsize(path) < 300 * 1024, "fixture over 300 KB"
+        cfg2, batch2, ntens, npar = verify_avgvel_file(path)
         assert header_ints(cfg2, batch2) == header_ints(cfg, batch) and cfg2.time_scale == cfg.time_scale
         print("%s: verified (%d tensors, %d parameters, re-read and recomputed)" % (spec["file"], ntens, npar))
 
