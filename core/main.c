@@ -45,15 +45,25 @@ static const char *k_run_help =
     "  --results DIR    results root (same as results_dir=DIR)\n"
     "  --resume DIR     continue the run in DIR from its newest checkpoint (see 'mfpipe resume')\n"
     "  --out DIR        write the run into exactly this folder (created; must not hold another run)\n"
+    "  --allow-changes  with --resume: continue although training settings differ (see 'mfpipe resume')\n"
     "exit status: 0 finished, 1 failed, 2 bad command line or experiment, 130 interrupted\n";
 
 static const char *k_resume_help =
-    "usage: mfpipe resume RESULTS_DIR [KEY=VALUE ...]\n"
+    "usage: mfpipe resume RESULTS_DIR [KEY=VALUE ...] [--allow-changes] [-q]\n"
     "\n"
     "Continues a run in its own folder from its newest valid checkpoint (corrupt or truncated ones\n"
-    "are skipped), with the folder's resolved config.yaml plus any overrides (for example\n"
-    "train.steps=20000 to train longer). A run killed at any moment and resumed ends with the same\n"
-    "weights as an uninterrupted one (same engine and thread count).\n"
+    "are moved to checkpoints/corrupt/), with the folder's resolved config.yaml plus any overrides.\n"
+    "A run killed at any moment and resumed ends with the same weights as an uninterrupted one\n"
+    "(same engine and thread count).\n"
+    "\n"
+    "Overrides that change what training computes (seed, model, data, objective, batch, optimizer,\n"
+    "time distribution, EMA, ...) are refused, naming each key with its recorded and new value,\n"
+    "unless --allow-changes is given. Logging, checkpoint and preview cadence may change freely, and\n"
+    "so may train.steps: extending a run (train.steps=20000) keeps the learning rate continuous: the\n"
+    "schedule goes on from the current rate and decays to its minimum at the new last step (inside\n"
+    "the warm-up, the warm-up is unchanged). Every resume appends a line to resumes.jsonl (time,\n"
+    "step, checkpoint, command, overrides, changed settings) and config.yaml is rewritten to what ran.\n"
+    "A folder in use by another mfpipe process is refused (lock file RESULTS_DIR/lock).\n"
     "Same as: mfpipe run RESULTS_DIR/config.yaml --resume RESULTS_DIR [KEY=VALUE ...]\n";
 
 static const char *k_sample_help =
@@ -115,7 +125,7 @@ typedef struct cli_args {
     const char *exp;
     char **ov;
     int n_ov;
-    int quiet, print, keys;
+    int quiet, print, keys, allow_changes;
     const char *results, *resume, *out;
 } cli_args;
 
@@ -127,6 +137,7 @@ static int parse_args(int argc, char **argv, cli_args *a, const char *cmd) {
         if (strcmp(s, "-q") == 0 || strcmp(s, "--quiet") == 0) a->quiet = 1;
         else if (strcmp(s, "--print") == 0) a->print = 1;
         else if (strcmp(s, "--keys") == 0) a->keys = 1;
+        else if (strcmp(s, "--allow-changes") == 0) a->allow_changes = 1;
         else if (strcmp(s, "--results") == 0) {
             if (i + 1 >= argc) return mf_fail("%s: --results needs a folder", cmd);
             a->results = argv[++i];
@@ -168,7 +179,13 @@ static int cmd_run(int argc, char **argv, int dry, const char *full_cmdline) {
         rc = error_exit(EXIT_USAGE);
         goto out;
     }
-    mf_run_opts opts = {.dry = dry, .argv_line = full_cmdline, .resume_dir = a.resume, .out_dir = a.out};
+    if (a.allow_changes && !a.resume) {
+        mf_fail("%s: --allow-changes applies to resuming only (--resume DIR or 'mfpipe resume')", cmd);
+        rc = error_exit(EXIT_USAGE);
+        goto out;
+    }
+    mf_run_opts opts = {.dry = dry, .argv_line = full_cmdline, .resume_dir = a.resume, .out_dir = a.out,
+                        .allow_changes = a.allow_changes != 0};
     char dir[4096];
     int r = mf_run_experiment(&ex, &opts, dir, sizeof dir);
     if (r == 130) rc = 130;

@@ -1,12 +1,16 @@
 /* mf_run.c - the run: the context stages see (config, folder, artifacts, events, metrics) and the
  * lifecycle: create every stage, then make the results folder and run the stages in order. */
 #include <errno.h>
+#include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mf_io.h"
 #include "mf_json.h"
@@ -34,6 +38,11 @@ struct mf_run {
     subscription *subs;
     int n_subs;
     bool resuming;
+    bool allow_changes;    /* --allow-changes */
+    int lock_fd;           /* flock'ed <dir>/lock, or -1 */
+    const char *argv_line;
+    char *changed_json;    /* resume: the settings that differ from config.yaml, as a JSON object */
+    bool resume_recorded;  /* resumes.jsonl has this resume's line */
 };
 
 static volatile sig_atomic_t g_interrupted;
@@ -45,11 +54,9 @@ static void on_signal(int sig) {
 }
 
 const mf_node *mf_run_config(const mf_run *run) { return run->ex->root; }
-const char *mf_run_name(const mf_run *run) { return run->ex->name; }
 const char *mf_run_dir(const mf_run *run) { return run->dir; }
 uint64_t mf_run_seed(const mf_run *run) { return (uint64_t)run->ex->seed; }
 int mf_run_threads(const mf_run *run) { return run->ex->threads; }
-const char *mf_run_engine(const mf_run *run) { return run->ex->engine; }
 bool mf_run_interrupted(const mf_run *run) { return g_interrupted != 0; }
 bool mf_run_resuming(const mf_run *run) { return run->resuming; }
 
@@ -126,6 +133,274 @@ int mf_metrics_append(mf_run *run, const char *stage, const char *fields) {
     return rc;
 }
 
+/* ---- training settings and resume records -------------------------------------------------- */
+
+static bool key_is_free(const char *const *free_keys, const char *rel) {
+    for (int i = 0; free_keys && free_keys[i]; i++) {
+        size_t n = strlen(free_keys[i]);
+        if (strcmp(free_keys[i], "*") == 0 || strcmp(free_keys[i], rel) == 0 ||
+            (strncmp(rel, free_keys[i], n) == 0 && rel[n] == '.'))
+            return true;
+    }
+    return false;
+}
+
+/* A value in one canonical spelling, so that 2e-4 and 0.0002 (or yes and true) compare equal. */
+static void canon_value(const mf_node *n, mf_buf *b) {
+    if (n->kind == MF_NODE_SCALAR) {
+        const char *v = n->value ? n->value : "~";
+        char *end;
+        double d = strtod(v, &end);
+        bool flag;
+        if (!n->quoted && *v && *end == '\0' && isfinite(d)) mf_buf_printf(b, "%.17g", d);
+        else if (!n->quoted && mf_node_as_bool(n, &flag) == 0) mf_buf_puts(b, flag ? "true" : "false");
+        else
+            for (const char *c = v; *c; c++) mf_buf_printf(b, *c == '\n' ? "\\n" : *c == '\\' ? "\\\\" : "%c", *c);
+        return;
+    }
+    bool map = n->kind == MF_NODE_MAP;
+    mf_buf_puts(b, map ? "{" : "[");
+    for (const mf_node *c = n->first; c; c = c->next) {
+        if (c != n->first) mf_buf_puts(b, ", ");
+        if (map) mf_buf_printf(b, "%s: ", c->key);
+        canon_value(c, b);
+    }
+    mf_buf_puts(b, map ? "}" : "]");
+}
+
+static void flatten_settings(const mf_node *map, const char *path, const char *rel, const char *const *free_keys,
+                             mf_buf *b) {
+    for (const mf_node *c = map ? map->first : NULL; c; c = c->next) {
+        char *p = mf_xasprintf("%s.%s", path, c->key);
+        char *r = *rel ? mf_xasprintf("%s.%s", rel, c->key) : mf_xstrdup(c->key);
+        if (c->kind == MF_NODE_MAP) flatten_settings(c, p, r, free_keys, b);
+        else if (!key_is_free(free_keys, r)) {
+            mf_buf_printf(b, "%s=", p);
+            canon_value(c, b);
+            mf_buf_puts(b, "\n");
+        }
+        free(p);
+        free(r);
+    }
+}
+
+char *mf_experiment_settings(const mf_experiment *ex) {
+    mf_buf b = {0};
+    mf_buf_printf(&b, "seed=%lld\n", ex->seed);
+    const char *done[64];
+    int n_done = 0;
+    for (int i = 0; i < ex->n_stages; i++) {
+        const mf_stage_inst *si = &ex->stages[i];
+        const mf_stage_api *api = si->plugin.api;
+        flatten_settings(si->section, si->instance, "", api->resume_free, &b);
+        for (const mf_section_schema *sh = api->shared; sh && sh->name; sh++) {
+            bool seen = false;
+            for (int j = 0; j < n_done; j++) seen |= strcmp(done[j], sh->name) == 0;
+            if (seen || n_done == 64) continue;
+            done[n_done++] = sh->name;
+            flatten_settings(mf_node_child(ex->root, sh->name), sh->name, "", NULL, &b);
+        }
+    }
+    return b.s ? b.s : mf_xstrdup("");
+}
+
+char *mf_run_settings(const mf_run *run) { return mf_experiment_settings(run->ex); }
+
+/* Value of `key` in settings text, or NULL; *len gets its length. */
+static const char *settings_get(const char *text, const char *key, size_t kl, size_t *len) {
+    for (const char *p = text; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t ll = nl ? (size_t)(nl - p) : strlen(p);
+        if (ll > kl && strncmp(p, key, kl) == 0 && p[kl] == '=') {
+            *len = ll - kl - 1;
+            return p + kl + 1;
+        }
+        p = nl ? nl + 1 : p + ll;
+    }
+    return NULL;
+}
+
+/* One direction of the comparison: keys of `a` whose value in `b` differs or is absent. */
+static int diff_pass(const char *a, const char *b, bool a_is_old, mf_buf *human, mf_buf *json) {
+    int n = 0;
+    for (const char *p = a; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t ll = nl ? (size_t)(nl - p) : strlen(p);
+        const char *eq = memchr(p, '=', ll);
+        if (eq) {
+            size_t kl = (size_t)(eq - p), al = ll - kl - 1, bl = 0;
+            const char *bv = settings_get(b, p, kl, &bl);
+            if (!bv ? true : (a_is_old && (al != bl || memcmp(eq + 1, bv, al) != 0))) {
+                char *key = mf_xasprintf("%.*s", (int)kl, p);
+                char *av = mf_xasprintf("%.*s", (int)al, eq + 1);
+                char *bs = bv ? mf_xasprintf("%.*s", (int)bl, bv) : NULL;
+                const char *old = a_is_old ? av : "(absent)", *cur = a_is_old ? (bs ? bs : "(absent)") : av;
+                mf_buf_printf(human, "\n  %s: %s -> %s", key, old, cur);
+                mf_buf_puts(json, json->len > 1 ? "," : "");
+                mf_json_escape(json, key);
+                mf_buf_puts(json, ":[");
+                mf_json_escape(json, old);
+                mf_buf_puts(json, ",");
+                mf_json_escape(json, cur);
+                mf_buf_puts(json, "]");
+                free(key);
+                free(av);
+                free(bs);
+                n++;
+            }
+        }
+        p = nl ? nl + 1 : p + ll;
+    }
+    return n;
+}
+
+/* Changed, added and removed keys between two settings texts. */
+static int settings_diff(const char *old, const char *cur, mf_buf *human, mf_buf *json) {
+    mf_buf_puts(json, "{");
+    int n = diff_pass(old, cur, true, human, json) + diff_pass(cur, old, false, human, json);
+    mf_buf_puts(json, "}");
+    return n;
+}
+
+/* Refuse (or, with --allow-changes, report) a resume whose settings differ from `recorded`. */
+static int check_settings(mf_run *run, const char *recorded, const char *source, char **json_out) {
+    char *cur = mf_experiment_settings(run->ex);
+    mf_buf human = {0}, json = {0};
+    int n = settings_diff(recorded, cur, &human, &json);
+    free(cur);
+    int rc = 0;
+    if (n > 0 && !run->allow_changes)
+        rc = mf_fail("%s: resuming would change %d training setting%s (recorded -> now):%s\nresume with the recorded "
+                     "values, or pass --allow-changes to continue with the new ones (the change is recorded in "
+                     "resumes.jsonl)",
+                     source, n, n == 1 ? "" : "s", human.s);
+    else if (n > 0)
+        mf_warn("%s: --allow-changes: resuming with %d changed training setting%s (recorded -> now):%s", source, n,
+                n == 1 ? "" : "s", human.s);
+    if (json_out && rc == 0) {
+        *json_out = json.s;
+        json.s = NULL;
+    }
+    mf_buf_free(&human);
+    mf_buf_free(&json);
+    return rc;
+}
+
+int mf_run_check_settings(mf_run *run, const char *recorded, const char *source) {
+    return check_settings(run, recorded, source, NULL);
+}
+
+/* resumes.jsonl: one line per resume. step < 0: no stage reported a checkpoint. */
+static int write_resume_record(mf_run *run, int64_t step, const char *checkpoint) {
+    if (!run->dir || !run->resuming || run->resume_recorded) return 0;
+    run->resume_recorded = true;
+    char when[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    mf_buf b = {0};
+    mf_buf_puts(&b, "{");
+    mf_json_str(&b, "time", when);
+    if (step >= 0) mf_json_int(&b, "from_step", step);
+    else mf_json_raw(&b, "from_step", "null");
+    if (checkpoint) mf_json_str(&b, "checkpoint", checkpoint);
+    else mf_json_raw(&b, "checkpoint", "null");
+    mf_json_str(&b, "command", run->argv_line ? run->argv_line : "");
+    mf_buf ov = {0};
+    mf_buf_puts(&ov, "[");
+    for (int i = 0; i < run->ex->n_overrides; i++) {
+        if (i) mf_buf_puts(&ov, ",");
+        mf_json_escape(&ov, run->ex->overrides[i]);
+    }
+    mf_buf_puts(&ov, "]");
+    mf_json_raw(&b, "overrides", ov.s);
+    mf_buf_free(&ov);
+    mf_json_raw(&b, "changed_settings", run->changed_json ? run->changed_json : "{}");
+    mf_json_bool(&b, "allow_changes", run->allow_changes);
+    mf_buf_puts(&b, "}\n");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/resumes.jsonl", run->dir);
+    FILE *f = fopen(path, "a");
+    int rc = 0;
+    if (!f || fputs(b.s, f) == EOF || fflush(f) != 0 || fsync(fileno(f)) != 0)
+        rc = mf_fail("%s: cannot write: %s", path, strerror(errno));
+    if (f && fclose(f) != 0 && rc == 0) rc = mf_fail("%s: write failed: %s", path, strerror(errno));
+    mf_buf_free(&b);
+    return rc;
+}
+
+int mf_run_resumed_from(mf_run *run, int64_t step, const char *checkpoint) {
+    if (step >= 0) mf_info("resume: continuing from step %lld%s%s", (long long)step, checkpoint ? " of " : "",
+                           checkpoint ? checkpoint : "");
+    return write_resume_record(run, step, checkpoint);
+}
+
+/* flock the run folder for this process; the lock file holds the pid of the holder. */
+static int lock_run_dir(mf_run *run, const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return mf_fail("%s: cannot open the lock file: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        close(fd);
+        if (n > 0) pid[n] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        if (e == EWOULDBLOCK)
+            return mf_fail("%s: in use by another mfpipe (pid %s, lock %s): one process per run folder; wait for it "
+                           "to finish or stop it first",
+                           dir, *pid ? pid : "?", path);
+        return mf_fail("%s: cannot lock: %s", path, strerror(e));
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        close(fd);
+        return mf_fail("%s: cannot write the lock file: %s", path, strerror(errno));
+    }
+    run->lock_fd = fd;
+    return 0;
+}
+
+/* config.yaml: the resolved configuration the folder's last run or resume ran with. */
+static int write_config_yaml(const mf_run *run, const mf_experiment *ex) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.yaml", run->dir);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return mf_fail("%s: out of memory", path);
+    fprintf(f, "# resolved configuration: %s with defaults and overrides applied%s\n", ex->path,
+            run->resuming ? " (rewritten by the last resume; see resumes.jsonl)" : "");
+    int rc = mf_cfg_dump_yaml(ex->root, f);
+    if (fclose(f) != 0 || rc != 0) rc = mf_fail("%s: cannot render the configuration", path);
+    if (rc == 0) rc = mf_write_file_atomic(path, text, len);
+    free(text);
+    return rc;
+}
+
+/* Resume: the settings of the folder's config.yaml against this run's, before anything is written. */
+static int compare_with_folder(mf_run *run, const mf_experiment *ex, const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.yaml", dir);
+    struct stat st;
+    if (stat(path, &st) != 0) return mf_fail("%s: missing: cannot tell what the run was trained with", path);
+    mf_experiment old;
+    if (mf_experiment_load(&old, path, NULL, 0) != 0) {
+        mf_error_prefix("%s: the run's recorded configuration no longer loads: ", dir);
+        return -1;
+    }
+    char *rec = mf_experiment_settings(&old);
+    mf_experiment_free(&old);
+    (void)ex;
+    int rc = check_settings(run, rec, path, &run->changed_json);
+    free(rec);
+    return rc;
+}
+
 static void run_free(mf_run *run) {
     for (int i = run->n_arts - 1; i >= 0; i--) {
         if (run->arts[i].free_fn && run->arts[i].value) run->arts[i].free_fn(run->arts[i].value);
@@ -136,6 +411,8 @@ static void run_free(mf_run *run) {
     for (int i = 0; i < run->n_subs; i++) free(run->subs[i].event);
     free(run->subs);
     if (run->metrics) fclose(run->metrics);
+    if (run->lock_fd >= 0) close(run->lock_fd); /* releases the flock; the file stays (no unlink race) */
+    free(run->changed_json);
     free(run->dir);
 }
 
@@ -151,12 +428,7 @@ static int write_run_files(mf_run *run, const mf_experiment *ex, const char *arg
     free(data);
     MF_TRY(rc);
 
-    snprintf(path, sizeof path, "%s/config.yaml", run->dir);
-    FILE *f = fopen(path, "w");
-    if (!f) return mf_fail("%s: cannot write: %s", path, strerror(errno));
-    fprintf(f, "# resolved configuration: %s with defaults and overrides applied\n", ex->path);
-    rc = mf_cfg_dump_yaml(ex->root, f);
-    if (fclose(f) != 0 || rc != 0) return mf_fail("%s: write failed", path);
+    MF_TRY(write_config_yaml(run, ex));
 
     mf_buf b = {0};
     for (int i = 0; i < ex->n_overrides; i++) mf_buf_printf(&b, "%s\n", ex->overrides[i]);
@@ -174,7 +446,7 @@ static int write_run_files(mf_run *run, const mf_experiment *ex, const char *arg
 }
 
 int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_out, size_t cap) {
-    mf_run run = {.ex = ex};
+    mf_run run = {.ex = ex, .lock_fd = -1, .allow_changes = opts->allow_changes, .argv_line = opts->argv_line};
     int rc = -1;
     const char *failed_stage = NULL;
     if (run_dir_out && cap) run_dir_out[0] = '\0';
@@ -207,17 +479,20 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
             goto out;
         }
         snprintf(dir, sizeof dir, "%s", opts->resume_dir);
-        run.dir = mf_xstrdup(dir);
         run.resuming = true;
+        /* lock, then refuse changed training settings: both before anything in the folder changes */
+        if (lock_run_dir(&run, dir) != 0 || compare_with_folder(&run, ex, dir) != 0) goto out;
+        run.dir = mf_xstrdup(dir);
         if (run_dir_out) snprintf(run_dir_out, cap, "%s", dir);
         char path[4200];
         snprintf(path, sizeof path, "%s/metrics.jsonl", run.dir);
         run.metrics = fopen(path, "a");
         snprintf(path, sizeof path, "%s/log.txt", run.dir);
-        if (!run.metrics || mf_log_open_file(path) != 0 || mf_results_status(run.dir, "running", NULL, NULL) != 0) {
-            mf_fail("%s: cannot write to the run folder", run.dir);
+        if (!run.metrics || mf_log_open_file(path) != 0) {
+            mf_fail("%s: cannot write to the run folder: %s", run.dir, strerror(errno));
             goto out;
         }
+        if (mf_results_status(run.dir, "running", NULL, NULL) != 0 || write_config_yaml(&run, ex) != 0) goto out;
         mf_info("resuming %s (%s)", run.dir, opts->argv_line ? opts->argv_line : "");
     } else {
         if (opts->out_dir) {
@@ -228,6 +503,7 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
         }
         run.dir = mf_xstrdup(dir);
         if (run_dir_out) snprintf(run_dir_out, cap, "%s", dir);
+        if (lock_run_dir(&run, dir) != 0) goto out;
         if (mf_results_status(run.dir, "running", NULL, NULL) != 0 || write_run_files(&run, ex, opts->argv_line) != 0 ||
             (!opts->out_dir && mf_results_link_latest(run.dir) != 0)) {
             mf_results_status(run.dir, "failed", NULL, mf_last_error());
@@ -261,8 +537,13 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
         mf_buf b = {0};
         mf_json_str(&b, "event", "stage_done");
         mf_json_num(&b, "seconds", sec);
-        mf_metrics_append(&run, si->instance, b.s);
+        int mrc = mf_metrics_append(&run, si->instance, b.s);
         mf_buf_free(&b);
+        if (mrc != 0) {
+            failed_stage = si->instance;
+            rc = -1;
+            break;
+        }
         if (g_interrupted) {
             rc = 130;
             failed_stage = si->instance;
@@ -270,8 +551,9 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    if (write_resume_record(&run, -1, NULL) != 0 && rc == 0) rc = -1; /* no stage reported a checkpoint */
+    if (rc == 0 && mf_results_status(run.dir, "finished", NULL, NULL) != 0) rc = -1;
     if (rc == 0) {
-        mf_results_status(run.dir, "finished", NULL, NULL);
         mf_info("finished: %s", run.dir);
     } else if (rc == 130 || g_interrupted) {
         rc = 130;
@@ -286,7 +568,7 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
     }
 out:
     mf_log_close_file();
-    /* stages are destroyed by mf_experiment_free; artifacts die with the run */
+    /* every created stage is destroyed here, after a failure too; artifacts die with the run */
     for (int i = 0; i < ex->n_stages; i++) {
         mf_stage_inst *si = &ex->stages[i];
         if (si->created && si->plugin.api->destroy) si->plugin.api->destroy(si->state);

@@ -18,16 +18,27 @@ extern "C" {
 typedef struct mf_run mf_run;
 
 const mf_node *mf_run_config(const mf_run *run);   /* resolved root config */
-const char *mf_run_name(const mf_run *run);        /* experiment name */
 /* Results folder of this run, or NULL when nothing is written (`mfpipe validate`). */
 const char *mf_run_dir(const mf_run *run);
 uint64_t mf_run_seed(const mf_run *run);
 int mf_run_threads(const mf_run *run);             /* worker threads to use (>= 1) */
-const char *mf_run_engine(const mf_run *run);      /* resolved engine: "cpu" or "cuda" */
 bool mf_run_interrupted(const mf_run *run);        /* SIGINT/SIGTERM received: stop at a safe point */
 /* True when this run continues an existing results folder (`mfpipe resume DIR`): stages with state
  * load their newest checkpoint from it. */
 bool mf_run_resuming(const mf_run *run);
+
+/* ---- resume safety --------------------------------------------------------------------------- */
+/* The training settings of this run: one "dotted.key=value" line per key (values canonical: numbers
+ * as %.17g), for `seed` and every key of every stage's sections except those its plugin lists in
+ * `resume_free` (mf_stage.h). Stages with state record it in their checkpoints. Caller frees. */
+char *mf_run_settings(const mf_run *run);
+/* Compare `recorded` (mf_run_settings() text, as stored in `source`) with this run's settings. Any
+ * difference is an error listing every changed key with both values, unless the user passed
+ * --allow-changes (then a warning each). Returns 0 or -1 (mf_fail). */
+int mf_run_check_settings(mf_run *run, const char *recorded, const char *source);
+/* A resuming stage reports where it continued from; the runner appends the record (time, step,
+ * checkpoint, command line, overrides, changed settings) to the run folder's resumes.jsonl. */
+int mf_run_resumed_from(mf_run *run, int64_t step, const char *checkpoint);
 
 /* Path inside the results folder; creates parent folders. Returns 0 or -1 (mf_fail). */
 int mf_run_path(const mf_run *run, char *buf, size_t cap, const char *rel);

@@ -64,6 +64,8 @@ typedef struct mf_experiment {
  * created yet, nothing is written. Returns 0 or -1 (mf_fail). */
 int mf_experiment_load(mf_experiment *ex, const char *path, char *const *overrides, int n_overrides);
 void mf_experiment_free(mf_experiment *ex);
+/* The training settings (see mf_run_settings in mf_run.h) of a loaded experiment. Caller frees. */
+char *mf_experiment_settings(const mf_experiment *ex);
 /* Print each key of every stage's schema (for `mfpipe validate --keys`). */
 void mf_experiment_print_keys(const mf_experiment *ex, FILE *f);
 
@@ -73,10 +75,15 @@ typedef struct mf_run_opts {
     const char *argv_line;     /* command line, for the manifest */
     const char *resume_dir;    /* continue this existing results folder instead of making one */
     const char *out_dir;       /* use exactly this folder (made if missing) instead of results/<name>/<stamp> */
+    bool allow_changes;        /* resume even if training settings differ from the run's (--allow-changes) */
 } mf_run_opts;
 /* The whole lifecycle: create all stages; (unless dry) make the results folder, write the
  * experiment, resolved config, overrides, manifest, then run the stages in order; mark the folder
- * finished / failed / interrupted. Returns 0, -1 (error in mf_last_error()), or 130 if interrupted. */
+ * finished / failed / interrupted. The folder is locked (flock on <dir>/lock, holding the pid) for
+ * the whole run: a second run or resume on it is refused. A resume compares the training settings
+ * with the folder's config.yaml first (refused if they differ, unless allow_changes), then rewrites
+ * config.yaml with the resolved configuration it runs. Returns 0, -1 (error in mf_last_error()),
+ * or 130 if interrupted. */
 int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_out, size_t cap);
 
 /* ---- results folders (mf_results.c) ----------------------------------------------------------- */

@@ -19,7 +19,7 @@ extern "C" {
 #endif
 
 /* Bump on any change to mf_stage_api, mf_run.h, mf_config.h or an artifact struct layout. */
-#define MF_STAGE_ABI_VERSION 1u
+#define MF_STAGE_ABI_VERSION 2u
 #define MF_STAGE_ENTRY_SYMBOL "mfpipe_stage_entry"
 
 typedef struct mf_section_schema {
@@ -42,6 +42,12 @@ typedef struct mf_stage_api {
     int (*run)(void *state, mf_run *run);
     /* Free state; optional (may be NULL). */
     void (*destroy)(void *state);
+    /* Optional, NULL-terminated: keys of the stage's own section (dotted, relative to it) that may
+     * change when a run is resumed because they do not change what earlier steps computed (logging,
+     * checkpoint cadence, previews). "*" frees the whole section (stages that keep no state across
+     * a resume: sampling, evaluation). Every other key, and every key of the shared sections, is a
+     * training setting: `mfpipe resume` refuses to change it without --allow-changes. NULL: none. */
+    const char *const *resume_free;
 } mf_stage_api;
 
 typedef const mf_stage_api *(*mf_stage_entry_fn)(void);

@@ -2,6 +2,7 @@
 #include "mf_checkpoint.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,10 +12,14 @@
 #include "mf_io.h"
 #include "mf_log.h"
 
-static const char k_magic[8] = {'M', 'F', 'C', 'K', 'P', 'T', 0, 1};
+/* Version 2 adds the metadata text after the configuration hash; version 1 files still load. */
+static const char k_magic[8] = {'M', 'F', 'C', 'K', 'P', 'T', 0, 2};
+#define MF_CKPT_MAX_META (1u << 20)
 
 int mf_ckpt_save(const char *path, const mf_ckpt *c) {
-    size_t total = 8 + 8 + 64 + 4;
+    uint32_t meta_len = c->meta ? (uint32_t)strlen(c->meta) : 0;
+    if (meta_len > MF_CKPT_MAX_META) return mf_fail("%s: checkpoint metadata too large (%u bytes)", path, meta_len);
+    size_t total = 8 + 8 + 64 + 4 + meta_len + 4;
     for (int i = 0; i < c->n_sections; i++) total += 32 + 8 + sizeof(float) * (size_t)c->s[i].n;
     total += 32;
     uint8_t *buf = malloc(total);
@@ -24,6 +29,8 @@ int mf_ckpt_save(const char *path, const mf_ckpt *c) {
     memcpy(p, &c->step, 8), p += 8;
     memset(p, 0, 64);
     memcpy(p, c->config_hash, strnlen(c->config_hash, 64)), p += 64;
+    memcpy(p, &meta_len, 4), p += 4;
+    if (meta_len) memcpy(p, c->meta, meta_len), p += meta_len;
     uint32_t ns = (uint32_t)c->n_sections;
     memcpy(p, &ns, 4), p += 4;
     for (int i = 0; i < c->n_sections; i++) {
@@ -45,7 +52,7 @@ int mf_ckpt_load(const char *path, mf_ckpt *c) {
     int gz;
     MF_TRY(mf_read_file(path, &buf, &len, &gz));
     int rc = -1;
-    if (len < 8 + 8 + 64 + 4 + 32 || memcmp(buf, k_magic, 8) != 0) {
+    if (len < 8 + 8 + 64 + 4 + 32 || memcmp(buf, k_magic, 7) != 0 || (buf[7] != 1 && buf[7] != 2)) {
         mf_fail("%s: not an mfpipe checkpoint (bad magic or too short: %zu bytes)", path, len);
         goto out;
     }
@@ -57,10 +64,29 @@ int mf_ckpt_load(const char *path, mf_ckpt *c) {
     memcpy(&c->step, p, 8), p += 8;
     memcpy(c->config_hash, p, 64), p += 64;
     c->config_hash[64] = '\0';
+    if (buf[7] >= 2) {
+        uint32_t ml;
+        memcpy(&ml, p, 4), p += 4;
+        if (ml > MF_CKPT_MAX_META || (size_t)(end - p) < (size_t)ml + 4) {
+            mf_fail("%s: metadata of %u bytes beyond the end (byte offset 80)", path, ml);
+            goto out;
+        }
+        if (memchr(p, '\0', ml)) {
+            mf_fail("%s: NUL byte in the metadata (byte offset 84)", path);
+            goto out;
+        }
+        c->meta = mf_xmalloc((size_t)ml + 1);
+        memcpy(c->meta, p, ml), p += ml;
+        c->meta[ml] = '\0';
+    }
+    if (end - p < 4) {
+        mf_fail("%s: section count truncated at byte offset %zu", path, (size_t)(p - buf));
+        goto out;
+    }
     uint32_t ns;
     memcpy(&ns, p, 4), p += 4;
     if (ns > MF_CKPT_MAX_SECTIONS) {
-        mf_fail("%s: %u sections (at most %d) at byte offset 80", path, ns, MF_CKPT_MAX_SECTIONS);
+        mf_fail("%s: %u sections (at most %d) at byte offset %zu", path, ns, MF_CKPT_MAX_SECTIONS, (size_t)(p - 4 - buf));
         goto out;
     }
     for (uint32_t i = 0; i < ns; i++) {
@@ -91,6 +117,25 @@ out:
 void mf_ckpt_free_loaded(mf_ckpt *c) {
     for (int i = 0; i < c->n_sections; i++) free(c->s[i].data);
     c->n_sections = 0;
+    free(c->meta);
+    c->meta = NULL;
+}
+
+int mf_ckpt_meta_get(const mf_ckpt *c, const char *key, char *out, size_t cap) {
+    size_t kl = strlen(key);
+    for (const char *p = c->meta; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t ll = nl ? (size_t)(nl - p) : strlen(p);
+        if (ll > kl && strncmp(p, key, kl) == 0 && p[kl] == '=') {
+            size_t vl = ll - kl - 1;
+            if (vl >= cap) vl = cap - 1;
+            memcpy(out, p + kl + 1, vl);
+            out[vl] = '\0';
+            return 1;
+        }
+        p = nl ? nl + 1 : p + ll;
+    }
+    return 0;
 }
 
 const mf_ckpt_section *mf_ckpt_find(const mf_ckpt *c, const char *name) {
@@ -102,6 +147,34 @@ const mf_ckpt_section *mf_ckpt_find(const mf_ckpt *c, const char *name) {
 static int ckpt_filter(const struct dirent *d) {
     size_t n = strlen(d->d_name);
     return strncmp(d->d_name, "ckpt_", 5) == 0 && n > 9 && strcmp(d->d_name + n - 4, ".mfc") == 0;
+}
+
+/* Move a corrupt checkpoint into <dir>/corrupt/ so that neither resume nor pruning trips on it again. */
+static void move_aside(const char *dir, const char *name, const char *why) {
+    char sub[4096], from[4200], to[4300];
+    snprintf(sub, sizeof sub, "%s/corrupt", dir);
+    snprintf(from, sizeof from, "%s/%s", dir, name);
+    snprintf(to, sizeof to, "%s/%s", sub, name);
+    if (mf_mkdirs(sub) != 0 || rename(from, to) != 0) {
+        mf_warn("corrupt checkpoint %s (%s) could not be moved aside: %s", from, why, strerror(errno));
+        return;
+    }
+    mf_warn("corrupt checkpoint moved to %s: %s", to, why);
+}
+
+int mf_ckpt_verify(const char *path) {
+    uint8_t *buf;
+    size_t len;
+    int gz;
+    MF_TRY(mf_read_file(path, &buf, &len, &gz));
+    int ok = len >= 8 + 8 + 64 + 4 + 32 && memcmp(buf, k_magic, 7) == 0 && (buf[7] == 1 || buf[7] == 2);
+    if (!ok) mf_fail("%s: not an mfpipe checkpoint (bad magic or too short: %zu bytes)", path, len);
+    else if (!mf_sha256_trailer_ok(buf, len)) {
+        ok = 0;
+        mf_fail("%s: checksum mismatch (file truncated or corrupt; %zu bytes)", path, len);
+    }
+    free(buf);
+    return ok ? 0 : -1;
 }
 
 int mf_ckpt_load_latest(const char *dir, mf_ckpt *c, char *path_out, size_t cap) {
@@ -116,7 +189,7 @@ int mf_ckpt_load_latest(const char *dir, mf_ckpt *c, char *path_out, size_t cap)
             found = 1;
             if (path_out) snprintf(path_out, cap, "%s", path);
         } else {
-            mf_warn("skipping checkpoint: %s", mf_last_error());
+            move_aside(dir, ents[i]->d_name, mf_last_error());
         }
     }
     for (int i = 0; i < n; i++) free(ents[i]);
@@ -124,16 +197,23 @@ int mf_ckpt_load_latest(const char *dir, mf_ckpt *c, char *path_out, size_t cap)
     return found;
 }
 
-void mf_ckpt_prune(const char *dir, int keep) {
+int mf_ckpt_prune(const char *dir, int keep) {
     struct dirent **ents = NULL;
     int n = scandir(dir, &ents, ckpt_filter, alphasort);
-    for (int i = 0; i < n; i++) {
-        if (i < n - keep) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%s", dir, ents[i]->d_name);
-            unlink(path);
+    if (n < 0) return mf_fail("%s: cannot list checkpoints: %s", dir, strerror(errno));
+    int valid = 0, rc = 0;
+    for (int i = n - 1; i >= 0; i--) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, ents[i]->d_name);
+        if (valid >= keep) {
+            if (unlink(path) != 0 && errno != ENOENT) rc = mf_fail("%s: cannot delete: %s", path, strerror(errno));
+        } else if (mf_ckpt_verify(path) == 0) {
+            valid++;
+        } else {
+            move_aside(dir, ents[i]->d_name, mf_last_error());
         }
-        free(ents[i]);
     }
+    for (int i = 0; i < n; i++) free(ents[i]);
     free(ents);
+    return rc;
 }

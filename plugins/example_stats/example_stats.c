@@ -86,6 +86,7 @@ static int stats_run(void *state, mf_run *run) {
 static void stats_destroy(void *state) { free(state); }
 
 /* 5. The plugin's description; the first field must be MF_STAGE_ABI_VERSION. */
+static const char *const k_resume_free_all[] = {"*", NULL}; /* keeps no state across a resume */
 static const mf_stage_api stats_api = {
     .abi_version = MF_STAGE_ABI_VERSION,
     .struct_size = sizeof(mf_stage_api),
@@ -95,6 +96,7 @@ static const mf_stage_api stats_api = {
     .create = stats_create,
     .run = stats_run,
     .destroy = stats_destroy,
+    .resume_free = k_resume_free_all,
 };
 
 /* 6. The one exported symbol. */

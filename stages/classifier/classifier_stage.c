@@ -180,6 +180,7 @@ static int cls_run(void *state, mf_run *run) {
 
 static void cls_destroy(void *state) { free(state); }
 
+static const char *const k_resume_free_all[] = {"*", NULL}; /* keeps no state across a resume */
 static const mf_stage_api cls_api = {
     .abi_version = MF_STAGE_ABI_VERSION,
     .struct_size = sizeof(mf_stage_api),
@@ -189,6 +190,7 @@ static const mf_stage_api cls_api = {
     .create = cls_create,
     .run = cls_run,
     .destroy = cls_destroy,
+    .resume_free = k_resume_free_all,
 };
 
 MF_STAGE_PLUGIN(cls_api)

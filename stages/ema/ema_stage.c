@@ -8,6 +8,7 @@
 #include "mf_json.h"
 #include "mf_log.h"
 #include "mf_model.h"
+#include "mf_optim.h"
 #include "mf_stage.h"
 
 typedef struct ema_state {
@@ -24,13 +25,6 @@ static const mf_key ema_keys[] = {
     MF_INT("start_step", "0", 0, 1e9, "steps before this one copy the weights instead of averaging"),
     MF_KEY_END,
 };
-
-double mf_ema_decay_at(double decay, int warmup, int64_t step);
-double mf_ema_decay_at(double decay, int warmup, int64_t step) {
-    if (!warmup) return decay;
-    double w = (1.0 + (double)step) / (10.0 + (double)step);
-    return w < decay ? w : decay;
-}
 
 static int on_begin(void *user, mf_run *run, const char *event, const void *payload) {
     ema_state *e = user;
@@ -49,7 +43,7 @@ static int on_step(void *user, mf_run *run, const char *event, const void *paylo
     ema_state *e = user;
     const mf_train_event *ev = payload;
     mf_model *m = ev->model;
-    double d = ev->step <= e->start ? 0.0 : mf_ema_decay_at(e->decay, e->warmup, ev->step - e->start);
+    double d = ev->step <= e->start ? 0.0 : mf_ema_decay_at(e->decay, e->warmup != 0, ev->step - e->start);
     m->be->i->ema(m->be, m->n_params, e->buf, m->params, (float)d);
     e->last_decay = d;
     return 0;

@@ -7,6 +7,7 @@
 #include "mf_config.h"
 #include "mf_graph.h"
 #include "mf_model.h"
+#include "mf_optim.h"
 #include "mf_run.h"
 
 typedef struct train_state {
@@ -22,9 +23,7 @@ typedef struct train_state {
     float lambda;
     int avg_k;
     float lr, b1, b2, eps, wd, clip;
-    char schedule[16];
-    int64_t warmup;
-    float min_ratio;
+    mf_sched sched;  /* learning-rate schedule (extended on resume when train.steps changes) */
     int64_t log_every, ckpt_every, sample_every;
     int keep, sample_n, sample_steps, final_grid, final_steps, skip_nan;
     char sample_method[8];
@@ -38,6 +37,7 @@ typedef struct train_state {
     int32_t *h_y;
     int64_t *perm, perm_epoch;
     char hash[65];
+    int64_t adam_t; /* optimizer steps taken (skipped steps do not count): Adam's bias correction */
 } train_state;
 
 int train_read_config(train_state *s, const mf_node *train, const mf_node *model);

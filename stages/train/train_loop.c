@@ -47,9 +47,10 @@ int train_read_config(train_state *s, const mf_node *t, const mf_node *m) {
     s->eps = (float)mf_cfg_float(t, "optimizer.eps");
     s->wd = (float)mf_cfg_float(t, "optimizer.weight_decay");
     s->clip = (float)mf_cfg_float(t, "optimizer.grad_clip");
-    snprintf(s->schedule, sizeof s->schedule, "%s", mf_cfg_str(t, "schedule.kind"));
-    s->warmup = mf_cfg_int(t, "schedule.warmup");
-    s->min_ratio = (float)mf_cfg_float(t, "schedule.min_lr_ratio");
+    int kind = mf_sched_kind_parse(mf_cfg_str(t, "schedule.kind"));
+    if (kind < 0) return mf_fail("train.schedule.kind: unknown schedule '%s'", mf_cfg_str(t, "schedule.kind"));
+    mf_sched_init(&s->sched, (mf_sched_kind)kind, s->lr, mf_cfg_int(t, "schedule.warmup"), s->steps,
+                  mf_cfg_float(t, "schedule.min_lr_ratio"));
     s->log_every = mf_cfg_int(t, "log_every");
     s->ckpt_every = mf_cfg_int(t, "checkpoint_every");
     s->keep = (int)mf_cfg_int(t, "keep_checkpoints");
@@ -86,16 +87,6 @@ void train_free_buffers(train_state *s) {
     s->h_y = NULL;
     s->perm = NULL;
     s->be = NULL;
-}
-
-static float lr_at(const train_state *s, int64_t step) {
-    if (step < s->warmup) return s->lr * (float)(step + 1) / (float)s->warmup;
-    double p = (double)(step - s->warmup) / (double)(s->steps - s->warmup > 0 ? s->steps - s->warmup : 1);
-    if (p > 1) p = 1;
-    double lo = s->lr * s->min_ratio;
-    if (strcmp(s->schedule, "cosine") == 0) return (float)(lo + (s->lr - lo) * 0.5 * (1.0 + cos(M_PI * p)));
-    if (strcmp(s->schedule, "linear") == 0) return (float)(s->lr - (s->lr - lo) * p);
-    return s->lr;
 }
 
 /* Times for one batch: stream `sub` of step `step` (0: the main t, 1..K: average-velocity times). */
@@ -212,10 +203,39 @@ static int save_checkpoint(train_state *s, mf_run *run) {
     mf_unet_cfg_encode(&s->model->cfg, desc);
     c.s[ns] = (mf_ckpt_section){.name = "unet_cfg", .n = MF_UNET_CFG_FLOATS, .data = desc};
     c.n_sections = ns + 1;
+    /* metadata: optimizer step count, the schedule segment, and the settings training depends on */
+    mf_buf meta = {0};
+    mf_buf_printf(&meta, "adam_t=%lld\nsched_total=%lld\nsched_from=%lld\nsched_lr0=%.17g\n", (long long)s->adam_t,
+                  (long long)s->sched.total, (long long)s->sched.from, s->sched.lr0);
+    char *set = mf_run_settings(run);
+    for (char *p = set, *nl; p && *p; p = nl ? nl + 1 : p + strlen(p)) {
+        nl = strchr(p, '\n');
+        mf_buf_printf(&meta, "setting.%.*s\n", nl ? (int)(nl - p) : (int)strlen(p), p);
+    }
+    free(set);
+    c.meta = meta.s;
     int rc = mf_ckpt_save(path, &c);
+    mf_buf_free(&meta);
     for (int i = 0; i < ns; i++) free(c.s[i].data);
-    if (rc == 0) mf_ckpt_prune(dir, s->keep);
+    if (rc == 0) rc = mf_ckpt_prune(dir, s->keep);
     return rc;
+}
+
+/* The "setting." lines of a checkpoint's metadata without the prefix (mf_run_settings() form), or
+ * NULL when the checkpoint predates them. */
+static char *recorded_settings(const mf_ckpt *c) {
+    mf_buf b = {0};
+    for (const char *p = c->meta, *nl; p && *p; p = nl ? nl + 1 : p + strlen(p)) {
+        nl = strchr(p, '\n');
+        size_t ll = nl ? (size_t)(nl - p) : strlen(p);
+        if (ll > 8 && strncmp(p, "setting.", 8) == 0) mf_buf_printf(&b, "%.*s\n", (int)(ll - 8), p + 8);
+    }
+    return b.s;
+}
+
+static int64_t meta_int(const mf_ckpt *c, const char *key, int64_t def) {
+    char v[64];
+    return mf_ckpt_meta_get(c, key, v, sizeof v) ? strtoll(v, NULL, 10) : def;
 }
 
 static int load_checkpoint(train_state *s, mf_run *run) {
@@ -225,11 +245,18 @@ static int load_checkpoint(train_state *s, mf_run *run) {
     int found = mf_ckpt_load_latest(dir, &c, path, sizeof path);
     if (found <= 0) {
         mf_warn("resume: no valid checkpoint in %s; training from the start", dir);
-        return 0;
+        return mf_run_resumed_from(run, 0, NULL);
     }
     int rc = 0;
     if (strcmp(c.config_hash, s->hash) != 0)
         rc = mf_fail("%s: made for another model configuration (hash %.12s, this run %.12s)", path, c.config_hash, s->hash);
+    char *rec = rc == 0 ? recorded_settings(&c) : NULL;
+    if (rec) rc = mf_run_check_settings(run, rec, path);
+    else if (rc == 0) mf_warn("%s: written by an older mfpipe without recorded settings: not checked", path);
+    free(rec);
+    if (rc == 0 && (int64_t)c.step > s->steps)
+        rc = mf_fail("%s: the run is at step %llu, beyond train.steps=%lld: set train.steps to at least %llu", path,
+                     (unsigned long long)c.step, (long long)s->steps, (unsigned long long)c.step);
     float *bufs[3] = {s->model->params, s->adam_m, s->adam_v};
     const char *names[3] = {"model", "adam_m", "adam_v"};
     for (int i = 0; rc == 0 && i < 3 + s->model->n_state; i++) {
@@ -244,8 +271,25 @@ static int load_checkpoint(train_state *s, mf_run *run) {
         s->be->i->write(s->be, dst, sec->data, sizeof(float) * (size_t)n);
     }
     if (rc == 0) {
-        s->model->step = (int64_t)c.step;
-        mf_info("resume: %s (step %lld)", path, (long long)c.step);
+        int64_t step = (int64_t)c.step;
+        s->model->step = step;
+        s->adam_t = meta_int(&c, "adam_t", step);
+        /* the schedule as the checkpoint ran it, then extended if train.steps changed */
+        int64_t total = meta_int(&c, "sched_total", s->sched.total);
+        char v[64];
+        if (mf_ckpt_meta_get(&c, "sched_lr0", v, sizeof v)) {
+            s->sched.total = total;
+            s->sched.from = meta_int(&c, "sched_from", s->sched.from);
+            s->sched.lr0 = strtod(v, NULL);
+        }
+        if (s->sched.total != s->steps) {
+            double before = mf_sched_lr(&s->sched, step);
+            mf_sched_extend(&s->sched, step, s->steps);
+            mf_info("resume: train.steps %lld -> %lld: the learning rate goes on from %.4g and reaches its minimum at "
+                    "step %lld",
+                    (long long)total, (long long)s->steps, before, (long long)s->steps);
+        }
+        rc = mf_run_resumed_from(run, step, path);
     }
     mf_ckpt_free_loaded(&c);
     return rc;
@@ -346,9 +390,9 @@ static int setup(train_state *s, mf_run *run, const mf_dataset *ds) {
     mf_json_str(&b, "event", "model");
     mf_json_int(&b, "params", m->n_weights);
     mf_json_num(&b, "gflops_per_image", m->flops_per_image / 1e9);
-    mf_metrics_append(run, s->instance, b.s);
+    int rc = mf_metrics_append(run, s->instance, b.s);
     mf_buf_free(&b);
-    return 0;
+    return rc;
 }
 
 int train_run(void *state, mf_run *run) {
@@ -370,30 +414,37 @@ int train_run(void *state, mf_run *run) {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = 0;
-    /* testing aid: MFPIPE_DEBUG_NAN_STEP=k makes the loss of step k NaN (tests the on_nan paths) */
-    const char *dbg = getenv("MFPIPE_DEBUG_NAN_STEP");
-    int64_t nan_step = dbg ? atoll(dbg) : -1;
+    /* testing aids: MFPIPE_DEBUG_NAN_STEP=k makes the loss of step k NaN, MFPIPE_DEBUG_NAN_GRAD_STEP=k
+     * its gradient norm (tests the on_nan paths) */
+    const char *dbg = getenv("MFPIPE_DEBUG_NAN_STEP"), *dbg_g = getenv("MFPIPE_DEBUG_NAN_GRAD_STEP");
+    int64_t nan_step = dbg ? atoll(dbg) : -1, nan_grad_step = dbg_g ? atoll(dbg_g) : -1;
+    if (!resumed) s->adam_t = 0;
     while (m->step < s->steps) {
         int64_t step = m->step;
         double avg_term;
         double loss = loss_and_grads(s, ds, seed, step, &avg_term);
         if (step + 1 == nan_step) loss = NAN;
-        if (!isfinite(loss)) {
+        double gnorm = isfinite(loss) ? sqrt(k->sumsq(s->be, m->n_params, s->grads)) : NAN;
+        if (step + 1 == nan_grad_step) gnorm = INFINITY;
+        if (!isfinite(loss) || !isfinite(gnorm)) {
+            const char *what = !isfinite(loss) ? "loss" : "gradient norm";
+            double val = !isfinite(loss) ? loss : gnorm;
             if (!s->skip_nan) {
-                rc = mf_fail("step %lld: the loss is %g (not finite); lower train.optimizer.lr, or set "
+                rc = mf_fail("step %lld: the %s is %g (not finite); lower train.optimizer.lr, or set "
                              "train.on_nan: skip",
-                             (long long)step + 1, loss);
+                             (long long)step + 1, what, val);
                 break;
             }
-            mf_warn("step %lld: non-finite loss %g; step skipped (train.on_nan: skip)", (long long)step + 1, loss);
+            /* the weights, Adam's moments and its step count stay as they were */
+            mf_warn("step %lld: non-finite %s %g; step skipped (train.on_nan: skip)", (long long)step + 1, what, val);
             m->step++;
             continue;
         }
-        double gnorm = sqrt(k->sumsq(s->be, m->n_params, s->grads));
-        float gscale = s->clip > 0 && gnorm > s->clip ? (float)(s->clip / (gnorm + 1e-6)) : 1.0f;
-        float lr = lr_at(s, step);
+        float gscale = mf_clip_scale(gnorm, s->clip);
+        float lr = (float)mf_sched_lr(&s->sched, step);
+        s->adam_t++;
         k->adamw(s->be, m->n_params, m->params, s->grads, s->adam_m, s->adam_v, lr, s->b1, s->b2, s->eps, s->wd,
-                 step + 1, gscale);
+                 s->adam_t, gscale);
         m->step++;
         ev.step = m->step;
         ev.loss = loss;
@@ -417,8 +468,9 @@ int train_run(void *state, mf_run *run) {
             mf_json_num(&b, "lr", lr);
             mf_json_num(&b, "grad_norm", gnorm);
             mf_json_num(&b, "img_per_s", (double)(m->step - last_log) * s->batch / (el - t_last > 0 ? el - t_last : 1e-9));
-            mf_metrics_append(run, s->instance, b.s);
+            rc = mf_metrics_append(run, s->instance, b.s);
             mf_buf_free(&b);
+            if (rc != 0) break;
             loss_acc = 0;
             n_acc = 0;
             t_last = el;

@@ -82,6 +82,13 @@ static void train_destroy(void *state) {
     free(s);
 }
 
+/* Keys that may change on resume: what is logged and written, not what is computed. `steps` extends
+ * or shortens the run (the schedule goes on continuously: mf_sched_extend); `on_nan` decides only
+ * what happens at a non-finite step. */
+static const char *const k_train_resume_free[] = {"steps", "log_every", "checkpoint_every", "keep_checkpoints",
+                                                  "sample_every", "sample_n", "sample_steps", "sample_method",
+                                                  "final_grid", "final_steps", "on_nan", NULL};
+
 static const mf_stage_api train_api = {
     .abi_version = MF_STAGE_ABI_VERSION,
     .struct_size = sizeof(mf_stage_api),
@@ -92,6 +99,7 @@ static const mf_stage_api train_api = {
     .create = train_create,
     .run = train_run,
     .destroy = train_destroy,
+    .resume_free = k_train_resume_free,
 };
 
 MF_STAGE_PLUGIN(train_api)
