@@ -99,6 +99,7 @@ static int preview_run(void *state, mf_run *run) {
 
 static void preview_destroy(void *state) { free(state); }
 
+static const char *const k_resume_free_all[] = {"*", NULL}; /* keeps no state across a resume */
 static const mf_stage_api preview_api = {
     .abi_version = MF_STAGE_ABI_VERSION,
     .struct_size = sizeof(mf_stage_api),
@@ -108,6 +109,7 @@ static const mf_stage_api preview_api = {
     .create = preview_create,
     .run = preview_run,
     .destroy = preview_destroy,
+    .resume_free = k_resume_free_all,
 };
 
 MF_STAGE_PLUGIN(preview_api)
