@@ -370,6 +370,8 @@ static int data_run(void *state, mf_run *run) {
     return mf_artifact_put(run, "dataset", MF_ART_DATASET, ds, (void (*)(void *))mf_dataset_free);
 }
 
+/* where the files are does not change what they hold; limits only refuse inputs */
+static const char *const k_data_resume_free[] = {"root", NULL};
 static const mf_stage_api data_api = {
     .abi_version = MF_STAGE_ABI_VERSION,
     .struct_size = sizeof(mf_stage_api),
@@ -380,6 +382,7 @@ static const mf_stage_api data_api = {
     .create = data_create,
     .run = data_run,
     .destroy = data_destroy,
+    .resume_free = k_data_resume_free,
 };
 
 MF_STAGE_PLUGIN(data_api);
