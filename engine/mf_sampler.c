@@ -179,6 +179,8 @@ static int run_fixed(int method, const char *who, const mf_field *f, const mf_sa
     }
     scratch_free(&s);
     free(t);
+    if (o->row_stats) /* one time for the whole batch: every row did what the batch did */
+        for (int i = 0; i < (f->batch >= 1 ? f->batch : 1); i++) o->row_stats[i] = *st;
     return rc;
 }
 
@@ -212,35 +214,83 @@ static const double DP_A[7][6] = {
 static const double DP_E[7] = {71.0 / 57600,   0,          -71.0 / 16695, 71.0 / 1920,
                                -17253.0 / 339200, 22.0 / 525, -1.0 / 40};
 
-/* dst = z + dt * sum_j w[j] k[j] (j < m; zero weights skipped). */
-static void lincomb(const mf_field *f, float *dst, const float *z, double dt, const double *w,
-                    float *const *kb, int m) {
-    const mf_backend_i *k = f->be->i;
-    if (z)
-        k->copy(f->be, dst, z, sizeof(float) * (size_t)f->n);
-    else
-        k->fill(f->be, dst, 0.0f, f->n);
-    for (int j = 0; j < m; j++)
-        if (w[j] != 0) k->axpby(f->be, f->n, (float)(dt * w[j]), kb[j], 1.0f, dst);
-}
-
-static double rms(const mf_field *f, const float *x) {
-    return sqrt(f->be->i->sumsq(f->be, f->n, x) / (double)f->n);
-}
-
-/* The error norm. Hairer's element-wise RMS of err_i / (atol + rtol max(|z_i|, |z_new_i|)) needs an
- * element-wise abs/max/divide that the backend does not have (and no exact composition of its kernels
- * gives one), so this is the mixed norm from reductions only:
- *   rms(err) / (atol + rtol * max(rms(z), rms(z_new))).
+/* The error norm of one sample (one row of the batch). Hairer's element-wise RMS of
+ * err_i / (atol + rtol max(|z_i|, |z_new_i|)) needs an element-wise abs/max/divide that the backend
+ * does not have (and no exact composition of its kernels gives one), so this is the mixed norm from
+ * per-row reductions only:
+ *   rms(err) / (atol + rtol * max(rms(z), rms(z_new))), each RMS over the row's C*H*W elements.
  * It equals Hairer's norm for rtol = 0 and when all elements share one magnitude; otherwise elements
  * far below the RMS get a looser relative tolerance and elements above it a tighter one. For image
  * states (roughly unit-variance elements) the two behave alike. */
-static double err_norm(const mf_field *f, const mf_sampler_opts *o, double e_rms, double z_rms,
-                       double zn_rms) {
+static double err_norm(const mf_sampler_opts *o, double e_rms, double z_rms, double zn_rms) {
     const double sc = o->atol + o->rtol * (z_rms > zn_rms ? z_rms : zn_rms);
     return e_rms / sc;
 }
 
+/* Per-row Dormand-Prince state (host). */
+typedef struct dp_rows {
+    int batch, real;     /* rows, rows holding samples */
+    int64_t img;         /* floats per row */
+    double *t, *h, *zrms, *sq, *sq2;
+    float *tt;           /* the times handed to the field, one per row */
+    unsigned char *act, *rej_last, *need;
+    mf_sampler_stats *rs;
+    float *tmp;          /* fields without eval_rows: one evaluation's output */
+} dp_rows;
+
+/* out = field(z, tt) on the rows marked in need[] (other rows of out: unspecified). With eval_rows one
+ * call; otherwise one call per distinct time among the needed rows. Counts the calls in st->nfe. */
+static int dp_eval(const mf_field *f, dp_rows *d, const float *z, float *out, mf_sampler_stats *st,
+                   const char *who) {
+    if (f->eval_rows) {
+        st->nfe++;
+        if (f->eval_rows(f->ctx, z, d->tt, d->tt, out) != 0)
+            return mf_error_prefix("sampler %s, model at per-row times", who);
+        return 0;
+    }
+    const mf_backend_i *k = f->be->i;
+    unsigned char *todo = d->rej_last + d->batch; /* scratch flags after rej_last */
+    int left = 0, pass = 0;
+    for (int i = 0; i < d->batch; i++) left += todo[i] = d->need[i];
+    while (left > 0) {
+        int first = 0;
+        while (!todo[first]) first++;
+        const float T = d->tt[first];
+        int all = pass++ == 0; /* one time for every needed row: straight into out */
+        for (int i = 0; i < d->batch; i++)
+            if (todo[i] && d->tt[i] != T) all = 0;
+        float *dst = all ? out : d->tmp;
+        st->nfe++;
+        if (f->eval(f->ctx, z, T, T, dst) != 0) return mf_error_prefix("sampler %s, model at t = %.6g", who, (double)T);
+        for (int i = 0; i < d->batch; i++)
+            if (todo[i] && d->tt[i] == T) {
+                if (!all) k->copy(f->be, out + i * d->img, dst + i * d->img, sizeof(float) * (size_t)d->img);
+                todo[i] = 0;
+                left--;
+            }
+    }
+    return 0;
+}
+
+/* Row i: dst = z + dt * sum_j w[j] k[j] (j < m; zero weights skipped; z NULL: 0). */
+static void lincomb_row(const mf_field *f, const dp_rows *d, int i, float *dst, const float *z, double dt,
+                        const double *w, float *const *kb, int m) {
+    const mf_backend_i *k = f->be->i;
+    const int64_t o = i * d->img;
+    if (z)
+        k->copy(f->be, dst + o, z + o, sizeof(float) * (size_t)d->img);
+    else
+        k->fill(f->be, dst + o, 0.0f, d->img);
+    for (int j = 0; j < m; j++)
+        if (w[j] != 0) k->axpby(f->be, d->img, (float)(dt * w[j]), kb[j] + o, 1.0f, dst + o);
+}
+
+/* Dormand-Prince 5(4) with per-sample step-size control: every row of the batch (one sample) has its
+ * own time, step size, accept/reject decisions and evaluation count, so a sample's result does not
+ * depend on the other rows of its batch (nor on padding rows, which are never advanced). The batch is
+ * evaluated as a whole while any row is unfinished; finished rows are evaluated at their final time and
+ * their results ignored. All per-row arithmetic is done with kernels on that row alone (same lengths,
+ * same scalars, whatever the batch), the norms with per-row reductions (sq_err_rows). */
 static int run_dopri5(const mf_field *f, const mf_sampler_opts *o, float *z, mf_sampler_stats *st_out) {
     check_field(f, z);
     MF_ASSERT(o);
@@ -252,79 +302,158 @@ static int run_dopri5(const mf_field *f, const mf_sampler_opts *o, float *z, mf_
                        o->rtol, o->atol);
     if (o->max_nfe < 1) return mf_fail("dopri5: sample.max_nfe must be >= 1 (got %d)", o->max_nfe);
     if (!(o->h0 >= 0)) return mf_fail("dopri5: h0 must be >= 0 (0: automatic; got %g)", o->h0);
+    const int B = f->batch >= 1 ? f->batch : 1;
+    MF_ASSERT(f->n % B == 0);
+    MF_ASSERT(f->rows >= 0 && f->rows <= B);
     const mf_backend_i *k = f->be->i;
     mf_backend *be = f->be;
-    const int64_t n = f->n;
     scratch s;
-    MF_TRY(scratch_alloc(&s, f, 9, who));
+    MF_TRY(scratch_alloc(&s, f, f->eval_rows ? 9 : 10, who));
+    for (int j = 0; j < s.count; j++) k->fill(be, s.b[j], 0.0f, f->n); /* rows never written stay finite */
     float *kb[7], *zn = s.b[7], *err = s.b[8];
     for (int j = 0; j < 7; j++) kb[j] = s.b[j];
-    int rc = -1;
-    double t = 1.0, h; /* h > 0 is the step magnitude; time decreases */
-#define DP_EVAL(zz, tt, out)                                                                       \
-    do {                                                                                           \
-        if (st->nfe + 1 > o->max_nfe) goto over;                                                   \
-        if (eval_v(f, (zz), (tt), (out), st, who) != 0) goto done;                                 \
-    } while (0)
-    DP_EVAL(z, t, kb[0]);
-    double z_rms = rms(f, z);
-    if (o->h0 > 0) {
-        h = o->h0;
-    } else { /* Hairer, Norsett & Wanner, Solving ODEs I, II.4: starting step size */
-        const double sc = o->atol + o->rtol * z_rms;
-        const double d0 = z_rms / sc, d1 = rms(f, kb[0]) / sc;
-        double hh = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
-        if (hh > 1) hh = 1;
-        k->add2(be, n, 1.0f, z, (float)-hh, kb[0], zn);
-        DP_EVAL(zn, t - hh, kb[1]);
-        k->add2(be, n, 1.0f, kb[1], -1.0f, kb[0], err);
-        const double d2 = rms(f, err) / sc / hh, dm = d1 > d2 ? d1 : d2;
-        const double h1 = dm <= 1e-15 ? (hh * 1e-3 > 1e-6 ? hh * 1e-3 : 1e-6) : pow(0.01 / dm, 0.2);
-        h = 100 * hh < h1 ? 100 * hh : h1;
+    dp_rows d = {.batch = B, .real = f->rows ? f->rows : B, .img = f->n / B};
+    d.t = mf_xcalloc((size_t)B * 5, sizeof(double));
+    d.h = d.t + B, d.zrms = d.h + B, d.sq = d.zrms + B, d.sq2 = d.sq + B;
+    d.tt = mf_xcalloc((size_t)B, sizeof(float));
+    d.act = mf_xcalloc((size_t)B * 4, 1);
+    d.rej_last = d.act + B, d.need = d.rej_last + 2 * B; /* [rej_last | dp_eval's flags | need] */
+    d.rs = mf_xcalloc((size_t)B, sizeof(mf_sampler_stats));
+    d.tmp = f->eval_rows ? NULL : s.b[9];
+    const int R = d.real;
+    const int64_t img = d.img;
+    int rc = -1, bad = -1; /* bad: the row that hit the cap */
+    for (int i = 0; i < B; i++) {
+        d.t[i] = 1.0;
+        d.tt[i] = 1.0f;
+        d.need[i] = d.act[i] = i < R;
     }
-    int rejected_last = 0;
-    while (t > 0) {
-        if (h >= t || t - h < 1e-9) h = t; /* land exactly on t = 0 */
-        if (h < 1e-10) {
-            mf_fail("dopri5: step size underflow (h = %.3g) at t = %.6g; loosen rtol/atol", h, t);
-            goto done;
+#define DP_EVAL(zz, out)                                                                           \
+    do {                                                                                           \
+        for (int i_ = 0; i_ < R; i_++)                                                             \
+            if (d.act[i_] && d.rs[i_].nfe + 1 > o->max_nfe) {                                      \
+                bad = i_;                                                                          \
+                goto over;                                                                         \
+            }                                                                                      \
+        if (dp_eval(f, &d, (zz), (out), st, who) != 0) goto done;                                  \
+        for (int i_ = 0; i_ < R; i_++) d.rs[i_].nfe += d.act[i_];                                  \
+    } while (0)
+    DP_EVAL(z, kb[0]);
+    k->sq_err_rows(be, B, img, z, NULL, d.zrms);
+    for (int i = 0; i < R; i++) d.zrms[i] = sqrt(d.zrms[i] / (double)img);
+    if (o->h0 > 0) {
+        for (int i = 0; i < R; i++) d.h[i] = o->h0;
+    } else { /* Hairer, Norsett & Wanner, Solving ODEs I, II.4: starting step size, per row */
+        k->sq_err_rows(be, B, img, kb[0], NULL, d.sq);
+        for (int i = 0; i < R; i++) {
+            const double sc = o->atol + o->rtol * d.zrms[i];
+            const double d0 = d.zrms[i] / sc, d1 = sqrt(d.sq[i] / (double)img) / sc;
+            double hh = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
+            if (hh > 1) hh = 1;
+            d.h[i] = hh;
+            d.sq2[i] = d1;
+            const int64_t off = i * img;
+            k->add2(be, img, 1.0f, z + off, (float)-hh, kb[0] + off, zn + off);
+            d.tt[i] = (float)(1.0 - hh);
         }
-        if (st->nfe + 6 > o->max_nfe) goto over;
-        for (int i = 1; i < 7; i++) {
-            float *in = i == 6 ? zn : err; /* stage 7's input is the 5th-order solution */
-            lincomb(f, in, z, -h, DP_A[i], kb, i);
-            DP_EVAL(in, t - DP_C[i] * h, kb[i]); /* c = 1: exactly 0 on the last step */
+        DP_EVAL(zn, kb[1]);
+        for (int i = 0; i < R; i++) {
+            const int64_t off = i * img;
+            k->add2(be, img, 1.0f, kb[1] + off, -1.0f, kb[0] + off, err + off);
         }
-        lincomb(f, err, NULL, -h, DP_E, kb, 7);
-        const double zn_rms = rms(f, zn);
-        const double en = err_norm(f, o, rms(f, err), z_rms, zn_rms);
-        double fac = en > 0 ? 0.9 * pow(en, -0.2) : 10.0;
-        fac = fac < 0.2 ? 0.2 : fac > 10.0 ? 10.0 : fac;
-        if (en <= 1.0) {
-            k->copy(be, z, zn, sizeof(float) * (size_t)n);
-            t = h == t ? 0.0 : t - h;
-            z_rms = zn_rms;
-            float *tmp = kb[0]; /* FSAL: k7 = v(z_new, t_new) is the next k1 */
-            kb[0] = kb[6];
-            kb[6] = tmp;
-            st->accepted++;
-            if (report_step(o, z, t) != 0) goto done;
-            if (rejected_last && fac > 1.0) fac = 1.0;
-            rejected_last = 0;
-        } else {
-            st->rejected++;
-            rejected_last = 1;
+        k->sq_err_rows(be, B, img, err, NULL, d.sq);
+        for (int i = 0; i < R; i++) {
+            const double sc = o->atol + o->rtol * d.zrms[i], hh = d.h[i], d1 = d.sq2[i];
+            const double d2 = sqrt(d.sq[i] / (double)img) / sc / hh, dm = d1 > d2 ? d1 : d2;
+            const double h1 = dm <= 1e-15 ? (hh * 1e-3 > 1e-6 ? hh * 1e-3 : 1e-6) : pow(0.01 / dm, 0.2);
+            d.h[i] = 100 * hh < h1 ? 100 * hh : h1;
         }
-        h *= fac;
+    }
+    for (;;) {
+        int any = 0;
+        for (int i = 0; i < R; i++) any |= d.act[i] = d.need[i] = d.t[i] > 0;
+        if (!any) break;
+        for (int i = 0; i < R; i++) {
+            if (!d.act[i]) continue;
+            double *h = &d.h[i];
+            const double t = d.t[i];
+            if (*h >= t || t - *h < 1e-9) *h = t; /* land exactly on t = 0 */
+            if (*h < 1e-10) {
+                mf_fail("dopri5: step size underflow (h = %.3g) at t = %.6g (row %d of the batch); loosen "
+                        "rtol/atol", *h, t, i);
+                goto done;
+            }
+            if (d.rs[i].nfe + 6 > o->max_nfe) {
+                bad = i;
+                goto over;
+            }
+        }
+        for (int j = 1; j < 7; j++) {
+            float *in = j == 6 ? zn : err; /* stage 7's input is the 5th-order solution */
+            for (int i = 0; i < B; i++) {
+                if (d.act[i]) {
+                    lincomb_row(f, &d, i, in, z, -d.h[i], DP_A[j], kb, j);
+                    d.tt[i] = (float)(d.t[i] - DP_C[j] * d.h[i]); /* c = 1: exactly 0 on the last step */
+                } else {
+                    d.tt[i] = (float)d.t[i]; /* finished: 0; padding: 1 (results ignored) */
+                }
+            }
+            DP_EVAL(in, kb[j]);
+        }
+        for (int i = 0; i < R; i++)
+            if (d.act[i]) lincomb_row(f, &d, i, err, NULL, -d.h[i], DP_E, kb, 7);
+        k->sq_err_rows(be, B, img, err, NULL, d.sq);
+        k->sq_err_rows(be, B, img, zn, NULL, d.sq2);
+        int accepted = 0;
+        for (int i = 0; i < R; i++) {
+            if (!d.act[i]) continue;
+            const int64_t off = i * img;
+            const double zn_rms = sqrt(d.sq2[i] / (double)img);
+            const double en = err_norm(o, sqrt(d.sq[i] / (double)img), d.zrms[i], zn_rms);
+            double fac = en > 0 ? 0.9 * pow(en, -0.2) : 10.0;
+            fac = fac < 0.2 ? 0.2 : fac > 10.0 ? 10.0 : fac;
+            if (en <= 1.0) {
+                k->copy(be, z + off, zn + off, sizeof(float) * (size_t)img);
+                k->copy(be, kb[0] + off, kb[6] + off, sizeof(float) * (size_t)img); /* FSAL: k7 is the next k1 */
+                d.t[i] = d.h[i] == d.t[i] ? 0.0 : d.t[i] - d.h[i];
+                d.zrms[i] = zn_rms;
+                d.rs[i].accepted++;
+                accepted = 1;
+                if (d.rej_last[i] && fac > 1.0) fac = 1.0;
+                d.rej_last[i] = 0;
+            } else {
+                d.rs[i].rejected++;
+                d.rej_last[i] = 1;
+            }
+            d.h[i] *= fac;
+        }
+        if (accepted) {
+            if (o->on_step_rows) {
+                if (o->on_step_rows(o->user, z, d.t) != 0) goto done;
+            } else {
+                double tmax = 0;
+                for (int i = 0; i < R; i++) tmax = d.t[i] > tmax ? d.t[i] : tmax;
+                if (report_step(o, z, tmax) != 0) goto done;
+            }
+        }
     }
     rc = 0;
     goto done;
 over:
     mf_fail("dopri5: more than %d evaluations; raise sample.max_nfe or loosen rtol/atol (rtol %g, "
-            "atol %g; reached t = %.4g after %d accepted and %d rejected steps)",
-            o->max_nfe, o->rtol, o->atol, t, st->accepted, st->rejected);
+            "atol %g; row %d of the batch reached t = %.4g after %d accepted and %d rejected steps)",
+            o->max_nfe, o->rtol, o->atol, bad, d.t[bad], d.rs[bad].accepted, d.rs[bad].rejected);
 done:
 #undef DP_EVAL
+    for (int i = 0; i < R; i++) {
+        st->accepted += d.rs[i].accepted;
+        st->rejected += d.rs[i].rejected;
+    }
+    if (o->row_stats) memcpy(o->row_stats, d.rs, sizeof(mf_sampler_stats) * (size_t)B);
+    free(d.t);
+    free(d.tt);
+    free(d.act);
+    free(d.rs);
     scratch_free(&s);
     return rc;
 }

@@ -1,6 +1,6 @@
 /* mf_sampler.h - samplers: ODE solvers over a learned velocity field v(z, t) (Euler, Heun, RK4 with
- * uniform or power time grids; adaptive Dormand-Prince 5(4) with rtol/atol, step-size control and an
- * evaluation cap) and MeanFlow's average-velocity samplers over u(z, r, t) (1-step and k-step).
+ * uniform or power time grids; adaptive Dormand-Prince 5(4) with rtol/atol, per-sample step-size
+ * control and an evaluation cap) and MeanFlow's average-velocity samplers over u(z, r, t) (1-step and k-step).
  * Time runs from t = 1 (noise) to t = 0 (data). All state lives in backend buffers; solvers use only
  * backend kernels. New samplers register by name, from core or from a sampler plugin. */
 #ifndef MF_SAMPLER_H
@@ -23,6 +23,12 @@ typedef struct mf_field {
     int (*eval)(void *ctx, const float *z, float r, float t, float *out);
     void *ctx;
     int average;    /* 1: eval is an average-velocity model u(z, r, t); 0: instantaneous v(z, t) (r ignored) */
+    /* Optional: the same with one time per row (r, t: host arrays of `batch` floats). Samplers that
+     * give each row its own time (dopri5) use it; without it they call eval once per distinct time
+     * and keep each row's result (correct, but up to `batch` times the work). The output of a row
+     * must depend on that row's input and times only. */
+    int (*eval_rows)(void *ctx, const float *z, const float *r, const float *t, float *out);
+    int rows;       /* rows holding real samples (0: all `batch`); later rows are padding, ignored */
 } mf_field;
 
 typedef struct mf_sampler_opts {
@@ -32,14 +38,22 @@ typedef struct mf_sampler_opts {
     double rtol, atol;  /* adaptive */
     int max_nfe;        /* adaptive: cap on evaluations (error when exceeded) */
     double h0;          /* adaptive: first step size (0: automatic) */
-    /* optional: called after each accepted step with the current state and time (trajectories) */
+    /* optional: called after each accepted step with the current state and time (trajectories).
+     * Samplers with per-row times (dopri5) call it after every round in which a row accepted a step,
+     * with t = the largest time of any real row (every row has reached t or passed it). */
     int (*on_step)(void *user, const float *z, double t);
     void *user;
+    /* optional, dopri5: like on_step but with each row's time (host array of `batch` doubles; padding
+     * rows: 1). When set, it is called instead of on_step. */
+    int (*on_step_rows)(void *user, const float *z, const double *t);
+    /* optional output: one mf_sampler_stats per batch row (`batch` entries): dopri5 counts each row's
+     * own evaluations and steps; the fixed-step samplers write the batch's counts to every row. */
+    struct mf_sampler_stats *row_stats;
 } mf_sampler_opts;
 
 typedef struct mf_sampler_stats {
-    int nfe;            /* network evaluations used */
-    int accepted, rejected;
+    int nfe;            /* network evaluations used (passes over the batch) */
+    int accepted, rejected; /* steps; dopri5: summed over the real rows */
 } mf_sampler_stats;
 
 typedef struct mf_sampler {

@@ -302,14 +302,21 @@ static void test_dopri5(mf_backend *be) {
     trace tr = {0};
     o.on_step = on_step_rec;
     o.user = &tr;
+    mf_sampler_stats rs[2];
+    o.row_stats = rs;
     result d = run_on(be, "dopri5", F_COS, &o);
+    o.row_stats = NULL;
     CHECK(d.rc == 0);
     printf("dopri5 on cos(t) z, rtol 1e-5 atol 1e-6: err %.3e, nfe %d, accepted %d, rejected %d\n", d.err,
            d.st.nfe, d.st.accepted, d.st.rejected);
     CHECK_MSG(d.err <= 10 * o.rtol, "dopri5 error %.3e", d.err);
-    /* k1 + the starting-step probe + 6 per attempted step (FSAL) */
-    CHECK(d.st.nfe == 2 + 6 * (d.st.accepted + d.st.rejected));
-    CHECK(tr.n == d.st.accepted && tr.n >= 1 && tr.t[tr.n - 1] == 0.0);
+    /* per row (sample): k1 + the starting-step probe + 6 per attempted step (FSAL); the batch's
+     * accepted/rejected are the rows' sums; without eval_rows the batch takes one pass per distinct
+     * time, so at least as many as its slowest row */
+    for (int i = 0; i < 2; i++) CHECK(rs[i].nfe == 2 + 6 * (rs[i].accepted + rs[i].rejected));
+    CHECK(d.st.accepted == rs[0].accepted + rs[1].accepted && d.st.rejected == rs[0].rejected + rs[1].rejected);
+    CHECK(d.st.nfe >= (rs[0].nfe > rs[1].nfe ? rs[0].nfe : rs[1].nfe));
+    CHECK(tr.n >= 1 && tr.n <= d.st.accepted && tr.t[tr.n - 1] == 0.0);
     int mono = 1;
     for (int i = 1; i < tr.n && i < 128; i++) mono &= tr.t[i] < tr.t[i - 1];
     CHECK(mono);
@@ -338,16 +345,19 @@ static void test_dopri5(mf_backend *be) {
     oh.rtol = 1e-5;
     oh.atol = 1e-6;
     oh.h0 = 1.0;
+    oh.row_stats = rs;
     result rj = run_on(be, "dopri5", F_QUAD, &oh);
     printf("dopri5 on cos(5t) c with h0 = 1: err %.3e, nfe %d, accepted %d, rejected %d\n", rj.err,
            rj.st.nfe, rj.st.accepted, rj.st.rejected);
     CHECK(rj.rc == 0 && rj.st.rejected >= 1 && rj.err <= 1e-4);
-    CHECK(rj.st.nfe == 1 + 6 * (rj.st.accepted + rj.st.rejected));
-    /* the evaluation cap */
+    for (int i = 0; i < 2; i++) CHECK(rs[i].nfe == 1 + 6 * (rs[i].accepted + rs[i].rejected));
+    /* the evaluation cap (per sample) */
     mf_sampler_opts oc = ot;
     oc.max_nfe = 10;
+    oc.row_stats = rs;
     result cap = run_on(be, "dopri5", F_COS, &oc);
-    CHECK(cap.rc == -1 && cap.st.nfe <= 10);
+    CHECK(cap.rc == -1 && rs[0].nfe <= 10 && rs[1].nfe <= 10);
+    oc.row_stats = NULL;
     CHECK_ERR_CONTAINS("dopri5: more than 10 evaluations; raise sample.max_nfe or loosen rtol/atol");
     oc.max_nfe = 0;
     CHECK(run_on(be, "dopri5", F_COS, &oc).rc == -1);
@@ -356,6 +366,120 @@ static void test_dopri5(mf_backend *be) {
     oc.rtol = oc.atol = 0;
     CHECK(run_on(be, "dopri5", F_COS, &oc).rc == -1);
     CHECK_ERR_CONTAINS("rtol and atol");
+}
+
+/* ---- dopri5: per-sample step-size control ----------------------------------------------------- */
+
+/* Sample j follows v = k_j cos(w_j t) z (its own stiffness), so z_j(0) = z_j(1) exp(-k_j sin(w_j) / w_j).
+ * The field knows which sample sits in which row of the current batch (sample_of_row); rows are
+ * computed with kernels on that row alone, from its own time. */
+#define RB_IMG 192 /* 3 x 8 x 8 */
+#define RB_NS 23
+typedef struct rows_ctx {
+    mf_backend *be;
+    int batch;
+    const int *sample_of_row;
+    int calls;
+} rows_ctx;
+
+static double rb_k(int j) { return 1.0 + 0.5 * (j % 3); }
+static double rb_w(int j) { return 1.0 + 3.0 * (j % 5); }
+static float rb_coef(int j, float t) { return (float)(rb_k(j) * cos(rb_w(j) * (double)t)); }
+
+static int rows_eval_rows(void *vctx, const float *z, const float *r, const float *t, float *out) {
+    rows_ctx *x = vctx;
+    x->calls++;
+    for (int i = 0; i < x->batch; i++)
+        x->be->i->axpby(x->be, RB_IMG, rb_coef(x->sample_of_row[i], t[i]), z + i * RB_IMG, 0.0f, out + i * RB_IMG);
+    return 0;
+}
+
+static int rows_eval(void *vctx, const float *z, float r, float t, float *out) {
+    rows_ctx *x = vctx;
+    float tt[64];
+    for (int i = 0; i < x->batch; i++) tt[i] = t;
+    return rows_eval_rows(vctx, z, tt, tt, out);
+}
+
+/* All RB_NS samples with dopri5 in batches of B (a short last batch padded with junk rows that have
+ * their own, stiffer dynamics); per-sample results and evaluation counts. */
+static int rows_run(mf_backend *be, int B, int use_rows, float *res, int *nfe, int *passes) {
+    const mf_sampler *dp = mf_sampler_find("dopri5");
+    float *z = be->i->alloc(be, sizeof(float) * (size_t)(B * RB_IMG));
+    float *host = malloc(sizeof(float) * (size_t)(B * RB_IMG));
+    int map[64];
+    mf_sampler_stats rs[64];
+    int rc = 0;
+    *passes = 0;
+    for (int done = 0; rc == 0 && done < RB_NS; done += B) {
+        const int b = RB_NS - done < B ? RB_NS - done : B;
+        for (int i = 0; i < B; i++) {
+            if (i < b) {
+                mf_rng_normal(7, MF_RNG_SAMPLE, (uint64_t)(done + i), host + i * RB_IMG, RB_IMG);
+                map[i] = done + i;
+            } else { /* padding: huge values, the stiffest dynamics */
+                for (int e = 0; e < RB_IMG; e++) host[i * RB_IMG + e] = 1e4f * (float)(e % 7 - 3);
+                map[i] = 4;
+            }
+        }
+        be->i->write(be, z, host, sizeof(float) * (size_t)(B * RB_IMG));
+        rows_ctx x = {be, B, map, 0};
+        mf_field f = {.be = be, .n = (int64_t)B * RB_IMG, .batch = B, .eval = rows_eval, .ctx = &x,
+                      .eval_rows = use_rows ? rows_eval_rows : NULL, .rows = b};
+        mf_sampler_opts o = {.rtol = 1e-4, .atol = 1e-4, .max_nfe = 2000, .row_stats = rs};
+        mf_sampler_stats st;
+        rc = dp->run(&f, &o, z, &st);
+        CHECK_MSG(rc == 0, "%s", mf_last_error());
+        CHECK(x.calls == st.nfe);
+        *passes += st.nfe;
+        int mx = 0;
+        for (int i = 0; i < b; i++) mx = rs[i].nfe > mx ? rs[i].nfe : mx;
+        if (use_rows) CHECK_MSG(st.nfe == mx, "batch passes %d, slowest sample %d", st.nfe, mx);
+        be->i->read(be, host, z, sizeof(float) * (size_t)(B * RB_IMG));
+        memcpy(res + done * RB_IMG, host, sizeof(float) * (size_t)(b * RB_IMG));
+        for (int i = 0; i < b; i++) nfe[done + i] = rs[i].nfe;
+    }
+    be->i->free(be, z);
+    free(host);
+    return rc;
+}
+
+static void test_dopri5_rows(mf_backend *be) {
+    static float r1[RB_NS * RB_IMG], rb[RB_NS * RB_IMG];
+    int n1[RB_NS], nb[RB_NS], passes;
+    CHECK(rows_run(be, 1, 1, r1, n1, &passes) == 0);
+    /* accurate per sample, and the work differs between samples */
+    int mn = n1[0], mx = n1[0];
+    double worst = 0;
+    for (int j = 0; j < RB_NS; j++) {
+        mn = n1[j] < mn ? n1[j] : mn;
+        mx = n1[j] > mx ? n1[j] : mx;
+        float z1[RB_IMG];
+        mf_rng_normal(7, MF_RNG_SAMPLE, (uint64_t)j, z1, RB_IMG);
+        const double g = exp(-rb_k(j) * sin(rb_w(j)) / rb_w(j));
+        double se = 0, sx = 0;
+        for (int e = 0; e < RB_IMG; e++) {
+            const double ex = z1[e] * g, dd = r1[j * RB_IMG + e] - ex;
+            se += dd * dd, sx += ex * ex;
+        }
+        worst = fmax(worst, sqrt(se / sx));
+    }
+    printf("dopri5 per sample (batch 1): NFE min %d max %d, worst relative error %.2e\n", mn, mx, worst);
+    CHECK_MSG(mn < mx, "NFE should differ between samples of different stiffness (min %d, max %d)", mn, mx);
+    CHECK_MSG(worst < 1e-2, "worst relative error %.3e", worst);
+    /* batch 7 (a short last batch of 2) and 64 (one batch of 23 real rows and 41 padding rows), with
+     * per-row evaluations and with the scalar-time fallback: bit-identical images, the same NFE */
+    const int Bs[] = {7, 64, 7, 2};
+    const int rows[] = {1, 1, 0, 0};
+    for (int c = 0; c < 4; c++) {
+        memset(rb, 0, sizeof rb);
+        CHECK(rows_run(be, Bs[c], rows[c], rb, nb, &passes) == 0);
+        CHECK_MSG(memcmp(r1, rb, sizeof rb) == 0, "batch %d (%s): images differ from batch 1", Bs[c],
+                  rows[c] ? "eval_rows" : "scalar fallback");
+        CHECK_MSG(memcmp(n1, nb, sizeof nb) == 0, "batch %d: per-sample NFE differ from batch 1", Bs[c]);
+        printf("dopri5 batch %d (%s): bit-identical to batch 1, %d batch passes\n", Bs[c],
+               rows[c] ? "per-row times" : "scalar-time fallback", passes);
+    }
 }
 
 /* ---- MeanFlow --------------------------------------------------------------------------------- */
@@ -480,6 +604,7 @@ int main(void) {
     test_orders(be);
     test_midpoint_plugin(be);
     test_dopri5(be);
+    test_dopri5_rows(be);
     test_meanflow(be);
     test_eval_failure();
     test_registry();

@@ -18,6 +18,8 @@
 #include "mf_log.h"
 #include "mf_metrics.h"
 #include "mf_model.h"
+#include "mf_quant.h"
+#include "mf_rng.h"
 #include "mf_stage.h"
 
 typedef struct eval_state {
@@ -26,6 +28,7 @@ typedef struct eval_state {
     int n, k, grid_nrow, grid_padding, memo_n;
     int fid, pr, cls, memo;
     int reference; /* evaluate N training images instead of samples (the floor) */
+    long long subset_seed; /* seed of the random reference subsets (precision/recall, the floor) */
     int check;     /* report the feature network's accuracy only */
 } eval_state;
 
@@ -39,6 +42,7 @@ static const mf_key eval_keys[] = {
     MF_STRS("metrics", "[fid, precision_recall, classifier_score, memorization]", "metrics to compute"),
     MF_INT("k", "3", 1, 100, "k of the precision/recall k-NN manifolds"),
     MF_INT("memorization_n", "8", 1, 100, "samples shown with their nearest training image"),
+    MF_INT("subset_seed", "0", 0, 9007199254740991.0, "seed of the random subsets of the reference sets (precision/recall's real set, the floor's training images); recorded in eval.json"),
     MF_STR("cache", "data/cache", "folder for cached reference statistics"),
     MF_BOOL("reference", "false", "evaluate n training images against the test set (the floor)"),
     MF_BOOL("check_features", "false", "only report the feature network's train and test accuracy"),
@@ -59,6 +63,7 @@ static int eval_create(mf_run *run, const char *instance, const mf_node *sec, vo
     s->memo_n = (int)mf_cfg_int(sec, "memorization_n");
     s->cache = mf_cfg_str(sec, "cache");
     s->reference = mf_cfg_bool(sec, "reference");
+    s->subset_seed = mf_cfg_int(sec, "subset_seed");
     s->check = mf_cfg_bool(sec, "check_features");
     const mf_node *ml = mf_cfg_find(sec, "metrics");
     for (const mf_node *it = ml ? ml->first : NULL; it; it = it->next) {
@@ -111,7 +116,7 @@ static int load_samples(eval_state *s, const mf_dataset *ds, mf_samples **out) {
                         for (int y = 0; y < ds->H; y++)
                             for (int x = 0; x < ds->W; x++) {
                                 uint8_t v = px[((size_t)(r * ch + p + y) * w + (size_t)(c * cw + p + x)) * C + cc];
-                                sm->x[((i * C + cc) * ds->H + y) * ds->W + x] = v / 127.5f - 1.0f;
+                                sm->x[((i * C + cc) * ds->H + y) * ds->W + x] = mf_dequant_u8(v);
                             }
                 }
             }
@@ -130,7 +135,7 @@ static int load_samples(eval_state *s, const mf_dataset *ds, mf_samples **out) {
                 sm->C = C, sm->H = H, sm->W = W;
                 int64_t tot = sm->n * C * H * W;
                 sm->x = mf_xmalloc(sizeof(float) * (size_t)tot);
-                for (int64_t i = 0; i < tot; i++) sm->x[i] = idx.data[i] / 127.5f - 1.0f;
+                mf_dequant_u8_n(idx.data, tot, sm->x);
             }
             mf_idx_free(&idx);
         }
@@ -141,6 +146,25 @@ static int load_samples(eval_state *s, const mf_dataset *ds, mf_samples **out) {
     }
     *out = sm;
     return 0;
+}
+
+/* Purpose of the reference-subset streams (mf_rng.h keeps the core purposes; this one is the eval
+ * stage's own, far from them). Step 0: the real set of precision/recall; step 1: the floor's images. */
+#define EVAL_RNG_SUBSET 0x45564131u /* "EVA1" */
+
+/* The seeded permutation of 0..n-1 (Philox, Fisher-Yates); its first m entries are m indexes drawn
+ * without replacement. The caller frees the result. */
+static int64_t *random_subset(uint64_t seed, uint64_t step, int64_t n) {
+    int64_t *perm = mf_xmalloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    mf_rng_permutation(seed, EVAL_RNG_SUBSET, step, perm, n);
+    return perm;
+}
+
+/* Rows idx[0..m) of x (rows of `row` floats) into a new array. */
+static float *gather_rows(const float *x, const int64_t *idx, int64_t m, int64_t row) {
+    float *out = mf_xmalloc(sizeof(float) * (size_t)(m * row > 0 ? m * row : 1));
+    for (int64_t i = 0; i < m; i++) memcpy(out + i * row, x + idx[i] * row, sizeof(float) * (size_t)row);
+    return out;
 }
 
 static void put_metric(mf_buf *json, mf_run *run, const char *inst, const char *name, double v, int64_t n,
@@ -206,10 +230,16 @@ static int eval_run(void *state, mf_run *run) {
     /* what is evaluated: samples from this run, a file, or training images (the floor) */
     mf_samples *own = NULL, *sm = NULL;
     mf_samples ref_view = {0};
+    float *ref_x = NULL; /* the floor's random subset of training images */
     if (s->reference) {
-        ref_view.n = ds->train.n;
+        ref_view.n = ds->train.n < s->n ? ds->train.n : s->n;
         ref_view.C = ds->C, ref_view.H = ds->H, ref_view.W = ds->W;
         ref_view.x = ds->train.x;
+        if (ref_view.n < ds->train.n) { /* a random n of them, not the first n */
+            int64_t *perm = random_subset((uint64_t)s->subset_seed, 1, ds->train.n);
+            ref_view.x = ref_x = gather_rows(ds->train.x, perm, ref_view.n, (int64_t)ds->C * ds->H * ds->W);
+            free(perm);
+        }
         snprintf(ref_view.source, sizeof ref_view.source, "%s train split", ds->name);
         sm = &ref_view;
     } else if (s->samples) {
@@ -220,11 +250,25 @@ static int eval_run(void *state, mf_run *run) {
         sm = own;
     } else {
         mf_error_clear();
-        sm = mf_artifact_get(run, "samples", MF_ART_SAMPLES);
-        if (!sm) {
+        mf_samples *art = mf_artifact_get(run, "samples", MF_ART_SAMPLES);
+        if (!art) {
             mf_featnet_free(&fn);
             return mf_fail("nothing to evaluate: put a sample stage before '%s', or set %s.samples", s->instance, s->instance);
         }
+        /* measure what the samples file holds: the sample stage's floats quantised to the bytes it
+         * wrote and read back as an IDX reader does (mf_quant.h), so `mfpipe eval RUN` gives the same
+         * numbers from the file alone */
+        own = mf_xcalloc(1, sizeof *own);
+        *own = *art;
+        int64_t tot = art->n * art->C * art->H * art->W;
+        own->x = mf_xmalloc(sizeof(float) * (size_t)(tot ? tot : 1));
+        memcpy(own->x, art->x, sizeof(float) * (size_t)tot);
+        mf_quant_roundtrip(own->x, tot);
+        if (art->labels) {
+            own->labels = mf_xmalloc(sizeof(int32_t) * (size_t)(art->n ? art->n : 1));
+            memcpy(own->labels, art->labels, sizeof(int32_t) * (size_t)art->n);
+        }
+        sm = own;
     }
     int64_t n = sm->n < s->n ? sm->n : s->n;
     float *feat = mf_xmalloc(sizeof(float) * (size_t)n * (size_t)d), *probs = mf_xmalloc(sizeof(float) * (size_t)n * (size_t)C);
@@ -240,6 +284,7 @@ static int eval_run(void *state, mf_run *run) {
     mf_buf json = {0};
     mf_buf_puts(&json, "[");
     char name[160];
+    int64_t pr_n = -1; /* size of precision/recall's real set, when computed */
     if (rc == 0 && s->fid) {
         mf_gauss gr = {0}, gs = {0};
         char key[300], cpath[4096];
@@ -266,8 +311,18 @@ static int eval_run(void *state, mf_run *run) {
     }
     if (rc == 0 && s->pr) {
         double p, r;
-        int64_t nr = nt < n ? nt : n; /* equal N on both sides */
-        rc = mf_precision_recall(tfeat, nr, feat, n, d, s->k, &p, &r);
+        /* equal N on both sides: a random subset of the test set (seeded, without replacement) when the
+         * test set is larger than N */
+        int64_t nr = nt < n ? nt : n;
+        float *rfeat = tfeat;
+        if (nr < nt) {
+            int64_t *perm = random_subset((uint64_t)s->subset_seed, 0, nt);
+            rfeat = gather_rows(tfeat, perm, nr, d);
+            free(perm);
+        }
+        pr_n = nr;
+        rc = mf_precision_recall(rfeat, nr, feat, n, d, s->k, &p, &r);
+        if (rfeat != tfeat) free(rfeat);
         if (rc == 0) {
             snprintf(name, sizeof name, "precision_%s_k%d", s->feature_name, s->k);
             put_metric(&json, run, s->instance, name, p, n, net, dataset);
@@ -335,6 +390,16 @@ static int eval_run(void *state, mf_run *run) {
         mf_json_int(&out, "n", n);
         mf_json_str(&out, "feature_net", net);
         mf_json_str(&out, "dataset", dataset);
+        /* the random reference subsets: seed, and the sizes drawn from which set */
+        mf_json_int(&out, "subset_seed", s->subset_seed);
+        if (pr_n >= 0) {
+            mf_json_int(&out, "precision_recall_real_n", pr_n);
+            mf_json_int(&out, "precision_recall_real_of", nt);
+        }
+        if (s->reference) {
+            mf_json_int(&out, "reference_train_n", ref_view.n);
+            mf_json_int(&out, "reference_train_of", ds->train.n);
+        }
         mf_json_raw(&out, "metrics", json.s);
         mf_buf_puts(&out, "}\n");
         char path[4096];
@@ -345,12 +410,14 @@ static int eval_run(void *state, mf_run *run) {
     mf_buf_free(&json);
     free(feat), free(probs), free(tfeat);
     mf_samples_free(own);
+    free(ref_x);
     mf_featnet_free(&fn);
     return rc;
 }
 
 static void eval_destroy(void *state) { free(state); }
 
+static const char *const k_resume_free_all[] = {"*", NULL}; /* keeps no state across a resume */
 static const mf_stage_api eval_api = {
     .abi_version = MF_STAGE_ABI_VERSION,
     .struct_size = sizeof(mf_stage_api),
@@ -360,6 +427,7 @@ static const mf_stage_api eval_api = {
     .create = eval_create,
     .run = eval_run,
     .destroy = eval_destroy,
+    .resume_free = k_resume_free_all,
 };
 
 MF_STAGE_PLUGIN(eval_api)

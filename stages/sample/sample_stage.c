@@ -10,10 +10,13 @@
 #include <time.h>
 
 #include "mf_dataset.h"
+#include "mf_graph.h"
 #include "mf_io.h"
 #include "mf_json.h"
 #include "mf_log.h"
 #include "mf_model.h"
+#include "mf_rng.h"
+#include "mf_quant.h"
 #include "mf_sampler.h"
 #include "mf_stage.h"
 
@@ -33,7 +36,7 @@ static const mf_key sample_keys[] = {
     MF_FLOAT("power", "1", 0.01, 100, "power grid: t_i = (1 - i/steps)^power"),
     MF_FLOAT("rtol", "1e-4", 0, 1, "dopri5 relative tolerance"),
     MF_FLOAT("atol", "1e-4", 0, 1, "dopri5 absolute tolerance"),
-    MF_INT("max_nfe", "2000", 1, 1e7, "dopri5: cap on network evaluations per batch"),
+    MF_INT("max_nfe", "2000", 1, 1e7, "dopri5: cap on network evaluations per sample (each sample has its own steps)"),
     MF_INT("n", "100", 1, 10000000, "number of samples"),
     MF_INT("batch", "256", 1, 65536, "images per network evaluation"),
     MF_INT("seed", "-1", -1, 9007199254740991.0, "noise seed (-1: the run's seed)"),
@@ -85,18 +88,13 @@ static void sample_destroy(void *state) {
     free(s);
 }
 
-static uint8_t to_u8(float v) {
-    float q = (v + 1.0f) * 0.5f * 255.0f + 0.5f;
-    return (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
-}
-
 static int write_outputs(sample_state *s, mf_run *run, mf_model *m, const float *x) {
     int C = m->cfg.in_ch, H = m->cfg.height, W = m->cfg.width;
     int64_t img = (int64_t)C * H * W;
     char rel[256], path[4096];
     /* all samples as IDX: (n, H, W) for gray like MNIST, (n, C, H, W) otherwise */
     uint8_t *u8 = mf_xmalloc((size_t)(img * s->n));
-    for (int64_t i = 0; i < img * s->n; i++) u8[i] = to_u8(x[i]);
+    mf_quant_u8_n(x, img * s->n, u8); /* the bytes the eval stage measures (mf_quant.h) */
     int64_t dims[4] = {s->n, C, H, W}, dims3[3] = {s->n, H, W};
     snprintf(rel, sizeof rel, "%s/samples.idx3-ubyte", s->dir);
     int rc = mf_run_path(run, path, sizeof path, rel);
@@ -118,6 +116,146 @@ static int write_outputs(sample_state *s, mf_run *run, mf_model *m, const float 
         if (rc == 0) rc = mf_run_path(run, path, sizeof path, "outputs/mnist_digits_final.png");
         if (rc == 0) rc = mf_grid_write_png(path, x, g, C, H, W, -1.0f, 1.0f, s->nrow, 2, 0.0f);
     }
+    return rc;
+}
+
+/* ---- generation ---------------------------------------------------------------------------------
+ * Like mf_generate (engine/mf_model.c), with what makes one image independent of its batch: the field
+ * takes one time per row (eval_rows), so dopri5 gives every sample its own steps; a short last batch is
+ * padded with rows that the samplers ignore (f.rows); each sample's evaluation count is kept. */
+
+typedef struct gen_ctx {
+    mf_infer *inf;
+    const float *params;
+    const int32_t *labels;
+} gen_ctx;
+
+static const float *infer_rows(gen_ctx *g, const float *z, const float *r, const float *t) {
+    mf_infer *inf = g->inf;
+    mf_graph *gr = &inf->g;
+    const mf_backend_i *k = inf->be->i;
+    mf_graph_set_params(gr, g->params);
+    mf_gnode *x = &gr->nodes[inf->ids.x];
+    k->copy(inf->be, x->out, z, sizeof(float) * (size_t)x->numel);
+    k->write(inf->be, gr->nodes[inf->ids.t].out, t, sizeof(float) * (size_t)inf->batch);
+    if (inf->ids.r >= 0) k->write(inf->be, gr->nodes[inf->ids.r].out, r, sizeof(float) * (size_t)inf->batch);
+    if (inf->ids.labels >= 0) mf_graph_set_labels(gr, g->labels);
+    mf_graph_forward(gr);
+    return gr->nodes[inf->ids.out].out;
+}
+
+static int gen_eval_rows(void *ctx, const float *z, const float *r, const float *t, float *out) {
+    gen_ctx *g = ctx;
+    const float *v = infer_rows(g, z, r, t);
+    g->inf->be->i->copy(g->inf->be, out, v, sizeof(float) * (size_t)g->inf->g.nodes[g->inf->ids.x].numel);
+    return 0;
+}
+
+static int gen_eval(void *ctx, const float *z, float r, float t, float *out) {
+    gen_ctx *g = ctx;
+    float *rt = mf_xmalloc(sizeof(float) * 2 * (size_t)g->inf->batch);
+    for (int i = 0; i < g->inf->batch; i++) rt[i] = r, rt[g->inf->batch + i] = t;
+    int rc = gen_eval_rows(ctx, z, rt, rt + g->inf->batch, out);
+    free(rt);
+    return rc;
+}
+
+typedef struct traj_rows {
+    mf_backend *be;
+    const mf_gen_opts *o;
+    int64_t img;
+    int next[256];     /* next frame of each recorded row (trajectory_n <= 256) */
+} traj_rows;
+
+static void traj_store(traj_rows *tr, const float *z, int row, int frame) {
+    tr->be->i->read(tr->be, tr->o->traj + ((int64_t)row * tr->o->traj_frames + frame) * tr->img, z + row * tr->img,
+                    sizeof(float) * (size_t)tr->img);
+}
+
+/* frame f of a row is due when that row's time reaches 1 - f/(F-1) */
+static int traj_rows_step(void *user, const float *z, const double *t) {
+    traj_rows *tr = user;
+    int F = tr->o->traj_frames;
+    for (int s = 0; s < tr->o->traj_n; s++)
+        while (tr->next[s] < F && t[s] <= 1.0 - (double)tr->next[s] / (F - 1) + 1e-9) traj_store(tr, z, s, tr->next[s]++);
+    return 0;
+}
+
+static int traj_step(void *user, const float *z, double t) {
+    traj_rows *tr = user;
+    double tt[256];
+    for (int s = 0; s < tr->o->traj_n; s++) tt[s] = t;
+    return traj_rows_step(user, z, tt);
+}
+
+/* n images into x (host); nfe_batch[ceil(n / batch)] gets the evaluations of each batch (passes over
+ * it), nfe_sample[n] those of each sample (dopri5: its own; other samplers: its batch's). */
+static int generate(mf_model *m, const float *params, const mf_gen_opts *o, int n, float *x, int64_t *total_nfe,
+                    int *nfe_batch, int *nfe_sample) {
+    mf_backend *be = m->be;
+    const mf_sampler *smp = mf_sampler_find(o->sampler);
+    if (!smp) return -1;
+    if (smp->needs_average && m->cfg.time_inputs != 2)
+        return mf_fail("sampler %s needs a model of the average velocity u(z, r, t) (train.objective: meanflow)", smp->name);
+    int batch = o->batch < n ? o->batch : n;
+    if (batch < 1) batch = 1;
+    mf_infer inf;
+    if (mf_infer_init(&inf, be, &m->cfg, batch, false) != 0) {
+        mf_infer_free(&inf);
+        return -1;
+    }
+    int64_t img = (int64_t)m->cfg.in_ch * m->cfg.height * m->cfg.width, bf = img * batch;
+    float *z = be->i->alloc(be, sizeof(float) * (size_t)bf);
+    float *host = mf_xcalloc((size_t)bf, sizeof(float));
+    int32_t *lab = o->labels ? mf_xmalloc(sizeof *lab * (size_t)batch) : NULL;
+    mf_sampler_stats *rs = mf_xcalloc((size_t)batch, sizeof *rs);
+    gen_ctx gc = {&inf, params, lab};
+    mf_field f = {.be = be, .n = bf, .batch = batch, .eval = gen_eval, .ctx = &gc, .average = m->cfg.time_inputs == 2,
+                  .eval_rows = gen_eval_rows};
+    mf_sampler_opts so = {.steps = o->steps, .grid = o->grid ? o->grid : "uniform", .power = o->power > 0 ? o->power : 1,
+                          .rtol = o->rtol, .atol = o->atol, .max_nfe = o->max_nfe, .row_stats = rs};
+    int rc = z ? 0 : mf_fail("out of memory for samples");
+    if (total_nfe) *total_nfe = 0;
+    mf_progress *pg = n > batch ? mf_progress_begin("sample", n, "img") : NULL;
+    for (int done = 0, bi = 0; rc == 0 && done < n; done += batch, bi++) {
+        mf_progress_update(pg, done, NULL);
+        int b = n - done < batch ? n - done : batch;
+        memset(host, 0, sizeof(float) * (size_t)bf); /* padding rows of a short last batch: zeros, ignored */
+        for (int i = 0; i < b; i++) mf_rng_normal(o->seed, MF_RNG_SAMPLE, (uint64_t)(done + i), host + (int64_t)i * img, img);
+        if (lab)
+            for (int i = 0; i < batch; i++) lab[i] = o->labels[done + (i < b ? i : 0)];
+        f.rows = b;
+        be->i->write(be, z, host, sizeof(float) * (size_t)bf);
+        traj_rows tr = {be, o, img, {0}};
+        bool want_traj = bi == 0 && o->traj && o->traj_frames >= 2 && o->traj_n > 0 && o->traj_n <= b && o->traj_n <= 256;
+        so.on_step = want_traj ? traj_step : NULL;
+        so.on_step_rows = want_traj ? traj_rows_step : NULL;
+        so.user = want_traj ? &tr : NULL;
+        if (want_traj)
+            for (int s = 0; s < o->traj_n; s++) traj_store(&tr, z, s, tr.next[s]++);
+        for (int i = 0; i < batch; i++) rs[i].nfe = -1; /* samplers without per-row counts leave them */
+        mf_sampler_stats st = {0};
+        rc = smp->run(&f, &so, z, &st);
+        if (rc != 0) break;
+        if (want_traj)
+            for (int s = 0; s < o->traj_n; s++)
+                while (tr.next[s] < o->traj_frames) traj_store(&tr, z, s, tr.next[s]++);
+        if (nfe_batch) nfe_batch[bi] = st.nfe;
+        if (nfe_sample)
+            for (int i = 0; i < b; i++) nfe_sample[done + i] = rs[i].nfe >= 0 ? rs[i].nfe : st.nfe;
+        if (total_nfe) *total_nfe += st.nfe;
+        be->i->read(be, host, z, sizeof(float) * (size_t)bf);
+        memcpy(x + (int64_t)done * img, host, sizeof(float) * (size_t)(img * b));
+    }
+    if (pg) {
+        mf_progress_update(pg, n, NULL);
+        mf_progress_end(pg);
+    }
+    if (z) be->i->free(be, z);
+    free(host);
+    free(lab);
+    free(rs);
+    mf_infer_free(&inf);
     return rc;
 }
 
@@ -144,17 +282,17 @@ static int sample_run(void *state, mf_run *run) {
         for (int i = 0; i < s->n; i++) lab[i] = (s->per_class ? i / s->nrow : i) % m->cfg.num_classes;
     }
     int nb = (s->n + s->batch - 1) / s->batch;
-    int *nfe = mf_xcalloc((size_t)nb, sizeof *nfe);
+    int *nfe = mf_xcalloc((size_t)nb, sizeof *nfe), *nfe_s = mf_xcalloc((size_t)s->n, sizeof *nfe_s);
     int tf = s->traj_frames, tn = s->traj_n < s->n ? s->traj_n : s->n;
     float *traj = tf >= 2 ? mf_xmalloc(sizeof(float) * (size_t)(img * tf * tn)) : NULL;
     mf_gen_opts go = {.sampler = s->sampler, .steps = s->steps, .grid = s->grid_kind, .power = s->power,
                       .rtol = s->rtol, .atol = s->atol, .max_nfe = s->max_nfe, .batch = s->batch,
                       .seed = s->seed >= 0 ? (uint64_t)s->seed : mf_run_seed(run), .labels = lab,
-                      .traj_frames = traj ? tf : 0, .traj_n = tn, .traj = traj, .nfe_per_batch = nfe};
+                      .traj_frames = traj ? tf : 0, .traj_n = tn, .traj = traj};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int64_t total = 0;
-    int rc = mf_generate(m, ema ? m->ema : m->params, &go, s->n, x, &total);
+    int rc = generate(m, ema ? m->ema : m->params, &go, s->n, x, &total, nfe, nfe_s);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     if (rc == 0) rc = write_outputs(s, run, m, x);
@@ -177,6 +315,17 @@ static int sample_run(void *state, mf_run *run) {
         mf_json_int(&b, "model_step", m->step);
         mf_json_raw(&b, "nfe_per_batch", nf.s);
         mf_json_int(&b, "nfe_total", total);
+        /* evaluations per sample (dopri5: each sample's own; fixed-step samplers: all equal) */
+        int nmin = nfe_s[0], nmax = nfe_s[0];
+        double nsum = 0;
+        for (int i = 0; i < s->n; i++) {
+            nmin = nfe_s[i] < nmin ? nfe_s[i] : nmin;
+            nmax = nfe_s[i] > nmax ? nfe_s[i] : nmax;
+            nsum += nfe_s[i];
+        }
+        mf_json_num(&b, "nfe_mean", nsum / s->n);
+        mf_json_int(&b, "nfe_min", nmin);
+        mf_json_int(&b, "nfe_max", nmax);
         mf_json_num(&b, "seconds", sec);
         mf_json_num(&b, "img_per_s", sec > 0 ? s->n / sec : 0);
         rc = mf_metrics_append(run, s->instance, b.s);
@@ -200,10 +349,12 @@ static int sample_run(void *state, mf_run *run) {
     free(x);
     free(lab);
     free(nfe);
+    free(nfe_s);
     free(traj);
     return rc;
 }
 
+static const char *const k_resume_free_all[] = {"*", NULL}; /* keeps no state across a resume */
 static const mf_stage_api sample_api = {
     .abi_version = MF_STAGE_ABI_VERSION,
     .struct_size = sizeof(mf_stage_api),
@@ -213,6 +364,7 @@ static const mf_stage_api sample_api = {
     .create = sample_create,
     .run = sample_run,
     .destroy = sample_destroy,
+    .resume_free = k_resume_free_all,
 };
 
 MF_STAGE_PLUGIN(sample_api)
