@@ -1,6 +1,8 @@
 /* test_ref.c - the C UNet against PyTorch (tests/ref/make_fixtures.py, float64 reference): same
  * weights and batch, then the forward output, the flow-matching loss, every parameter gradient and
- * the JVP along (eps - x, dt = 1) must match. Error measure per tensor: max |c - ref| / max |ref|;
+ * the JVP along (eps - x, dt = 1) must match; and the fm_avgvel objective of stages/train/train_loop.c
+ * (two backward passes accumulated into one gradient buffer, fm_avgvel_tiny.bin).
+ * Error measure per tensor: max |c - ref| / max |ref|;
  * (for gradients, floored at 1e-3 of the model's largest gradient); tolerance 1e-4 (the issue's bound) for loss, output and gradients, 1e-4 for the JVP. */
 #include <math.h>
 #include <stdint.h>
@@ -196,8 +198,179 @@ static void run_fixture(const char *file) {
     mf_backend_free(be);
 }
 
+/* The fm_avgvel objective (fm_avgvel_tiny.bin): the sequence of loss_and_grads() and forward_mse() in
+ * stages/train/train_loop.c, replicated here with the same graph calls and backend kernels (keep in
+ * step with that file), on a graph finalized as training finalizes it (gradients, no tangents):
+ *   grads = 0; forward at (z, t); dout = 2/n (out - (eps - x)); backward;
+ *   vbar = mean_k out(z_tk, tk) (axpby into one buffer); forward at (eps, 1); dout = lambda 2/n (out - vbar);
+ *   backward again, accumulating into the same gradient buffer.
+ * The fixture's z and z_tk are the network inputs (train_loop.c's mix() computes them in float32 on the
+ * host; the fixture rounds the float64 value, so the stored ones are used). The target eps - x is
+ * computed in float32 as train_loop.c does (<= 0.5 ulp from the exact value the reference uses).
+ * Checks: loss_fm, loss_avg and the total loss; every parameter's total gradient; the first pass alone
+ * against grad - lambda * grad_avg; the second pass's increment against lambda * grad_avg.
+ * Tolerance 1e-4 with the same error measure as run_fixture (per tensor, against its largest value,
+ * floored at 1e-3 of the model's largest gradient): the reference is float64, so the difference is
+ * the engine's float32 arithmetic, dominated as in the other fixtures by the Fourier arguments t f_k of
+ * up to ~1000 rad (time_scale 1000; a float32 ulp there is 6e-5 rad); those fixtures measure up to
+ * 4e-5, this one ~1e-5 (first pass 7e-6, total 2e-6). The increment is a difference of two accumulated float32 buffers; since it is measured against
+ * the same floor, its rounding adds ~1e-7. */
+static void run_avgvel_fixture(const char *file) {
+    char path[4096];
+    const char *src = getenv("MFPIPE_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/tests/ref/%s", src ? src : "..", file);
+    fixture f;
+    if (load(path, &f) != 0) {
+        CHECK_MSG(0, "%s", mf_last_error());
+        return;
+    }
+    int *c = f.cfg;
+    mf_unet_cfg cfg = {.in_ch = c[0], .height = c[1], .width = c[2], .ch = c[3], .n_levels = c[4],
+                       .res_blocks = c[11], .groups = c[12], .temb_dim = c[13], .fourier_half = c[14],
+                       .num_classes = c[15], .time_inputs = c[16], .time_scale = f.time_scale};
+    for (int i = 0; i < 6; i++) cfg.mult[i] = c[5 + i];
+    const int B = c[17];
+    MF_ASSERT(cfg.time_inputs == 1 && B <= 64);
+    const arr *x = get(&f, "x"), *eps = get(&f, "eps"), *t = get(&f, "t"), *z = get(&f, "z");
+    const arr *tk = get(&f, "tk"), *zk = get(&f, "zk"), *lam_a = get(&f, "lambda"), *vbar_ref = get(&f, "vbar");
+    const arr *lfm = get(&f, "loss_fm"), *lavg = get(&f, "loss_avg"), *ltot = get(&f, "loss");
+    MF_ASSERT(x && eps && t && z && tk && zk && lam_a && vbar_ref && lfm && lavg && ltot);
+    const int K = (int)(tk->n / B);
+    const int64_t n = x->n;
+    MF_ASSERT(zk->n == K * n);
+    const float lambda = lam_a->v[0];
+
+    mf_backend *be = mf_cpu_backend_new(2);
+    const mf_backend_i *k = be->i;
+    mf_graph g;
+    mf_unet ids;
+    mf_graph_init(&g, be, B);
+    mf_unet_build(&g, &cfg, &ids);
+    CHECK(mf_graph_finalize(&g, ids.out, true, false) == 0); /* as train_loop.c setup() */
+    MF_ASSERT(g.nodes[ids.out].numel == n);
+
+    int64_t np = g.n_param_floats;
+    float *hp = calloc((size_t)np, sizeof *hp), *hg = calloc((size_t)np, sizeof *hg);
+    float *hg1 = calloc((size_t)np, sizeof *hg1);
+    float *ref_tot = calloc((size_t)np, sizeof *ref_tot), *ref_avg = calloc((size_t)np, sizeof *ref_avg);
+    int missing = 0;
+    for (int i = 0; i < g.n_params; i++) {
+        char nm[3][160];
+        snprintf(nm[0], sizeof nm[0], "param:%s", g.params[i].name);
+        snprintf(nm[1], sizeof nm[1], "grad:%s", g.params[i].name);
+        snprintf(nm[2], sizeof nm[2], "grad_avg:%s", g.params[i].name);
+        float *dst[3] = {hp, ref_tot, ref_avg};
+        for (int q = 0; q < 3; q++) {
+            const arr *a = get(&f, nm[q]);
+            if (!a || a->n != g.params[i].numel) {
+                missing++;
+                fprintf(stderr, "%s: no or wrong-sized %s\n", file, nm[q]);
+                continue;
+            }
+            memcpy(dst[q] + g.params[i].offset, a->v, 4 * (size_t)a->n);
+        }
+    }
+    CHECK_MSG(missing == 0, "%s: %d arrays missing", file, missing);
+    int32_t lab[64] = {0};
+    if (cfg.num_classes > 0) {
+        const arr *l = get(&f, "labels");
+        MF_ASSERT(l && l->n == B);
+        for (int i = 0; i < B; i++) lab[i] = (int32_t)l->v[i];
+        mf_graph_set_labels(&g, lab);
+    }
+    float *params = k->alloc(be, 4 * (size_t)np), *grads = k->alloc(be, 4 * (size_t)np);
+    float *target = k->alloc(be, 4 * (size_t)n), *dout = k->alloc(be, 4 * (size_t)n), *vbar = k->alloc(be, 4 * (size_t)n);
+    k->write(be, params, hp, 4 * (size_t)np);
+    mf_graph_set_params(&g, params);
+    mf_graph_set_grads(&g, grads);
+
+    /* loss_and_grads(), objective fm_avgvel */
+    float *h_tgt = malloc(4 * (size_t)n), ones[64];
+    k->fill(be, grads, 0.0f, np);
+    for (int64_t q = 0; q < n; q++) h_tgt[q] = eps->v[q] - x->v[q];
+    k->write(be, target, h_tgt, 4 * (size_t)n);
+    double loss_fm, loss_avg;
+    { /* forward_mse(s, h_z, h_t, target, 1) */
+        mf_graph_write_input(&g, ids.x, z->v);
+        mf_graph_write_input(&g, ids.t, t->v);
+        mf_graph_forward(&g);
+        k->add2(be, n, 1.0f, mf_graph_out(&g, ids.out), -1.0f, target, dout);
+        loss_fm = k->sumsq(be, n, dout) / (double)n;
+        k->axpby(be, n, 1.0f * 2.0f / (float)n, dout, 0.0f, dout);
+    }
+    mf_graph_backward(&g, dout);
+    k->read(be, hg1, grads, 4 * (size_t)np);
+    for (int j = 1; j <= K; j++) {
+        mf_graph_write_input(&g, ids.x, zk->v + (int64_t)(j - 1) * n);
+        mf_graph_write_input(&g, ids.t, tk->v + (int64_t)(j - 1) * B);
+        mf_graph_forward(&g);
+        k->axpby(be, n, 1.0f / (float)K, mf_graph_out(&g, ids.out), j == 1 ? 0.0f : 1.0f, vbar);
+    }
+    float *h_vbar = malloc(4 * (size_t)n);
+    k->read(be, h_vbar, vbar, 4 * (size_t)n);
+    for (int i = 0; i < B; i++) ones[i] = 1.0f;
+    { /* forward_mse(s, h_eps, tk = 1, vbar, lambda) */
+        mf_graph_write_input(&g, ids.x, eps->v);
+        mf_graph_write_input(&g, ids.t, ones);
+        mf_graph_forward(&g);
+        k->add2(be, n, 1.0f, mf_graph_out(&g, ids.out), -1.0f, vbar, dout);
+        loss_avg = k->sumsq(be, n, dout) / (double)n;
+        k->axpby(be, n, lambda * 2.0f / (float)n, dout, 0.0f, dout);
+    }
+    mf_graph_backward(&g, dout);
+    double loss = loss_fm + lambda * loss_avg;
+    k->read(be, hg, grads, 4 * (size_t)np);
+
+    /* compare */
+    double e_fm = fabs(loss_fm - lfm->v[0]) / fabs((double)lfm->v[0]);
+    double e_avg = fabs(loss_avg - lavg->v[0]) / fabs((double)lavg->v[0]);
+    double e_tot = fabs(loss - ltot->v[0]) / fabs((double)ltot->v[0]);
+    double e_vbar = rel_err(h_vbar, vbar_ref->v, n);
+    double gmax = 0, amax = 0;
+    for (int64_t j = 0; j < np; j++) gmax = fmax(gmax, fabs((double)ref_tot[j])), amax = fmax(amax, fabs((double)lambda * ref_avg[j]));
+    /* first pass alone: grad - lambda grad_avg; second pass alone: lambda grad_avg (double, then float) */
+    float *ref1 = malloc(4 * (size_t)np), *ref2 = malloc(4 * (size_t)np), *inc = malloc(4 * (size_t)np);
+    for (int64_t j = 0; j < np; j++) {
+        ref1[j] = (float)((double)ref_tot[j] - (double)lambda * ref_avg[j]);
+        ref2[j] = (float)((double)lambda * ref_avg[j]);
+        inc[j] = (float)((double)hg[j] - hg1[j]);
+    }
+    double worst[3] = {0, 0, 0};
+    const char *wn[3] = {"", "", ""};
+    const float *cv[3] = {hg, hg1, inc}, *rv[3] = {ref_tot, ref1, ref2};
+    for (int i = 0; i < g.n_params; i++)
+        for (int q = 0; q < 3; q++) {
+            const mf_param *p = &g.params[i];
+            double e = rel_err_floor(cv[q] + p->offset, rv[q] + p->offset, p->numel, 1e-3 * gmax);
+            if (e > worst[q]) worst[q] = e, wn[q] = p->name;
+        }
+    printf("%s: K %d, lambda %g; loss_fm %.8f (ref %.8f, rel err %.1e), loss_avg %.8f (ref %.8f, rel err %.1e), "
+           "loss %.8f (rel err %.1e); vbar rel err %.1e\n",
+           file, K, (double)lambda, loss_fm, (double)lfm->v[0], e_fm, loss_avg, (double)lavg->v[0], e_avg, loss, e_tot,
+           e_vbar);
+    printf("%s: worst gradient rel err: total %.1e (%s), first pass %.1e (%s), second pass increment %.1e (%s); "
+           "max |grad| %.3g, max |lambda grad_avg| %.3g (tolerance 1e-4)\n",
+           file, worst[0], wn[0], worst[1], wn[1], worst[2], wn[2], gmax, amax);
+    CHECK_MSG(e_fm < 1e-4 && e_avg < 1e-4 && e_tot < 1e-4, "%s: loss terms", file);
+    CHECK_MSG(e_vbar < 1e-4, "%s: vbar", file);
+    CHECK_MSG(worst[0] < 1e-4, "%s: total gradient of %s", file, wn[0]);
+    CHECK_MSG(worst[1] < 1e-4, "%s: first-pass gradient of %s", file, wn[1]);
+    CHECK_MSG(worst[2] < 1e-4, "%s: second-pass gradient of %s", file, wn[2]);
+    /* the second pass matters: without it the total would be off by far more than the tolerance */
+    CHECK_MSG(amax > 0.1 * gmax, "%s: the average-velocity term is too small to test", file);
+
+    k->free(be, params), k->free(be, grads), k->free(be, target), k->free(be, dout), k->free(be, vbar);
+    free(hp), free(hg), free(hg1), free(ref_tot), free(ref_avg), free(ref1), free(ref2), free(inc), free(h_tgt),
+        free(h_vbar);
+    for (int i = 0; i < f.n; i++) free(f.a[i].v);
+    free(f.a);
+    mf_graph_free(&g);
+    mf_backend_free(be);
+}
+
 int main(void) {
     run_fixture("unet_tiny_cond.bin");
     run_fixture("unet_tiny_mf.bin");
+    run_avgvel_fixture("fm_avgvel_tiny.bin");
     return mf_test_summary("test_ref");
 }

@@ -35,6 +35,19 @@ Fixture format (version 1), all little-endian:
 Every input (x, eps, t, r, parameters) is float32-representable, so the float32 file holds them
 exactly; the reference values are computed in float64 from those exact inputs and only rounded to
 float32 when written. The Fourier frequencies use the C code's float32 roundings (see unet_ref.py).
+
+fm_avgvel_tiny.bin (AVGVEL_FIXTURES) has the same header and array encoding (time_inputs 1) but its own
+arrays, for the fm_avgvel objective of stages/train/train_loop.c (see README.md):
+    x, eps, t, labels (if num_classes > 0), z            as above
+    tk      (K, B)           average-velocity times in [0.05, 0.95)
+    zk      (K, B, C, H, W)  (1 - tk) x + tk eps  (float64, rounded to float32)
+    lambda  ()               weight of the average-velocity term
+    out     (B, C, H, W)     v(z, t)
+    vbar    (B, C, H, W)     mean_k v(zk[k], tk[k])  (a stop-gradient target)
+    out1    (B, C, H, W)     v(eps, 1)
+    loss_fm, loss_avg, loss  ()  mean((out - (eps - x))^2), mean((out1 - vbar)^2), loss_fm + lambda loss_avg
+    for every parameter in C order: param:<name>, grad:<name> (d loss / d param),
+                                    grad_avg:<name> (d loss_avg / d param, without lambda)
 """
 import os
 import struct
@@ -66,9 +79,11 @@ FIXTURES = [
 # time input (training always builds time_inputs 1), K = 2 average-velocity times. lambda 2 (exact in
 # float32; the default is 0.1) so that the second backward pass contributes a sizeable part of the
 # gradient: loss_avg is small at initialisation (v(eps, 1) is close to the v at nearby points).
+# groups 2, not 4: with one channel per group a per-channel shift before a GroupNorm has no effect, so the
+# temb and conv-bias gradients in front of it would be zero and test nothing.
 AVGVEL_FIXTURES = [
     dict(file="fm_avgvel_tiny.bin", seed=3, batch=3, k=2, lam=2.0,
-         cfg=UNetCfg(in_ch=1, height=8, width=8, ch=4, mult=[1, 2], res_blocks=1, groups=4, temb_dim=16,
+         cfg=UNetCfg(in_ch=1, height=8, width=8, ch=4, mult=[1, 2], res_blocks=1, groups=2, temb_dim=16,
                      fourier_half=4, time_scale=1000.0, num_classes=3, time_inputs=1)),
 ]
 
