@@ -1,6 +1,8 @@
 /* test_graph.c - the whole network against finite differences on tiny configurations: the gradient of
  * every parameter tensor (directional derivatives restricted to that tensor) and the JVP w.r.t. the
- * inputs (z, t[, r]). float32 engine, central differences; tolerances stated below. */
+ * inputs (z, t[, r]). float32 engine, central differences; tolerances stated below.
+ * These graphs are finalized with tangents (need_tan = true); tests/test_plan_grad.c repeats the gradient
+ * checks under the plan training uses (gradients only, more buffer sharing). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
