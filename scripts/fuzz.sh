@@ -86,7 +86,7 @@ for t in "${targets[@]}"; do
     -artifact_prefix="$art/" "${dict[@]}" ${FUZZ_ARGS:-} "$work" >"$log" 2>&1
   rc=$?
   rm -rf "$work"
-  grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::new_units_added)' "$log" | tr '\n' ' '
+  grep -E "^#[0-9]+[[:space:]]+DONE" "$log" | tail -1
   echo
   if [ $rc -ne 0 ]; then
     tail -40 "$log"
