@@ -5,6 +5,11 @@
 source "$(dirname "$0")/lib.sh"
 cd "$TMP"
 mn=$SRC/data/mnist
+# like test_eval.sh (labelled slow), this trains and evaluates on real data: not in the sanitizer pass
+if grep -q '^MFPIPE_SANITIZE:BOOL=ON' "${MFPIPE_BUILD_DIR:-/nonexistent}/CMakeCache.txt" 2>/dev/null; then
+  echo "test_eval_consistency: skipped: sanitizer build (real-data training and evaluation)"
+  finish; exit
+fi
 if [ ! -f "$mn/t10k-images-idx3-ubyte" ] || [ ! -f "$SRC/models/lenet_mnist_v1.mfw" ]; then
   echo "test_eval_consistency: skipped: needs $mn (scripts/fetch-data.sh) and models/lenet_mnist_v1.mfw"
   finish; exit
