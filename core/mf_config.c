@@ -11,6 +11,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "mf_error.h"
@@ -120,6 +123,66 @@ static mf_node *child_n(const mf_node *map, const char *key, size_t len) {
 
 mf_node *mf_node_child(const mf_node *map, const char *key) { return key ? child_n(map, key, strlen(key)) : NULL; }
 
+/* ---- string index ------------------------------------------------------------------------------
+ * A small open-addressing hash table from borrowed strings to pointers. Child lookups of a map are a
+ * list walk (maps are small), so anything that looks up every key of a map in another map (duplicate
+ * keys while parsing, merging, alias lookup, comparing maps) goes through this to stay linear. */
+typedef struct {
+    const char **k;
+    void **v;
+    size_t cap, n; /* cap: a power of two, or 0 */
+} str_index;
+
+static size_t str_hash(const char *s) { /* FNV-1a */
+    size_t h = (size_t)1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * (size_t)1099511628211ULL;
+    return h;
+}
+
+static void **sx_slot(str_index *x, const char *key, bool insert) {
+    if (insert && 2 * (x->n + 1) > x->cap) { /* grow, keeping the load under 1/2 */
+        str_index y = {0};
+        y.cap = x->cap ? 2 * x->cap : 16;
+        y.k = mf_xcalloc(y.cap, sizeof *y.k);
+        y.v = mf_xcalloc(y.cap, sizeof *y.v);
+        for (size_t i = 0; i < x->cap; i++)
+            if (x->k[i]) *sx_slot(&y, x->k[i], true) = x->v[i];
+        free(x->k);
+        free(x->v);
+        *x = y;
+    }
+    if (!x->cap) return NULL;
+    for (size_t i = str_hash(key) & (x->cap - 1);; i = (i + 1) & (x->cap - 1)) {
+        if (!x->k[i]) {
+            if (!insert) return NULL;
+            x->k[i] = key;
+            x->n++;
+            return &x->v[i];
+        }
+        if (!strcmp(x->k[i], key)) return &x->v[i];
+    }
+}
+
+static void *sx_get(str_index *x, const char *key) {
+    void **s = sx_slot(x, key, false);
+    return s ? *s : NULL;
+}
+
+static void sx_put(str_index *x, const char *key, void *val) { *sx_slot(x, key, true) = val; }
+
+static void sx_free(str_index *x) {
+    free(x->k);
+    free(x->v);
+    memset(x, 0, sizeof *x);
+}
+
+/* Index of a map's children by key (keys are borrowed from the nodes). */
+static void sx_of_map(str_index *x, const mf_node *map) {
+    memset(x, 0, sizeof *x);
+    for (mf_node *c = map->first; c; c = c->next)
+        if (c->key && !sx_get(x, c->key)) sx_put(x, c->key, c);
+}
+
 /* Accepts "a.b.c" and sequence indexes "stages[2].name". */
 mf_node *mf_cfg_find(const mf_node *root, const char *dotted) {
     const mf_node *cur = root;
@@ -180,6 +243,7 @@ typedef struct {
     const char *origin;
     anchor *anchors;
     int n_anchors, cap_anchors;
+    str_index anchor_index; /* name -> 1 + index of its latest definition in anchors */
     long n_nodes;
 } parser;
 
@@ -209,6 +273,7 @@ static int anchor_begin(parser *p, const yaml_char_t *name, mf_node *node) {
     }
     p->anchors[p->n_anchors].name = mf_xstrdup((const char *)name);
     p->anchors[p->n_anchors].node = node;
+    sx_put(&p->anchor_index, p->anchors[p->n_anchors].name, (void *)(uintptr_t)(p->n_anchors + 1));
     return p->n_anchors++;
 }
 
@@ -216,8 +281,9 @@ static mf_node *parse_node(parser *p, yaml_event_t *ev, int depth);
 
 static mf_node *parse_alias(parser *p, yaml_event_t *ev, int line, int col) {
     const char *name = (const char *)ev->data.alias.anchor;
-    for (int i = p->n_anchors - 1; i >= 0; i--) {
-        if (strcmp(p->anchors[i].name, name) != 0) continue;
+    uintptr_t slot = (uintptr_t)sx_get(&p->anchor_index, name); /* the latest definition wins */
+    if (slot) {
+        int i = (int)(slot - 1);
         if (!p->anchors[i].node) {
             mf_fail("%s:%d:%d: alias *%s refers to a node that contains it (recursive aliases are not "
                     "supported)", p->origin, line, col, name);
@@ -238,10 +304,22 @@ static mf_node *parse_alias(parser *p, yaml_event_t *ev, int line, int col) {
     return NULL;
 }
 
+/* A scalar whose text holds a NUL byte (a "\0" or "\x00" escape) would be cut short by every C
+ * string that carries it (a name becoming a shorter folder, a key reported as another): refused. */
+static bool has_nul(const yaml_event_t *ev, parser *p, const char *what, int line, int col) {
+    size_t len = ev->data.scalar.length;
+    const char *v = (const char *)ev->data.scalar.value, *z = memchr(v, '\0', len);
+    if (!z) return false;
+    mf_fail("%s:%d:%d: a NUL byte (\\0) in a %s is not allowed (at byte %zu of '%s...')", p->origin, line,
+            col, what, (size_t)(z - v) + 1, v);
+    return true;
+}
+
 /* Parse the node that starts with *ev (consumed). */
 static mf_node *parse_node(parser *p, yaml_event_t *ev, int depth) {
     int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1, slot = -1;
     mf_node *n = NULL;
+    str_index seen = {0}; /* keys of a mapping so far: duplicate detection stays linear */
     if (depth > MAX_DEPTH || ++p->n_nodes > MAX_NODES) {
         mf_fail("%s:%d:%d: document nested too deeply or too large", p->origin, line, col);
         yaml_event_delete(ev);
@@ -250,6 +328,10 @@ static mf_node *parse_node(parser *p, yaml_event_t *ev, int depth) {
     switch (ev->type) {
     case YAML_SCALAR_EVENT: {
         const char *v = (const char *)ev->data.scalar.value, *tag = (const char *)ev->data.scalar.tag;
+        if (has_nul(ev, p, "value", line, col)) {
+            yaml_event_delete(ev);
+            return NULL;
+        }
         bool quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE || (tag && !strcmp(tag, YAML_STR_TAG));
         if (!quoted && is_null_word(v)) {
             n = node_new(MF_NODE_NULL, p->origin, line, col);
@@ -293,9 +375,13 @@ static mf_node *parse_node(parser *p, yaml_event_t *ev, int depth) {
                 yaml_event_delete(&k);
                 goto fail;
             }
+            if (has_nul(&k, p, "key", kl, kc)) {
+                yaml_event_delete(&k);
+                goto fail;
+            }
             char *key = mf_xstrdup((const char *)k.data.scalar.value);
             yaml_event_delete(&k);
-            mf_node *dup = mf_node_child(n, key);
+            mf_node *dup = sx_get(&seen, key);
             if (dup) {
                 mf_fail("%s:%d:%d: duplicate key '%s' (first set at line %d)", p->origin, kl, kc, key, dup->line);
                 free(key);
@@ -308,7 +394,9 @@ static mf_node *parse_node(parser *p, yaml_event_t *ev, int depth) {
             }
             val->key = key, val->line = kl, val->col = kc;
             node_append(n, val);
+            sx_put(&seen, key, val);
         }
+        sx_free(&seen);
         break;
     default:
         mf_fail("%s:%d:%d: unexpected YAML event", p->origin, line, col);
@@ -318,6 +406,7 @@ static mf_node *parse_node(parser *p, yaml_event_t *ev, int depth) {
     if (slot >= 0) p->anchors[slot].node = n;
     return n;
 fail:
+    sx_free(&seen);
     free_tree(n);
     return NULL;
 }
@@ -358,6 +447,7 @@ fail:
     free_tree(root);
     root = NULL;
 done:
+    sx_free(&p.anchor_index);
     for (int i = 0; i < p.n_anchors; i++) free(p.anchors[i].name);
     free(p.anchors);
     yaml_parser_delete(&p.yp);
@@ -377,20 +467,42 @@ typedef struct chain {
     const struct chain *up;
 } chain;
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0, k;
-    char *buf = mf_xmalloc(cap);
-    while ((k = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap) buf = mf_xrealloc(buf, cap *= 2);
+/* Read a whole experiment file: regular files only (a FIFO, a device such as /dev/zero or a folder
+ * is refused before reading; the open does not block on a FIFO), at most `limit` bytes. NULL with
+ * *why set (a static text, or strerror) on failure. */
+static char *read_file(const char *path, size_t *len, size_t limit, const char **why, char *whybuf, size_t whycap) {
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    *why = NULL;
+    if (fd < 0) return *why = strerror(errno), NULL;
+    int sr = fstat(fd, &st);
+    if (sr != 0 || !S_ISREG(st.st_mode)) {
+        *why = sr != 0 ? strerror(errno) : S_ISDIR(st.st_mode) ? "is a directory" : "is not a regular file";
+        close(fd);
+        return NULL;
     }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) free(buf), errno = EIO;
+    size_t cap = 4096, n = 0;
+    char *buf = mf_xmalloc(cap);
+    for (;;) {
+        if (n == cap) buf = mf_xrealloc(buf, cap *= 2);
+        ssize_t k = read(fd, buf + n, cap - n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) {
+            *why = strerror(errno);
+            break;
+        }
+        if (k == 0) break;
+        n += (size_t)k;
+        if (n > limit) { /* checked while reading: the file may grow after fstat */
+            snprintf(whybuf, whycap, "is larger than %zu bytes, the limit for experiment files (MF_CFG_MAX_FILE_BYTES)", limit);
+            *why = whybuf;
+            break;
+        }
+    }
+    close(fd);
+    if (*why) return free(buf), NULL;
     *len = n;
-    return bad ? NULL : buf;
+    return buf;
 }
 
 static char *join_dir(const char *including, const char *rel) {
@@ -407,15 +519,23 @@ static char *chain_text(const chain *c, const char *last) {
 }
 
 /* Load `path` and compose it; inc_at is the include entry that named it (NULL for the top file). */
-static mf_node *load_rec(const char *path, const chain *up, const mf_node *inc_at) {
-    char w[1024];
+static mf_node *load_rec(const char *path, const chain *up, const mf_node *inc_at, size_t *budget) {
+    char w[1024], wb[160];
     size_t len = 0;
     bool empty;
-    char *text = read_file(path, &len);
+    const char *why;
+    char *text = read_file(path, &len, MF_CFG_MAX_FILE_BYTES, &why, wb, sizeof wb);
+    if (text && len > *budget) {
+        mf_fail("%s: the composed experiment (this file and the files it includes, repeats counted) is larger "
+                "than %zu bytes, the limit (MF_CFG_MAX_TOTAL_BYTES)", path, (size_t)MF_CFG_MAX_TOTAL_BYTES);
+        free(text);
+        return NULL;
+    }
+    if (text) *budget -= len;
     if (!text && inc_at)
         mf_fail("%s: cannot open included file '%s' (%s): %s", mf_node_where(inc_at, w, sizeof w), inc_at->value,
-                path, strerror(errno));
-    else if (!text) mf_fail("%s: cannot open: %s", path, strerror(errno));
+                path, why);
+    else if (!text) mf_fail("%s: cannot open: %s", path, why);
     if (!text) return NULL;
     char *real = realpath(path, NULL), *ct;
     if (!real) real = mf_xstrdup(path);
@@ -452,7 +572,7 @@ static mf_node *load_rec(const char *path, const chain *up, const mf_node *inc_a
                 goto fail;
             }
             char *sub = join_dir(path, it->value);
-            mf_node *t = load_rec(sub, &me, it);
+            mf_node *t = load_rec(sub, &me, it, budget);
             free(sub);
             if (!t) goto fail;
             if (acc) mf_cfg_merge(acc, t);
@@ -472,7 +592,8 @@ fail:
 
 mf_node *mf_cfg_load_file(const char *path) {
     MF_ASSERT(path);
-    return load_rec(path, NULL, NULL);
+    size_t budget = MF_CFG_MAX_TOTAL_BYTES;
+    return load_rec(path, NULL, NULL, &budget);
 }
 
 /* Maps merge key by key (new keys appended; the merged map takes src's origin); anything else
@@ -484,12 +605,19 @@ void mf_cfg_merge(mf_node *dst, mf_node *src) {
         replace_contents(dst, src);
         return;
     }
+    str_index dk;
+    sx_of_map(&dk, dst);
     while (src->first) {
         mf_node *c = src->first, *d;
         node_unlink(c);
-        if ((d = mf_node_child(dst, c->key))) mf_cfg_merge(d, c);
-        else node_append(dst, c);
+        if ((d = sx_get(&dk, c->key))) {
+            mf_cfg_merge(d, c); /* d keeps its key: the index stays valid */
+        } else {
+            node_append(dst, c);
+            sx_put(&dk, c->key, c);
+        }
     }
+    sx_free(&dk);
     free(dst->origin);
     dst->origin = src->origin, dst->line = src->line, dst->col = src->col;
     src->origin = NULL;
@@ -499,8 +627,21 @@ void mf_cfg_merge(mf_node *dst, mf_node *src) {
 /* ---- dumping ----------------------------------------------------------------------------------- */
 
 /* Can s be written as a plain scalar that re-parses as the same unquoted text? */
+/* Length of a UTF-8 sequence at p that YAML cannot hold raw (C1 controls incl. NEL, U+2028/U+2029
+ * line breaks, U+FFFE/U+FFFF), with its code point in *cp; 0 for anything else. Parsed text is valid
+ * UTF-8 (libyaml checks), so these come only from escapes like "\x85" and must be escaped again. */
+static int raw_unsafe(const unsigned char *p, unsigned *cp) {
+    if (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F) return *cp = p[1], 2;
+    if (p[0] == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9)) return *cp = 0x2000u + p[2] - 0x80u, 3;
+    if (p[0] == 0xEF && p[1] == 0xBF && (p[2] == 0xBE || p[2] == 0xBF)) return *cp = 0xFFC0u + p[2] - 0x80u, 3;
+    return 0;
+}
+
 static bool plain_ok(const char *s, bool flow) {
     size_t len = strlen(s);
+    unsigned cp;
+    for (size_t i = 0; i < len; i++)
+        if (raw_unsafe((const unsigned char *)s + i, &cp)) return false;
     if (!len || is_null_word(s) || strchr("?:,[]{}#&*!|>'\"%@`", s[0])) return false;
     if ((s[0] == '-' && (s[1] == '\0' || s[1] == ' ')) || !strncmp(s, "---", 3) || !strncmp(s, "...", 3))
         return false;
@@ -520,7 +661,10 @@ static void put_quoted(FILE *f, const char *s) {
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         const char *e = strchr(from, *p); /* *p != 0 here */
-        if (e) fprintf(f, "\\%c", to[e - from]);
+        unsigned cp;
+        int k = raw_unsafe(p, &cp);
+        if (k) fprintf(f, "\\u%04x", cp), p += k - 1;
+        else if (e) fprintf(f, "\\%c", to[e - from]);
         else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\x%02x", *p);
         else fputc(*p, f);
     }
@@ -601,11 +745,15 @@ int mf_cfg_dump_yaml(const mf_node *root, FILE *f) {
 static bool same_value(const mf_node *a, const mf_node *b) {
     if (a->kind != b->kind || a->n_children != b->n_children) return false;
     if (a->kind == MF_NODE_SCALAR) return strcmp(a->value, b->value) == 0;
-    for (const mf_node *x = a->first, *y = b->first; x; x = x->next, y = y->next) {
-        const mf_node *yy = a->kind == MF_NODE_MAP ? mf_node_child(b, x->key) : y;
-        if (!yy || !same_value(x, yy)) return false;
+    str_index bk = {0};
+    bool same = true;
+    if (a->kind == MF_NODE_MAP) sx_of_map(&bk, b);
+    for (const mf_node *x = a->first, *y = b->first; x && same; x = x->next, y = y->next) {
+        const mf_node *yy = a->kind == MF_NODE_MAP ? sx_get(&bk, x->key) : y;
+        same = yy && same_value(x, yy);
     }
-    return true;
+    sx_free(&bk);
+    return same;
 }
 
 /* "a" + "b" -> "a.b" (either may be empty). */
@@ -689,9 +837,23 @@ int mf_cfg_apply_override(mf_node *root, const char *text, mf_known_key_fn known
     if (!eq && op != '~') return mf_fail("override '%s': expected key=value, +key=value, ~key or ~key=value", text);
     size_t plen = eq ? (size_t)(eq - s) : strlen(s);
     char *path = mf_xasprintf("%.*s", (int)plen, s), *segbuf = mf_xstrdup(path), *seg[MAX_SEGS];
-    char *origin = mf_xasprintf("override '%s'", text);
+    /* every node of the value carries the origin: a long override is shortened there (errors quote it whole) */
+    size_t tl = strlen(text);
+    char *origin = tl <= 200 ? mf_xasprintf("override '%s'", text) : mf_xasprintf("override '%.160s...'", text);
     mf_node *val = NULL;
     int nseg = 0, rc = -1;
+    for (const unsigned char *u = (const unsigned char *)path; *u;) { /* valid UTF-8 only */
+        int k = *u < 0x80 ? 1 : *u >= 0xC2 && *u <= 0xDF ? 2 : *u >= 0xE0 && *u <= 0xEF ? 3 : *u >= 0xF0 && *u <= 0xF4 ? 4 : 0;
+        bool ok = k > 0;
+        for (int j = 1; ok && j < k; j++) ok = (u[j] & 0xC0) == 0x80;
+        if (ok && k == 3) ok = !(u[0] == 0xE0 && u[1] < 0xA0) && !(u[0] == 0xED && u[1] >= 0xA0); /* overlong, surrogate */
+        if (ok && k == 4) ok = !(u[0] == 0xF0 && u[1] < 0x90) && !(u[0] == 0xF4 && u[1] >= 0x90);
+        if (!ok) {
+            mf_fail("override '%s': the key path is not valid UTF-8 (byte %zu)", text, (size_t)(u - (const unsigned char *)path));
+            goto out;
+        }
+        u += k;
+    }
     for (char *p = segbuf;; p++) { /* split on '.'; every segment must be non-empty */
         char *dot = strchr(p, '.');
         if (dot) *dot = '\0';
@@ -848,7 +1010,9 @@ const char *mf_suggest(const char *word, const char *const *candidates, int n) {
     const char *best = NULL;
     for (int i = 0; i < n; i++) {
         if (!candidates[i]) continue;
-        size_t lc = strlen(candidates[i]), d = edit_distance(word, candidates[i]);
+        size_t lc = strlen(candidates[i]);
+        if ((lc > lw ? lc - lw : lw - lc) > lim) continue; /* the distance is at least the length difference */
+        size_t d = edit_distance(word, candidates[i]);
         if (d <= lim && d < (lw > lc ? lw : lc) && d < best_d) best_d = d, best = candidates[i];
     }
     return best;
@@ -952,32 +1116,63 @@ static int check_value(mf_node *n, const mf_key *k, const char *full) {
     return 0;
 }
 
-static const mf_key *schema_exact(const mf_key *keys, const char *rel) {
-    for (const mf_key *k = keys; k->path; k++)
-        if (!strcmp(k->path, rel)) return k;
-    return NULL;
+/* A schema's key paths, hashed: `exact` maps each path to its key, `below` holds every proper prefix
+ * of a dotted path ("optimizer" for "optimizer.lr"), so checking a section is linear in its size
+ * whatever the size of the schema (the top level's schema has one key per section). */
+typedef struct {
+    const mf_key *keys;
+    str_index exact, below;
+    char **owned; /* the prefix strings of `below` */
+    size_t n_owned;
+} schema_ix;
+
+static void schema_ix_init(schema_ix *sx, const mf_key *keys) {
+    memset(sx, 0, sizeof *sx);
+    sx->keys = keys;
+    for (const mf_key *k = keys; k->path; k++) {
+        if (!sx_get(&sx->exact, k->path)) sx_put(&sx->exact, k->path, (void *)k); /* the first one wins */
+        for (const char *d = strchr(k->path, '.'); d; d = strchr(d + 1, '.')) {
+            char *pre = mf_xasprintf("%.*s", (int)(d - k->path), k->path);
+            if (sx_get(&sx->below, pre)) {
+                free(pre);
+                continue;
+            }
+            sx->owned = mf_xrealloc(sx->owned, (sx->n_owned + 1) * sizeof *sx->owned);
+            sx->owned[sx->n_owned++] = pre;
+            sx_put(&sx->below, pre, (void *)1);
+        }
+    }
 }
 
-static bool schema_below(const mf_key *keys, const char *rel) { /* some key is "rel.xxx" */
-    size_t l = strlen(rel);
-    for (const mf_key *k = keys; k->path; k++)
-        if (!strncmp(k->path, rel, l) && k->path[l] == '.') return true;
-    return false;
+static void schema_ix_free(schema_ix *sx) {
+    sx_free(&sx->exact);
+    sx_free(&sx->below);
+    for (size_t i = 0; i < sx->n_owned; i++) free(sx->owned[i]);
+    free(sx->owned);
 }
+
+static const mf_key *schema_exact(schema_ix *sx, const char *rel) { return sx_get(&sx->exact, rel); }
+
+static bool schema_below(schema_ix *sx, const char *rel) { return sx_get(&sx->below, rel) != NULL; } /* "rel.xxx" */
 
 static int unknown_key(const mf_node *c, const char *rel, const char *r, const char *prefix, const mf_key *keys) {
-    char w[1024], *cands[256];
-    int nc = 0;
+    char w[1024], **cands = NULL;
+    int nc = 0, cap = 0;
     size_t l = strlen(rel);
-    for (const mf_key *k = keys; k->path && nc < 256; k++) { /* distinct key names at this level */
+    str_index seen = {0};
+    for (const mf_key *k = keys; k->path; k++) { /* distinct key names at this level */
         if (l && (strncmp(k->path, rel, l) || k->path[l] != '.')) continue;
         const char *seg = k->path + (l ? l + 1 : 0);
         char *name = mf_xasprintf("%.*s", (int)strcspn(seg, "."), seg);
-        int i = 0;
-        while (i < nc && strcmp(cands[i], name)) i++;
-        if (i < nc) free(name);
-        else cands[nc++] = name;
+        if (sx_get(&seen, name)) {
+            free(name);
+            continue;
+        }
+        if (nc == cap) cands = mf_xrealloc(cands, sizeof *cands * (size_t)(cap = cap ? 2 * cap : 64));
+        cands[nc++] = name;
+        sx_put(&seen, name, name);
     }
+    sx_free(&seen);
     const char *s = mf_suggest(c->key, (const char *const *)cands, nc);
     char *full = join2(prefix, r), *srel = s ? join2(rel, s) : NULL, *sfull = s ? join2(prefix, srel) : NULL;
     if (s) mf_fail("%s: %s: unknown key; did you mean %s?", mf_node_where(c, w, sizeof w), full, sfull);
@@ -986,18 +1181,20 @@ static int unknown_key(const mf_node *c, const char *rel, const char *r, const c
     free(srel);
     free(sfull);
     for (int i = 0; i < nc; i++) free(cands[i]);
+    free(cands);
     return -1;
 }
 
 /* Refuse keys that the schema does not know; intermediate maps of dotted schema keys are descended. */
-static int check_unknown(mf_node *map, const char *rel, const char *prefix, const mf_key *keys) {
+static int check_unknown(mf_node *map, const char *rel, const char *prefix, schema_ix *keys) {
     char w[1024];
     for (mf_node *c = map->first; c; c = c->next) {
         char *r = join2(rel, c->key), *full = NULL, g[128];
         int rc = 0;
         bool plain = !strchr(c->key, '.') && *c->key; /* "a.b" written as one key is never known */
         if (plain && schema_below(keys, r) && c->kind == MF_NODE_NULL) c->kind = MF_NODE_MAP;
-        if (!plain || (!schema_exact(keys, r) && !schema_below(keys, r))) rc = unknown_key(c, rel, r, prefix, keys);
+        if (!plain || (!schema_exact(keys, r) && !schema_below(keys, r)))
+            rc = unknown_key(c, rel, r, prefix, keys->keys);
         else if (!schema_exact(keys, r) && c->kind != MF_NODE_MAP)
             rc = mf_fail("%s: %s: expected a mapping, got %s", mf_node_where(c, w, sizeof w), full = join2(prefix, r),
                          got_text(c, g, sizeof g));
@@ -1038,10 +1235,19 @@ int mf_cfg_validate(mf_node *section, const char *prefix, const mf_key *keys) {
         MF_ASSERT(*k->path && k->type >= MF_T_INT && k->type <= MF_T_MAP && (k->type != MF_T_ENUM || k->choices));
     if (section->kind == MF_NODE_NULL) section->kind = MF_NODE_MAP;
     if (section->kind != MF_NODE_MAP) return value_error(section, prefix, "a mapping", NULL);
-    if (check_unknown(section, "", prefix, keys)) return -1;
+    schema_ix sx;
+    schema_ix_init(&sx, keys);
+    int bad = check_unknown(section, "", prefix, &sx);
+    schema_ix_free(&sx);
+    if (bad) return -1;
+    str_index top; /* the section's own keys, so that finding each schema key is not a list walk */
+    sx_of_map(&top, section);
     for (const mf_key *k = keys; k->path; k++) {
-        char *full = join2(prefix, k->path);
-        mf_node *n = mf_cfg_find(section, k->path);
+        char *full = join2(prefix, k->path), *seg = mf_xasprintf("%.*s", (int)strcspn(k->path, "."), k->path);
+        const char *rest = k->path + strlen(seg);
+        mf_node *n = sx_get(&top, seg), *last = section->last;
+        if (n && *rest) n = mf_cfg_find(n, rest + 1);
+        free(seg);
         int rc;
         if (n) rc = check_value(n, k, full);
         else if (k->def) rc = fill_default(section, k, full);
@@ -1051,8 +1257,13 @@ int mf_cfg_validate(mf_node *section, const char *prefix, const mf_key *keys) {
                          h ? " (" : "", h ? k->help : "", h ? ")" : "");
         }
         free(full);
-        if (rc) return -1;
+        if (section->last != last) sx_put(&top, section->last->key, section->last); /* a default was added */
+        if (rc) {
+            sx_free(&top);
+            return -1;
+        }
     }
+    sx_free(&top);
     return 0;
 }
 

@@ -38,6 +38,12 @@ struct mf_node {
  * top (maps merge key by key, anything else replaces). Cycles are refused. The composing keys are
  * removed from the result. Returns NULL on error (mf_last_error() names file:line:col). */
 mf_node *mf_cfg_load_file(const char *path);
+/* Inputs stay bounded: every file read by mf_cfg_load_file must be a regular file (a folder, FIFO or
+ * device is refused as such) of at most MF_CFG_MAX_FILE_BYTES, and all files of one composition
+ * together (a file included twice counts twice) at most MF_CFG_MAX_TOTAL_BYTES. A scalar (key or
+ * value) holding a NUL byte ("\0" escape) is refused, naming file:line:col. */
+#define MF_CFG_MAX_FILE_BYTES ((size_t)16 << 20)
+#define MF_CFG_MAX_TOTAL_BYTES ((size_t)64 << 20)
 /* Parse YAML text (no composition); origin is used in error messages. */
 mf_node *mf_cfg_parse_string(const char *text, const char *origin);
 void mf_node_free(mf_node *n);

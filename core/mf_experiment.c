@@ -9,6 +9,9 @@
 #include "mf_log.h"
 #include "mf_runner.h"
 
+/* Stage instances of one experiment (each loads a plugin; checks over them are pairwise). */
+#define MF_MAX_STAGES 256
+
 /* Keys of the experiment's top level that belong to the runner itself. */
 static const mf_key k_runner_keys[] = {
     MF_STR("name", "~", "experiment name: results go to <results_dir>/<name>/ (default: file name)"),
@@ -125,6 +128,9 @@ static int stage_list(mf_experiment *ex, const char *path) {
     char where[512];
     if (st->kind != MF_NODE_SEQ || st->n_children == 0)
         return mf_fail("%s: stages: expected a non-empty list of stage names", mf_node_where(st, where, sizeof where));
+    if (st->n_children > MF_MAX_STAGES)
+        return mf_fail("%s: stages: %d entries; at most %d stage instances are supported",
+                       mf_node_where(st, where, sizeof where), st->n_children, MF_MAX_STAGES);
     ex->n_stages = 0;
     ex->stages = mf_xcalloc((size_t)st->n_children, sizeof *ex->stages);
     for (mf_node *it = st->first; it; it = it->next) {
@@ -217,9 +223,17 @@ int mf_experiment_load(mf_experiment *ex, const char *path, char *const *overrid
         }
         /* A section of a stage that is not in `stages:` (e.g. dropped by an override) is kept but
          * not validated: it is recognised by a `kind:` key, a plugin of its name, or as a section
-         * that an installed plugin reads (`model`). */
+         * that an installed plugin reads (`model`). Checked against the known keys as they were
+         * before this loop (the root's keys are distinct, so the sections added here cannot match a
+         * later one): linear in the number of top-level keys. The first key that is neither known
+         * nor such a section is the error mf_cfg_validate reports, so nothing after it is probed. */
+        int nt0 = nt;
+        mf_key *top0 = mf_xmalloc(sizeof *top0 * (size_t)(nt0 + 1));
+        memcpy(top0, top, sizeof *top0 * (size_t)(nt0 + 1));
+        int cap = nt + 1, n_inactive = 0;
         for (mf_node *c = ex->root->first; c; c = c->next) {
-            if (path_in_keys(top, c->key) || c->kind != MF_NODE_MAP) continue;
+            if (path_in_keys(top0, c->key)) continue;
+            if (c->kind != MF_NODE_MAP) break; /* an unknown key: reported below */
             mf_plugin probe;
             bool stage_section = mf_node_child(c, "kind") != NULL;
             if (!stage_section && mf_plugin_load(c->key, &probe) == 0) {
@@ -227,12 +241,14 @@ int mf_experiment_load(mf_experiment *ex, const char *path, char *const *overrid
                 mf_plugin_close(&probe);
             }
             if (!stage_section) stage_section = shared_section_of_any_plugin(c->key);
-            if (!stage_section) continue;
-            mf_info("note: section '%s' is not used ('%s' is not in stages)", c->key, c->key);
-            mf_key m = MF_MAP(c->key, "inactive stage section");
-            mf_key one[2] = {m, MF_KEY_END};
-            keys_append(&top, &nt, one);
+            if (!stage_section) break; /* an unknown key: reported below */
+            if (++n_inactive <= 5) mf_info("note: section '%s' is not used ('%s' is not in stages)", c->key, c->key);
+            if (nt + 2 > cap) top = mf_xrealloc(top, sizeof *top * (size_t)(cap = 2 * (nt + 2)));
+            top[nt++] = (mf_key)MF_MAP(c->key, "inactive stage section");
+            top[nt] = (mf_key)MF_KEY_END;
         }
+        free(top0);
+        if (n_inactive > 5) mf_info("note: ... and %d more unused sections", n_inactive - 5);
         mf_error_clear();
         rc = mf_cfg_validate(ex->root, "", top);
         free(top);

@@ -680,6 +680,195 @@ static void test_suggest(void) {
     CHECK(mf_suggest("xyzxyzxyzxyzxyz", c, 6) == NULL);
 }
 
+/* ---- inputs stay bounded (issue 9) ------------------------------------------------------------- */
+
+/* A YAML text of n top-level keys "k0: 0" ... with an optional prefix line and suffix lines. */
+static char *many_keys(const char *head, const char *fmt, int n, const char *tail) {
+    size_t cap = strlen(head) + strlen(tail) + (size_t)n * 48 + 1, len = 0;
+    char *t = mf_xmalloc(cap);
+    len += (size_t)snprintf(t + len, cap - len, "%s", head);
+    for (int i = 0; i < n; i++) len += (size_t)snprintf(t + len, cap - len, fmt, i, i);
+    snprintf(t + len, cap - len, "%s", tail);
+    return t;
+}
+
+/* Key checking, duplicate detection, merging, aliases and validation are linear: 80k keys are
+ * handled at once (quadratic versions took 26 s, 80 s for the aliases; ctest's timeout is the bound). */
+static void test_many_keys(void) {
+    enum { N = 80000 };
+    static const mf_key keys[] = {MF_INT("steps", "10", 1, 1e9, "steps"), MF_KEY_END};
+    char *t = many_keys("", "zz%d: %d\n", N, "");
+    mf_node *r = mf_cfg_parse_string(t, "many.yaml");
+    CHECK_MSG(r && r->n_children == N, "%s", mf_last_error());
+    if (r) {
+        CHECK(mf_cfg_validate(r, "train", keys) == -1);
+        CHECK_ERR_CONTAINS("many.yaml:1:1: train.zz0: unknown key");
+        mf_node_free(r);
+    }
+    free(t);
+    /* the first unknown key is reported even after 80k known ones, with its suggestion */
+    t = many_keys("", "s%d: %d\n", N, "stpes: 3\n");
+    mf_key *big = mf_xcalloc(N + 2, sizeof *big);
+    char **names = mf_xcalloc(N, sizeof *names);
+    for (int i = 0; i < N; i++) {
+        names[i] = mf_xasprintf("s%d", i);
+        big[i] = (mf_key)MF_INT(names[i], "0", 0, 1e9, "x");
+    }
+    big[N] = (mf_key)MF_INT("steps", "10", 1, 1e9, "steps");
+    big[N + 1] = (mf_key)MF_KEY_END;
+    r = mf_cfg_parse_string(t, "many.yaml");
+    CHECK(r != NULL);
+    if (r) {
+        CHECK(mf_cfg_validate(r, "", big) == -1);
+        CHECK_ERR_CONTAINS("many.yaml:80001:1: stpes: unknown key; did you mean steps?");
+        mf_node_free(r);
+    }
+    free(t);
+    t = many_keys("", "s%d: %d\n", N, "");
+    r = mf_cfg_parse_string(t, "many.yaml");
+    CHECK(r && mf_cfg_validate(r, "", big) == 0 && r->n_children == N + 1);
+    if (r) CHECK(!strcmp(mf_cfg_find(r, "steps")->value, "10") && !strcmp(mf_cfg_find(r, "s79999")->value, "79999"));
+    mf_node_free(r);
+    free(t);
+    for (int i = 0; i < N; i++) free(names[i]);
+    free(names);
+    free(big);
+    /* a duplicate at the end of 80k keys */
+    t = many_keys("", "zz%d: %d\n", N, "zz0: again\n");
+    CHECK(mf_cfg_parse_string(t, "dup.yaml") == NULL);
+    CHECK_ERR_CONTAINS("dup.yaml:80001:1: duplicate key 'zz0' (first set at line 1)");
+    free(t);
+    /* 80k anchors, then 80k aliases */
+    char *a = many_keys("", "a%d: &x%d v\n", N, ""), *b = many_keys(a, "b%d: *x%d\n", N, "");
+    r = mf_cfg_parse_string(b, "alias.yaml");
+    CHECK_MSG(r && r->n_children == 2 * N && !strcmp(mf_cfg_find(r, "b79999")->value, "v"), "%s", mf_last_error());
+    mf_node_free(r);
+    free(a);
+    free(b);
+    /* merging two maps of 80k keys (half of them shared), and comparing them in an override */
+    a = many_keys("", "k%d: %d\n", N, "");
+    b = many_keys("", "k%d: x%d\n", N, "");
+    for (char *q = b; (q = strstr(q, "\nk")); q += 2) /* every other key of b is new: j1, j3, ... */
+        if (strtol(q + 2, NULL, 10) % 2) q[1] = 'j';
+    mf_node *ra = mf_cfg_parse_string(a, "a.yaml"), *rb = mf_cfg_parse_string(b, "b.yaml");
+    CHECK(ra && rb);
+    if (ra && rb) {
+        mf_cfg_merge(ra, rb);
+        CHECK(ra->n_children == N + N / 2);
+        CHECK(!strcmp(mf_cfg_find(ra, "k0")->value, "x0") && !strcmp(mf_cfg_find(ra, "k1")->value, "1"));
+        CHECK(!strcmp(mf_cfg_find(ra, "j79999")->value, "x79999") && ra->last == mf_cfg_find(ra, "j79999"));
+    }
+    mf_node_free(ra);
+    /* `~m={...}` compares an 80k-key map with the one in the tree (written in the reverse order) */
+    char *in = many_keys("m:\n", "  k%d: %d\n", N, ""), *ov = mf_xstrdup("~m={"), *tail;
+    size_t ol = strlen(ov);
+    ov = mf_xrealloc(ov, ol + (size_t)N * 24 + 2);
+    for (int i = N - 1; i >= 0; i--) ol += (size_t)sprintf(ov + ol, "k%d: %d%s", i, i, i ? ", " : "}");
+    mf_node *root = mf_cfg_parse_string(in, "m.yaml");
+    CHECK(root != NULL);
+    if (root) {
+        tail = strstr(ov, "k0: 0}");
+        tail[4] = '1'; /* one value differs: not deleted */
+        CHECK(mf_cfg_apply_override(root, ov, NULL, NULL) == -1 && mf_cfg_find(root, "m.k79999"));
+        tail[4] = '0';
+        CHECK_MSG(mf_cfg_apply_override(root, ov, NULL, NULL) == 0 && !mf_cfg_find(root, "m"), "%s", mf_last_error());
+    }
+    mf_node_free(root);
+    free(in);
+    free(ov);
+    free(a);
+    free(b);
+}
+
+/* A NUL byte cannot hide in a key or a value (it would cut every C string that carries it). */
+static void test_nul_bytes(void) {
+    CHECK(mf_cfg_parse_string("seed: 1\nname: \"yb\\0ase\"\n", "nul.yaml") == NULL);
+    CHECK_ERR_CONTAINS("nul.yaml:2:7: a NUL byte (\\0) in a value is not allowed (at byte 3 of 'yb...')");
+    CHECK(mf_cfg_parse_string("train:\n  \"se\\0ed\": 1\n", "nul.yaml") == NULL);
+    CHECK_ERR_CONTAINS("nul.yaml:2:3: a NUL byte (\\0) in a key is not allowed");
+    CHECK(mf_cfg_parse_string("a: [1, \"\\x00\"]\n", "nul.yaml") == NULL);
+    CHECK_ERR_CONTAINS("nul.yaml:1:8: a NUL byte");
+    /* a raw NUL byte in the file is refused by the YAML reader, with its byte offset */
+    static const char raw[] = "a: x\0y\n";
+    char *p = tmp_path("rawnul.yaml");
+    FILE *f = fopen(p, "wb");
+    CHECK(f && fwrite(raw, 1, sizeof raw - 1, f) == sizeof raw - 1);
+    if (f) fclose(f);
+    CHECK(mf_cfg_load_file(p) == NULL);
+    CHECK_ERR_CONTAINS(p);
+    CHECK_ERR_CONTAINS("byte 4");
+    unlink(p);
+    free(p);
+    /* overrides: values are YAML, so "\0" escapes reach the parser */
+    mf_node *r = parse("name: x\n");
+    CHECK(mf_cfg_apply_override(r, "name=\"a\\0b\"", NULL, NULL) == -1);
+    CHECK_ERR_CONTAINS("override 'name=\"a\\0b\"': cannot parse the value: <value>:1:1: a NUL byte");
+    CHECK(!strcmp(mf_cfg_find(r, "name")->value, "x"));
+    mf_node_free(r);
+}
+
+/* Experiment files and the files they include: regular files only, size-limited. */
+static void test_file_limits(void) {
+    char *p = tmp_path("zero.yaml"), *d = tmp_path("adir"), *fifo = tmp_path("fifo.yaml"), *big = tmp_path("big16.yaml");
+    write_file("zero.yaml", "seed: 1\ndefaults: [/dev/zero]\n");
+    CHECK(mf_cfg_load_file(p) == NULL);
+    CHECK_ERR_CONTAINS("zero.yaml:2:12: cannot open included file '/dev/zero' (/dev/zero): is not a regular file");
+    CHECK(mf_cfg_load_file("/dev/zero") == NULL);
+    CHECK_ERR_CONTAINS("/dev/zero: cannot open: is not a regular file");
+    CHECK(mkdir(d, 0700) == 0);
+    write_file("usedir.yaml", "defaults: [adir]\n");
+    free(p);
+    p = tmp_path("usedir.yaml");
+    CHECK(mf_cfg_load_file(p) == NULL);
+    CHECK_ERR_CONTAINS("usedir.yaml:1:12: cannot open included file 'adir'");
+    CHECK_ERR_CONTAINS("adir): is a directory");
+    CHECK(mf_cfg_load_file(d) == NULL);
+    CHECK_ERR_CONTAINS("adir: cannot open: is a directory");
+    CHECK(mkfifo(fifo, 0600) == 0); /* nobody writes to it: opening must not block */
+    CHECK(mf_cfg_load_file(fifo) == NULL);
+    CHECK_ERR_CONTAINS("fifo.yaml: cannot open: is not a regular file");
+    /* one byte over the per-file limit (a sparse file: nothing big is written) */
+    FILE *f = fopen(big, "w");
+    CHECK(f && ftruncate(fileno(f), (off_t)MF_CFG_MAX_FILE_BYTES + 1) == 0);
+    if (f) fclose(f);
+    CHECK(mf_cfg_load_file(big) == NULL);
+    CHECK_ERR_CONTAINS("big16.yaml: cannot open: is larger than 16777216 bytes, the limit for experiment files");
+    write_file("usebig.yaml", "defaults:\n  - big16.yaml\n");
+    free(p);
+    p = tmp_path("usebig.yaml");
+    CHECK(mf_cfg_load_file(p) == NULL);
+    CHECK_ERR_CONTAINS("usebig.yaml:2:5: cannot open included file 'big16.yaml'");
+    CHECK_ERR_CONTAINS("is larger than 16777216 bytes");
+    /* the whole composition is bounded too: a 4 MiB file included 17 times */
+    f = fopen(big, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs("a: 1\n#", f);
+        for (int i = 0; i < (4 << 20) - 8; i++) fputc('x', f);
+        fputc('\n', f);
+        fclose(f);
+    }
+    char *t = many_keys("defaults:\n", "  - big16.yaml # %d %d\n", 17, "");
+    write_file("usebig.yaml", t);
+    free(t);
+    CHECK(mf_cfg_load_file(p) == NULL);
+    CHECK_ERR_CONTAINS("big16.yaml: the composed experiment");
+    CHECK_ERR_CONTAINS("larger than 67108864 bytes");
+    t = many_keys("defaults:\n", "  - big16.yaml # %d %d\n", 3, "");
+    write_file("usebig.yaml", t);
+    free(t);
+    mf_node *r = mf_cfg_load_file(p);
+    CHECK_MSG(r && !strcmp(mf_cfg_find(r, "a")->value, "1"), "%s", mf_last_error());
+    mf_node_free(r);
+    unlink(big);
+    unlink(fifo);
+    rmdir(d);
+    free(p);
+    free(d);
+    free(fifo);
+    free(big);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s", mf_test_tmpdir());
     test_parse();
@@ -691,6 +880,9 @@ int main(void) {
     test_validate();
     test_dump();
     test_suggest();
+    test_many_keys();
+    test_nul_bytes();
+    test_file_limits();
     for (int i = g_nfiles - 1; i >= 0; i--) {
         unlink(g_files[i]);
         free(g_files[i]);
