@@ -16,10 +16,10 @@ expect_ok help "$MFPIPE" --help;           check "help lists run" contains "$TMP
 expect_ok run-help "$MFPIPE" run --help;   check "run help" contains "$TMP/out" "usage: mfpipe run"
 expect_ok val-help "$MFPIPE" validate --help; check "validate help" contains "$TMP/out" "--keys"
 expect_ok plug-help "$MFPIPE" plugins --help
-expect_ok version "$MFPIPE" --version;     check "version" grep -q "^mfpipe [0-9.]* (plugin ABI 1; libyaml" "$TMP/out"
+expect_ok version "$MFPIPE" --version;     check "version" grep -q "^mfpipe [0-9.]* (plugin ABI 2; libyaml" "$TMP/out"
 expect_fail no-args-cmd "unknown command" "$MFPIPE" frobnicate
 expect_ok plugins "$MFPIPE" plugins
-for k in data preview example_stats; do check "plugins lists $k" grep -q "^$k  *1  *.*stage_$k.so" "$TMP/out"; done
+for k in data preview example_stats; do check "plugins lists $k" grep -q "^$k  *2  *.*stage_$k.so" "$TMP/out"; done
 
 # --- validate -------------------------------------------------------------------------------------
 expect_ok validate "$MFPIPE" validate exp.yaml
@@ -55,11 +55,11 @@ check "no folder for a config error" test ! -e results/late
 
 # --- plugins refused ------------------------------------------------------------------------------
 printf 'name: t\nstages: [test_bad_abi]\n' >abi.yaml
-MFPIPE_PLUGIN_PATH=$MFPIPE_TEST_BADPLUGINS expect_fail wrong-abi "plugin ABI version 42, but this mfpipe needs ABI version 1" "$MFPIPE" run abi.yaml
+MFPIPE_PLUGIN_PATH=$MFPIPE_TEST_BADPLUGINS expect_fail wrong-abi "plugin ABI version 43, but this mfpipe needs ABI version 2" "$MFPIPE" run abi.yaml
 printf 'name: t\nstages: [test_no_entry]\n' >noentry.yaml
 MFPIPE_PLUGIN_PATH=$MFPIPE_TEST_BADPLUGINS expect_fail no-entry "symbol 'mfpipe_stage_entry' not found" "$MFPIPE" run noentry.yaml
 MFPIPE_PLUGIN_PATH=$MFPIPE_TEST_BADPLUGINS expect_ok plugins-refused "$MFPIPE" plugins
-check "plugins shows refused file" grep -q "refused: .*ABI version 42" "$TMP/out"
+check "plugins shows refused file" grep -q "refused: .*ABI version 43" "$TMP/out"
 
 # --- overrides ------------------------------------------------------------------------------------
 expect_fail override-unknown "did you mean" "$MFPIPE" validate exp.yaml preview.nrw=3

@@ -1,6 +1,8 @@
 # test_train.sh - training end to end from the command line: metrics and samples, a NaN stop, and
 # exact resume: a run killed with SIGKILL (and one stopped with SIGTERM) and resumed ends with the
-# same checkpoint bytes as an uninterrupted run; a corrupt newest checkpoint is skipped.
+# same checkpoint bytes as an uninterrupted run; a corrupt newest checkpoint is moved aside; resume
+# safety: changed training settings refused (or recorded with --allow-changes), resumes.jsonl,
+# schedule extension without a jump, the run-folder lock, non-finite gradient norms.
 source "$(dirname "$0")/lib.sh"
 cd "$TMP"
 make_mnist_dir "$TMP/mn" 256 32
@@ -69,9 +71,60 @@ run4=$(ls -d results/tr/2* | sed -n 2p)
 rm "$run4/checkpoints/ckpt_00000060.mfc"
 head -c 1000 "$run4/checkpoints/ckpt_00000050.mfc" >"$run4/checkpoints/x" && mv "$run4/checkpoints/x" "$run4/checkpoints/ckpt_00000050.mfc"
 "$MFPIPE" resume "$run4" >"$TMP/out" 2>"$TMP/err" && ok || bad "resume with corrupt checkpoint: $(tail -3 "$TMP/err")"
-check "corrupt checkpoint reported" grep -q "skipping checkpoint: .*ckpt_00000050.mfc: checksum mismatch" "$TMP/err"
+check "corrupt checkpoint reported" grep -q "corrupt checkpoint moved to .*corrupt/ckpt_00000050.mfc: .*checksum mismatch" "$TMP/err"
+check "corrupt checkpoint kept aside" test -s "$run4/checkpoints/corrupt/ckpt_00000050.mfc"
 check "resumed from step 40" grep -q "step 40" "$TMP/err"
 check "resume after corruption is bit-identical" test "$(sha256sum <"$run4/checkpoints/ckpt_00000060.mfc")" = "$refsum"
+check "resume recorded" grep -q '"from_step":40,"checkpoint":".*ckpt_00000040.mfc","command":' "$run4/resumes.jsonl"
+
+# every checkpoint corrupt: start over, and keep the new (valid) checkpoints
+for f in "$run4"/checkpoints/ckpt_*.mfc; do head -c 500 "$f" >"$f.x" && mv "$f.x" "$f"; done
+expect_ok resume-all-corrupt "$MFPIPE" resume "$run4" -q
+check "all-corrupt: restarted from 0" grep -q '"from_step":0,"checkpoint":null' "$run4/resumes.jsonl"
+check "all-corrupt: 3 valid checkpoints kept" test "$(ls "$run4"/checkpoints/ckpt_*.mfc | wc -l)" = 3
+check "all-corrupt: bit-identical" test "$(sha256sum <"$run4/checkpoints/ckpt_00000060.mfc")" = "$refsum"
+expect_ok resume-after-restart "$MFPIPE" resume "$run4" -q
+check "all-corrupt: next resume finds the new checkpoint" grep -q '"from_step":60' "$run4/resumes.jsonl"
+
+# changed training settings: refused, naming each key with both values, nothing written
+before=$(wc -l <"$run4/resumes.jsonl")
+expect_fail resume-batch "train.batch: 16 -> 8" "$MFPIPE" resume "$run4" train.batch=8 seed=6
+check "both changes named" grep -q "seed: 5 -> 6" "$TMP/err"
+check "refused resume writes nothing" test "$(wc -l <"$run4/resumes.jsonl")" = "$before"
+check "refused resume keeps status" grep -q '"state":"finished"' "$run4/status.json"
+expect_fail resume-lr "train.optimizer.lr: 0.00020000000000000001 -> 0.02" "$MFPIPE" resume "$run4" train.optimizer.lr=0.02
+expect_fail resume-timedist "train.time_dist: uniform -> logit_normal" "$MFPIPE" resume "$run4" train.time_dist=logit_normal
+expect_fail resume-ema "ema.decay" "$MFPIPE" resume "$run4" ema.decay=0.9
+expect_fail resume-model "model.channels: 8 -> 16" "$MFPIPE" resume "$run4" model.channels=16
+# logging cadence may change; --allow-changes continues and records the change; config.yaml follows
+expect_ok resume-log "$MFPIPE" resume "$run4" -q train.log_every=5
+expect_ok resume-allow "$MFPIPE" resume "$run4" -q train.batch=8 --allow-changes
+check "allowed change recorded" grep -q '"changed_settings":{"train.batch":\["16","8"\]},"allow_changes":true' "$run4/resumes.jsonl"
+check "config.yaml stays true" grep -q "batch: 8" "$run4/config.yaml"
+expect_fail allow-needs-resume "applies to resuming only" "$MFPIPE" run exp.yaml --allow-changes
+
+# extending a run does not make the learning rate jump: resume at step 40 with 80 steps
+run6=$TMP/ext
+expect_ok ext-run "$MFPIPE" run -q exp.yaml --out "$run6"
+rm "$run6"/checkpoints/ckpt_00000050.mfc "$run6"/checkpoints/ckpt_00000060.mfc
+lr40=$(grep '"step":40,' "$run6/metrics.jsonl" | sed 's/.*"lr":\([^,]*\),.*/\1/')
+expect_ok ext-resume "$MFPIPE" resume "$run6" train.steps=80
+check "extension logged" grep -q "train.steps 60 -> 80: the learning rate goes on from" "$TMP/err"
+lr50=$(grep '"step":50,' "$run6/metrics.jsonl" | tail -1 | sed 's/.*"lr":\([^,]*\),.*/\1/')
+lr80=$(grep '"step":80,' "$run6/metrics.jsonl" | tail -1 | sed 's/.*"lr":\([^,]*\),.*/\1/')
+check "lr keeps decaying across the extension ($lr40 -> $lr50)" awk -v a="$lr40" -v b="$lr50" 'BEGIN{exit !(b < a && b > 0)}'
+check "lr reaches its minimum at the new last step ($lr80)" awk -v a="$lr80" 'BEGIN{exit !(a == 0)}'
+check "extended to 80" test -s "$run6/checkpoints/ckpt_00000080.mfc"
+
+# one process per run folder: a resume while a run holds the folder is refused; after kill -9 the
+# lock is gone with the process
+"$MFPIPE" run -q exp.yaml --out "$TMP/locked" train.steps=100000 2>/dev/null &
+pid=$!
+for _ in $(seq 1 500); do grep -q '"step":10' "$TMP/locked/metrics.jsonl" 2>/dev/null && break; sleep 0.02; done
+expect_fail locked "in use by another mfpipe (pid $pid" "$MFPIPE" resume "$TMP/locked"
+kill -9 $pid
+wait $pid 2>/dev/null
+expect_ok unlocked-after-kill "$MFPIPE" resume "$TMP/locked" -q train.steps=20
 
 # SIGTERM saves a checkpoint and exits 130; resume finishes identically
 "$MFPIPE" run -q exp.yaml train.checkpoint_every=0 2>/dev/null &
@@ -100,7 +153,11 @@ fi
 MFPIPE_DEBUG_NAN_STEP=7 expect_fail nan "step 7: the loss is nan (not finite)" "$MFPIPE" run -q exp.yaml
 MFPIPE_DEBUG_NAN_STEP=7 expect_ok nan-skip "$MFPIPE" run -q exp.yaml train.on_nan=skip
 check "skip warns" grep -q "step 7: non-finite loss" "$TMP/err"
-check "nan run failed status" grep -q '"state":"failed"' "$(ls -d results/tr/2* | tail -2 | head -1)/status.json"
+MFPIPE_DEBUG_NAN_GRAD_STEP=7 expect_fail nan-grad "step 7: the gradient norm is inf (not finite)" "$MFPIPE" run -q exp.yaml
+MFPIPE_DEBUG_NAN_GRAD_STEP=7 expect_ok nan-grad-skip "$MFPIPE" run -q exp.yaml train.on_nan=skip --out "$TMP/skip"
+check "skip warns (gradient)" grep -q "step 7: non-finite gradient norm" "$TMP/err"
+check "a skipped step does not count for Adam" grep -aq "adam_t=59" "$TMP/skip/checkpoints/ckpt_00000060.mfc"
+check "nan run failed status" grep -q '"state":"failed"' "$(ls -d results/tr/2* | tail -3 | head -1)/status.json"
 # config errors of the train stage
 expect_fail bad-mult "channel_mult" "$MFPIPE" run exp.yaml 'model.channel_mult=[1,2,2,2,2]'
 expect_fail bad-objective "expected one of fm|fm_avgvel" "$MFPIPE" validate exp.yaml train.objective=fmm
