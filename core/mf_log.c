@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 static FILE *g_file;
-static mf_log_level g_level = MF_LOG_INFO;
+static const mf_log_level g_level = MF_LOG_INFO; /* info and above; -q raises the terminal threshold */
 static int g_quiet;
 static int g_progress_live; /* a progress line is drawn on the terminal and must be cleared first */
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -46,7 +46,6 @@ void mf_log_close_file(void) {
     pthread_mutex_unlock(&g_lock);
 }
 
-void mf_log_set_level(mf_log_level level) { g_level = level; }
 void mf_log_set_quiet(int quiet) { g_quiet = quiet; }
 
 static const char *level_name(mf_log_level l) {

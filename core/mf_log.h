@@ -24,7 +24,6 @@ void mf_log_file_only(mf_log_level level, const char *fmt, ...) MF_PRINTF(2, 3);
 /* Also write every line (timestamped) to this file; NULL stops. Returns 0 or -1 (mf_fail). */
 int mf_log_open_file(const char *path);
 void mf_log_close_file(void);
-void mf_log_set_level(mf_log_level level);
 void mf_log_set_quiet(int quiet); /* quiet: only warnings and errors on stderr (file gets all) */
 
 typedef struct mf_progress mf_progress;

@@ -1,6 +1,7 @@
 /* mf_lenet.h - the fixed feature network of the evaluation metrics: a LeNet-style classifier (four
- * 3x3 convolutions, the last three with stride 2, SiLU, a 128-d penultimate layer, 10 logits) built
- * into a static graph, its weight files (with SHA-256) and its training step (softmax cross-entropy). */
+ * 3x3 convolutions, the last three with stride 2, SiLU, a 128-d penultimate layer, one logit per
+ * class) built into a static graph, its weight files (with SHA-256), and running it on a batch
+ * (features and softmax probabilities). The classifier stage trains it. */
 #ifndef MF_LENET_H
 #define MF_LENET_H
 

@@ -1,7 +1,7 @@
 /* mf_model.h - the "model" artifact the train stage publishes and ema/sample/eval stages use: the
  * UNet configuration, the flat parameter buffer (and EMA buffer) on the run's backend, extra state
- * that checkpoints must carry, plus inference helpers (a batch-sized forward graph) and the basic ODE
- * samplers. */
+ * that checkpoints must carry, loading a model from a run's checkpoints, inference helpers (a
+ * batch-sized forward graph) and mf_generate, which runs a sampler of engine/mf_sampler.h. */
 #ifndef MF_MODEL_H
 #define MF_MODEL_H
 
@@ -30,7 +30,6 @@ typedef struct mf_state_buf {
 typedef struct mf_model {
     mf_backend *be;
     mf_unet_cfg cfg;
-    char objective[16];     /* fm, fm_avgvel: v(z, t); meanflow: u(z, r, t) */
     int64_t n_params;       /* floats in the flat buffers (with alignment padding) */
     int64_t n_weights;      /* real parameter count */
     double flops_per_image; /* forward */
@@ -54,7 +53,7 @@ typedef struct mf_train_event {
 mf_backend *mf_run_backend(mf_run *run);
 
 int mf_model_register_state(mf_model *m, const char *name, float *buf, int64_t n);
-void mf_model_free(mf_model *m); /* frees buffers it owns (params, ema, state) and m */
+void mf_model_free(mf_model *m); /* frees params, the state buffers (ema is one of them) and m */
 
 /* ---- model files ------------------------------------------------------------------------------ */
 #define MF_UNET_CFG_FLOATS 24

@@ -339,7 +339,6 @@ static int setup(train_state *s, mf_run *run, const mf_dataset *ds) {
     mf_model *m = mf_xcalloc(1, sizeof *m);
     m->be = s->be;
     m->cfg = s->cfg;
-    snprintf(m->objective, sizeof m->objective, "%s", s->objective);
     m->n_params = s->g.n_param_floats;
     for (int i = 0; i < s->g.n_params; i++) m->n_weights += s->g.params[i].numel;
     m->flops_per_image = s->g.flops_fwd / s->batch;
