@@ -37,19 +37,28 @@ static int grow_buffer(const char *path, uint8_t **buf, size_t *cap, size_t need
     return 0;
 }
 
-static int read_raw(FILE *f, const char *path, uint8_t **out, size_t *len) {
+/* The readers return 0, -1 (error recorded), or 1 when the contents would exceed `limit` bytes
+ * (nothing recorded, nothing returned; *len = the bytes seen, > limit). They never hold much more
+ * than twice the bytes actually read: sizes declared by a file are hints, capped by the limit. */
+static int read_raw(FILE *f, const char *path, size_t limit, uint8_t **out, size_t *len) {
     struct stat st;
     size_t cap = 0, used = 0;
     uint8_t *buf = NULL;
     /* +1 so that a regular file is read to EOF without a second allocation */
     if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
-        (uint64_t)st.st_size < (uint64_t)SIZE_MAX)
+        (uint64_t)st.st_size < (uint64_t)SIZE_MAX) {
+        if ((uint64_t)st.st_size > (uint64_t)limit) return *len = (size_t)st.st_size, 1;
         cap = (size_t)st.st_size + 1;
-    else
+    } else {
         cap = MF_IO_CHUNK;
+    }
     buf = malloc(cap);
     if (!buf) return mf_fail("%s: out of memory reading the file (%zu bytes)", path, cap);
     for (;;) {
+        if (used > limit) { /* a file that grows, or one without a size (FIFO) */
+            free(buf);
+            return *len = used, 1;
+        }
         if (used == cap && grow_buffer(path, &buf, &cap, used + 1) != 0) {
             free(buf);
             return -1;
@@ -71,7 +80,7 @@ static int read_raw(FILE *f, const char *path, uint8_t **out, size_t *len) {
 }
 
 /* Size hint for a gzip file: the ISIZE trailer (uncompressed size mod 2^32 of the last member). */
-static size_t gzip_size_hint(FILE *f) {
+static size_t gzip_size_hint(FILE *f, size_t limit) {
     struct stat st;
     uint64_t hint = 0;
     if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 18) {
@@ -82,17 +91,20 @@ static size_t gzip_size_hint(FILE *f) {
     }
     rewind(f);
     if (hint > MF_IO_MAX_HINT) hint = MF_IO_MAX_HINT;
+    if (hint > (uint64_t)limit) hint = limit;
     if (hint < 4096) hint = 4096;
     return (size_t)hint + 1;
 }
 
-/* Inflate a gzip file (one or more concatenated members) into a growing buffer. */
-static int read_gzip(FILE *f, const char *path, uint8_t **out, size_t *len) {
+/* Inflate a gzip file (one or more concatenated members) into a growing buffer, in chunks, stopping
+ * as soon as the output passes `limit`. With head_only, stop (successfully) once `limit` bytes are
+ * out, or at the end of a shorter stream, without complaining about what follows. */
+static int read_gzip(FILE *f, const char *path, size_t limit, int head_only, uint8_t **out, size_t *len) {
     z_stream zs;
     memset(&zs, 0, sizeof zs);
     if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK)
         return mf_fail("%s: cannot initialise zlib: %s", path, zs.msg ? zs.msg : "unknown error");
-    size_t cap = gzip_size_hint(f), used = 0, consumed = 0;
+    size_t cap = head_only ? limit + 1 : gzip_size_hint(f, limit), used = 0, consumed = 0;
     uint8_t *buf = malloc(cap);
     uint8_t *in = mf_xmalloc(MF_IO_CHUNK);
     int rc = -1, eof = 0, ended = 0;
@@ -101,6 +113,12 @@ static int read_gzip(FILE *f, const char *path, uint8_t **out, size_t *len) {
         goto done;
     }
     for (;;) {
+        if (head_only && used >= limit) break;
+        if (used > limit) {
+            *len = used;
+            rc = 1;
+            goto done;
+        }
         if (zs.avail_in == 0 && !eof) {
             size_t got = fread(in, 1, MF_IO_CHUNK, f);
             if (got == 0) {
@@ -115,7 +133,7 @@ static int read_gzip(FILE *f, const char *path, uint8_t **out, size_t *len) {
             zs.avail_in = (uInt)got;
         }
         if (zs.avail_in == 0 && eof) {
-            if (ended) break;
+            if (ended || head_only) break;
             mf_fail("%s: truncated gzip data: the compressed stream stops at byte offset %zu "
                     "before its end (incomplete download?)",
                     path, consumed);
@@ -124,7 +142,8 @@ static int read_gzip(FILE *f, const char *path, uint8_t **out, size_t *len) {
         ended = 0;
         if (used == cap && grow_buffer(path, &buf, &cap, used + 1) != 0) goto done;
         size_t room = cap - used;
-        if (room > (size_t)UINT32_MAX) room = UINT32_MAX;
+        if (room > MF_IO_CHUNK * 16) room = MF_IO_CHUNK * 16; /* chunks: the limit is checked between them */
+        if (head_only && room > limit - used) room = limit - used;
         zs.next_out = buf + used;
         zs.avail_out = (uInt)room;
         uInt in_before = zs.avail_in, out_before = zs.avail_out;
@@ -141,7 +160,7 @@ static int read_gzip(FILE *f, const char *path, uint8_t **out, size_t *len) {
                 zs.msg ? zs.msg : zError(r));
         goto done;
     }
-    if (used > 0 && used < cap) {
+    if (used > 0 && used < cap && !head_only) {
         uint8_t *p = realloc(buf, used);
         if (p) buf = p;
     }
@@ -156,13 +175,16 @@ done:
     return rc;
 }
 
-int mf_read_file(const char *path, uint8_t **out, size_t *len, int *was_gzip) {
-    MF_ASSERT(path && out && len);
-    *out = NULL;
-    *len = 0;
-    if (was_gzip) *was_gzip = 0;
+/* Open a data file: a folder is refused as such (fopen would succeed on one); *gz says whether it
+ * starts with the gzip magic. The stream is at offset 0. */
+static int open_data(const char *path, FILE **fp, int *gz) {
+    struct stat st;
     FILE *f = fopen(path, "rb");
     if (!f) return mf_fail("%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return mf_fail("%s: cannot read: is a directory", path);
+    }
     uint8_t magic[2] = {0, 0};
     size_t m = fread(magic, 1, 2, f);
     if (m < 2 && ferror(f)) {
@@ -170,12 +192,39 @@ int mf_read_file(const char *path, uint8_t **out, size_t *len, int *was_gzip) {
         fclose(f);
         return mf_fail("%s: read error: %s", path, strerror(e));
     }
-    int gz = m == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    *gz = m == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
     rewind(f);
-    int rc = gz ? read_gzip(f, path, out, len) : read_raw(f, path, out, len);
+    *fp = f;
+    return 0;
+}
+
+static int too_large(const char *path, int gz, size_t seen, size_t limit, const char *key) {
+    return mf_fail("%s: %s more than %zu bytes (%s%zu seen), the limit%s%s%s", path,
+                   gz ? "decompresses to" : "holds", limit, gz ? "stopped after " : "", seen,
+                   key ? "; raise " : "", key ? key : "", key ? " to accept it" : "");
+}
+
+int mf_read_file_max(const char *path, size_t max_bytes, const char *limit_key, uint8_t **out, size_t *len,
+                     int *was_gzip) {
+    MF_ASSERT(path && out && len);
+    *out = NULL;
+    *len = 0;
+    if (was_gzip) *was_gzip = 0;
+    FILE *f;
+    int gz;
+    MF_TRY(open_data(path, &f, &gz));
+    size_t seen = 0;
+    int rc = gz ? read_gzip(f, path, max_bytes, 0, out, &seen) : read_raw(f, path, max_bytes, out, &seen);
     fclose(f);
-    if (rc == 0 && was_gzip) *was_gzip = gz;
-    return rc;
+    if (rc == 1) return too_large(path, gz, seen, max_bytes, limit_key);
+    if (rc != 0) return -1;
+    *len = seen;
+    if (was_gzip) *was_gzip = gz;
+    return 0;
+}
+
+int mf_read_file(const char *path, uint8_t **out, size_t *len, int *was_gzip) {
+    return mf_read_file_max(path, SIZE_MAX - 1, NULL, out, len, was_gzip);
 }
 
 /* fsync the folder holding `path` so that the rename itself is durable. Best effort: some file
@@ -300,9 +349,10 @@ static int hex_equal(const char *a, const char *b) {
     return 1;
 }
 
-/* Validation of the (decompressed) bytes; offsets refer to those bytes. */
-static int idx_parse(const char *path, const uint8_t *b, size_t len, int gz, mf_idx *out,
-                     size_t *header_len) {
+/* Validation of the header in the first len bytes (all of them, or a prefix of at least 20):
+ * magic, dtype, ndim, dimensions; *header_len and *data_len (bytes the header declares) are set. */
+static int idx_header(const char *path, const uint8_t *b, size_t len, int gz, mf_idx *out, size_t *header_len,
+                      size_t *data_len) {
     const char *where = gz ? " of the decompressed data" : "";
     if (len < 4)
         return mf_fail("%s: not an IDX file: only %zu bytes%s, an IDX header needs at least 4", path,
@@ -338,12 +388,23 @@ static int idx_parse(const char *path, const uint8_t *b, size_t len, int gz, mf_
             count *= d;
     }
     if (!overflow && count > SIZE_MAX / (size_t)esize) overflow = 1;
-    size_t have = len - hdr;
     if (overflow)
-        return mf_fail("%s: truncated: header says more than %zu bytes of data, file has %zu (byte "
-                       "offset %zu%s)",
-                       path, SIZE_MAX, have, len, where);
-    size_t need = count * (size_t)esize;
+        return mf_fail("%s: the header declares more than %zu bytes of data (dimensions at byte offsets 4..%zu%s)",
+                       path, SIZE_MAX, hdr - 1, where);
+    out->dtype = dtype;
+    out->ndim = ndim;
+    *header_len = hdr;
+    *data_len = count * (size_t)esize;
+    return 0;
+}
+
+/* Validation of the (decompressed) bytes; offsets refer to those bytes. */
+static int idx_parse(const char *path, const uint8_t *b, size_t len, int gz, mf_idx *out,
+                     size_t *header_len) {
+    const char *where = gz ? " of the decompressed data" : "";
+    size_t hdr, need;
+    MF_TRY(idx_header(path, b, len, gz, out, &hdr, &need));
+    size_t have = len - hdr;
     if (have < need)
         return mf_fail("%s: truncated: header says %zu bytes of data, file has %zu (byte offset %zu%s)",
                        path, need, have, len, where);
@@ -351,23 +412,64 @@ static int idx_parse(const char *path, const uint8_t *b, size_t len, int gz, mf_
         return mf_fail("%s: %zu trailing bytes after the data (the header says %zu bytes of data, "
                        "ending at byte offset %zu%s)",
                        path, have - need, need, hdr + need, where);
-    out->dtype = dtype;
-    out->ndim = ndim;
     out->nbytes = need;
     *header_len = hdr;
     return 0;
 }
 
+/* Read the header (the first 20 bytes, decompressed) and check what it declares against the limits
+ * before anything large is read or allocated. */
+static int idx_precheck(const char *path, const mf_idx_limits *lim, size_t max_bytes) {
+    FILE *f;
+    int gz;
+    MF_TRY(open_data(path, &f, &gz));
+    uint8_t *head = NULL, raw[20];
+    size_t got = 0;
+    int rc = 0;
+    if (gz) {
+        rc = read_gzip(f, path, sizeof raw, 1, &head, &got);
+    } else {
+        got = fread(raw, 1, sizeof raw, f);
+        if (got < sizeof raw && ferror(f)) rc = mf_fail("%s: read error: %s", path, strerror(errno));
+    }
+    fclose(f);
+    mf_idx h;
+    size_t hdr, need;
+    memset(&h, 0, sizeof h);
+    int bad = rc != 0 || idx_header(path, gz ? head : raw, got, gz, &h, &hdr, &need) != 0;
+    free(head);
+    if (bad) { /* not a valid header: reading the file whole (bounded) gives the precise error */
+        mf_error_clear();
+        return 0;
+    }
+    if (lim && lim->max_items && (uint64_t)h.dims[0] > lim->max_items)
+        return mf_fail("%s: the header declares %lld items (first dimension, byte offset 4), more than the "
+                       "limit of %llu%s%s%s", path, (long long)h.dims[0], (unsigned long long)lim->max_items,
+                       lim->items_key ? "; raise " : "", lim->items_key ? lim->items_key : "",
+                       lim->items_key ? " to accept it" : "");
+    if (need > max_bytes - hdr || hdr > max_bytes)
+        return mf_fail("%s: the header declares %zu bytes of data (%lld items), more than the limit of %zu "
+                       "bytes%s%s%s%s", path, need, (long long)h.dims[0], max_bytes, gz ? " decompressed" : "",
+                       lim && lim->bytes_key ? "; raise " : "", lim && lim->bytes_key ? lim->bytes_key : "",
+                       lim && lim->bytes_key ? " to accept it" : "");
+    return 0;
+}
+
 int mf_idx_read(const char *path, const char *expect_sha256, mf_idx *out) {
+    return mf_idx_read_max(path, expect_sha256, NULL, out);
+}
+
+int mf_idx_read_max(const char *path, const char *expect_sha256, const mf_idx_limits *lim, mf_idx *out) {
     MF_ASSERT(path && out);
     memset(out, 0, sizeof *out);
     if (expect_sha256 && !is_hex64(expect_sha256))
         return mf_fail("%s: the expected SHA-256 '%s' is not 64 hexadecimal digits", path,
                        expect_sha256);
     uint8_t *b = NULL;
-    size_t len = 0, hdr = 0;
+    size_t len = 0, hdr = 0, max_bytes = lim && lim->max_bytes ? lim->max_bytes : MF_IDX_MAX_BYTES;
     int gz = 0;
-    MF_TRY(mf_read_file(path, &b, &len, &gz));
+    MF_TRY(idx_precheck(path, lim, max_bytes));
+    MF_TRY(mf_read_file_max(path, max_bytes, lim ? lim->bytes_key : NULL, &b, &len, &gz));
     mf_idx tmp;
     memset(&tmp, 0, sizeof tmp);
     if (idx_parse(path, b, len, gz, &tmp, &hdr) != 0) {

@@ -33,6 +33,12 @@ int mf_sha256_file(const char *path, char hex[65]);
 /* ---- whole files ------------------------------------------------------------------------------ */
 /* Read a file; if it starts with the gzip magic it is decompressed (zlib). *out is malloc'ed. */
 int mf_read_file(const char *path, uint8_t **out, size_t *len, int *was_gzip);
+/* The same, refusing contents (decompressed, for gzip) of more than max_bytes: gzip is inflated in
+ * chunks and stops as soon as the output passes the limit, a raw file's size is checked before it is
+ * read. The error names the file, the limit and limit_key (the setting that raises it; may be NULL).
+ * A folder is refused as such ("is a directory"). mf_read_file has no limit. */
+int mf_read_file_max(const char *path, size_t max_bytes, const char *limit_key, uint8_t **out, size_t *len,
+                     int *was_gzip);
 /* mkdir -p: create a folder and its parents; an error names the component that failed. */
 int mf_mkdirs(const char *path);
 /* Write through a temporary name in the same folder, fsync, rename; never leaves a half file. */
@@ -51,6 +57,15 @@ typedef struct mf_idx {
  * header exactly. If expect_sha256 (hex) is non-NULL, the SHA-256 of the *uncompressed* bytes must
  * match (so one checksum covers raw and gzipped copies). */
 int mf_idx_read(const char *path, const char *expect_sha256, mf_idx *out);
+/* Limits of mf_idx_read_max, checked against what the header declares before the data is read (so
+ * a small gzip declaring 2^31 images is refused at once) and against the bytes actually read. */
+typedef struct mf_idx_limits {
+    size_t max_bytes;    /* of the whole (decompressed) file; 0 = MF_IDX_MAX_BYTES */
+    uint64_t max_items;  /* first dimension (images, labels); 0 = no limit */
+    const char *bytes_key, *items_key; /* settings named in errors ("data.max_bytes"); may be NULL */
+} mf_idx_limits;
+#define MF_IDX_MAX_BYTES ((size_t)1 << 30) /* 1 GiB: the limit of mf_idx_read */
+int mf_idx_read_max(const char *path, const char *expect_sha256, const mf_idx_limits *lim, mf_idx *out);
 void mf_idx_free(mf_idx *idx);
 int mf_idx_write_u8(const char *path, int ndim, const int64_t *dims, const uint8_t *data);
 
@@ -58,6 +73,12 @@ int mf_idx_write_u8(const char *path, int ndim, const int64_t *dims, const uint8
 /* Decode any PNG (gray, gray+alpha, RGB, RGBA, palette, 1..16 bit) to 8-bit with `channels` (1 or 3)
  * channels: alpha is dropped, RGB->gray uses ITU-R 601 weights, gray->RGB replicates. */
 int mf_png_read(const char *path, int channels, int *width, int *height, uint8_t **pixels);
+/* The same with a limit on width * height (0 = MF_PNG_MAX_PIXELS, the limit of mf_png_read), checked
+ * on the header before anything is decoded; the error names the file, both sizes and limit_key (the
+ * setting that raises it; may be NULL). Palette indices beyond the palette are refused. */
+#define MF_PNG_MAX_PIXELS ((uint64_t)4096 * 4096)
+int mf_png_read_max(const char *path, int channels, uint64_t max_pixels, const char *limit_key, int *width,
+                    int *height, uint8_t **pixels);
 /* Write 8-bit gray (channels=1) or RGB (3), rows top to bottom, interleaved. Atomic. */
 int mf_png_write(const char *path, int width, int height, int channels, const uint8_t *pixels);
 

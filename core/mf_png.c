@@ -78,8 +78,8 @@ static void rgb_to_gray(uint8_t *p, size_t npix) {
     }
 }
 
-static int png_decode(FILE *f, const char *path, int channels, int *width, int *height,
-                      uint8_t **pixels) {
+static int png_decode(FILE *f, const char *path, int channels, uint64_t max_pixels, const char *limit_key,
+                      int *width, int *height, uint8_t **pixels) {
     png_ctx *c = mf_xcalloc(1, sizeof *c);
     c->f = f;
     c->off = 8;
@@ -110,22 +110,57 @@ static int png_decode(FILE *f, const char *path, int channels, int *width, int *
         return mf_fail("%s: image is %lux%lu pixels, outside the supported 1..%u per side", path,
                        (unsigned long)w, (unsigned long)h, MF_PNG_MAX_SIDE);
     }
-    png_set_expand(png); /* palette -> RGB, gray 1/2/4 -> 8 bit, tRNS -> alpha */
-    png_set_strip_16(png);
-    png_set_strip_alpha(png);
-    int is_color = (color_type & PNG_COLOR_MASK_COLOR) != 0; /* includes palette */
-    if (channels == 3 && !is_color) png_set_gray_to_rgb(png);
+    if ((uint64_t)w * h > max_pixels) { /* checked on the header, before anything is allocated */
+        png_destroy_read_struct(&png, &info, NULL);
+        free(c);
+        return mf_fail("%s: the header (IHDR) declares %lux%lu = %llu pixels, more than the limit of %llu%s%s%s",
+                       path, (unsigned long)w, (unsigned long)h, (unsigned long long)w * h,
+                       (unsigned long long)max_pixels, limit_key ? "; raise " : "", limit_key ? limit_key : "",
+                       limit_key ? " to accept it" : "");
+    }
+    /* Palette images are read as indices and expanded here: libpng would map an index beyond the
+     * palette to black (and only warn at the end); such an image is refused. */
+    int palette = color_type == PNG_COLOR_TYPE_PALETTE, npal = 0;
+    png_colorp pal = NULL;
+    if (palette) {
+        if (!png_get_PLTE(png, info, &pal, &npal) || npal < 1) png_error(png, "palette image without a palette (PLTE)");
+        png_set_packing(png); /* 1/2/4-bit indices to one byte each */
+    } else {
+        png_set_expand(png); /* gray 1/2/4 -> 8 bit, tRNS -> alpha */
+        png_set_strip_16(png);
+        png_set_strip_alpha(png);
+        if (channels == 3 && !(color_type & PNG_COLOR_MASK_COLOR)) png_set_gray_to_rgb(png);
+    }
     (void)png_set_interlace_handling(png);
     png_read_update_info(png, info);
     int nc = png_get_channels(png, info);
-    if (png_get_bit_depth(png, info) != 8 || (nc != 1 && nc != 3) || (nc == 1 && channels == 3) ||
-        png_get_rowbytes(png, info) != (size_t)w * (size_t)nc)
+    if (png_get_bit_depth(png, info) != 8 || (nc != 1 && nc != 3) || (nc == 1 && channels == 3 && !palette) ||
+        (palette && nc != 1) || png_get_rowbytes(png, info) != (size_t)w * (size_t)nc)
         png_error(png, "unsupported pixel layout after conversion");
     c->pix = malloc((size_t)w * h * (size_t)nc);
     c->rows = malloc(sizeof(png_bytep) * h);
     if (!c->pix || !c->rows) png_error(png, "out of memory");
     for (png_uint_32 y = 0; y < h; y++) c->rows[y] = c->pix + (size_t)y * w * (size_t)nc;
     png_read_image(png, c->rows);
+    if (palette) {
+        size_t np = (size_t)w * h;
+        for (size_t i = 0; i < np; i++)
+            if (c->pix[i] >= npal) {
+                char m[160];
+                snprintf(m, sizeof m, "palette index %u at pixel (x %zu, y %zu) is beyond the %d-entry palette",
+                         c->pix[i], i % w, i / w, npal);
+                png_error(png, m);
+            }
+        uint8_t *rgb = malloc(np * 3);
+        if (!rgb) png_error(png, "out of memory");
+        for (size_t i = 0; i < np; i++) {
+            const png_color *e = &pal[c->pix[i]];
+            rgb[3 * i] = e->red, rgb[3 * i + 1] = e->green, rgb[3 * i + 2] = e->blue;
+        }
+        free(c->pix);
+        c->pix = rgb;
+        nc = 3;
+    }
     png_read_end(png, NULL);
     png_destroy_read_struct(&png, &info, NULL);
     if (nc == 3 && channels == 1) {
@@ -142,7 +177,13 @@ static int png_decode(FILE *f, const char *path, int channels, int *width, int *
 }
 
 int mf_png_read(const char *path, int channels, int *width, int *height, uint8_t **pixels) {
+    return mf_png_read_max(path, channels, 0, NULL, width, height, pixels);
+}
+
+int mf_png_read_max(const char *path, int channels, uint64_t max_pixels, const char *limit_key, int *width,
+                    int *height, uint8_t **pixels) {
     MF_ASSERT(path && width && height && pixels && (channels == 1 || channels == 3));
+    if (!max_pixels) max_pixels = MF_PNG_MAX_PIXELS;
     *width = *height = 0;
     *pixels = NULL;
     FILE *f = fopen(path, "rb");
@@ -158,7 +199,7 @@ int mf_png_read(const char *path, int channels, int *width, int *height, uint8_t
         fclose(f);
         return mf_fail("%s: not a PNG file", path);
     }
-    int rc = png_decode(f, path, channels, width, height, pixels);
+    int rc = png_decode(f, path, channels, max_pixels, limit_key, width, height, pixels);
     fclose(f);
     return rc;
 }

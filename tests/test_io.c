@@ -370,6 +370,9 @@ static void libpng_write(const char *path, int w, int h, int depth, int color_ty
         exit(2);
     }
     png_init_io(png, f);
+#ifdef PNG_CHECK_FOR_INVALID_INDEX_SUPPORTED
+    png_set_check_for_invalid_index(png, 0); /* so that a test can write indices beyond the palette */
+#endif
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, depth, color_type,
                  interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                  PNG_FILTER_TYPE_DEFAULT);
@@ -614,6 +617,98 @@ static void test_grid(void) {
     free(p);
 }
 
+/* ---- inputs stay bounded (issue 9) ------------------------------------------------------------- */
+
+static void test_limits(void) {
+    uint8_t *got = NULL;
+    size_t len = 0;
+    int gz = 0;
+    mf_idx idx;
+    /* a gzip of a few bytes declaring 2^31 - 1 images of 28x28: refused on its header, at once */
+    static const uint8_t huge_hdr[16] = {0, 0, 8, 3, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 28, 0, 0, 0, 28};
+    char *p = tpath("huge.idx.gz");
+    write_gz(p, huge_hdr, sizeof huge_hdr);
+    CHECK(mf_idx_read(p, NULL, &idx) == -1 && idx.data == NULL);
+    CHECK_ERR_CONTAINS(p);
+    CHECK_ERR_CONTAINS("the header declares 1683627179248 bytes of data (2147483647 items), more than the limit "
+                       "of 1073741824 bytes decompressed");
+    mf_idx_limits lim = {1000, 50, "data.max_bytes", "data.max_images"};
+    CHECK(mf_idx_read_max(p, NULL, &lim, &idx) == -1);
+    CHECK_ERR_CONTAINS("declares 2147483647 items (first dimension, byte offset 4), more than the limit of 50; "
+                       "raise data.max_images to accept it");
+    free(p);
+    /* raw: 100 images declared, checked against max_bytes before the (missing) data is read */
+    static const uint8_t hdr100[16] = {0, 0, 8, 3, 0, 0, 0, 100, 0, 0, 0, 28, 0, 0, 0, 28};
+    p = tpath("h100.idx");
+    write_bytes(p, hdr100, sizeof hdr100);
+    lim.max_items = 0;
+    CHECK(mf_idx_read_max(p, NULL, &lim, &idx) == -1);
+    CHECK_ERR_CONTAINS("h100.idx: the header declares 78400 bytes of data (100 items), more than the limit of "
+                       "1000 bytes; raise data.max_bytes to accept it");
+    lim.max_bytes = 100000;
+    CHECK(mf_idx_read_max(p, NULL, &lim, &idx) == -1);
+    CHECK_ERR_CONTAINS("truncated"); /* within the limit: the usual error */
+    free(p);
+    /* gzip is inflated in chunks and stops at the limit: 64 MiB of zeros, limit 1 MiB */
+    size_t big = (size_t)64 << 20;
+    uint8_t *zeros = mf_xcalloc(big, 1);
+    memcpy(zeros, hdr100, sizeof hdr100);
+    p = tpath("bomb.gz");
+    write_gz(p, zeros, big);
+    free(zeros);
+    CHECK(mf_read_file_max(p, (size_t)1 << 20, "data.max_bytes", &got, &len, &gz) == -1 && got == NULL);
+    CHECK_ERR_CONTAINS("bomb.gz: decompresses to more than 1048576 bytes (stopped after ");
+    CHECK_ERR_CONTAINS("the limit; raise data.max_bytes to accept it");
+    lim.max_bytes = (size_t)1 << 20; /* the header (100 images) fits: the data is what overflows */
+    CHECK(mf_idx_read_max(p, NULL, &lim, &idx) == -1);
+    CHECK_ERR_CONTAINS("decompresses to more than 1048576 bytes");
+    CHECK(mf_read_file_max(p, big, NULL, &got, &len, &gz) == 0 && len == big && gz == 1);
+    free(got);
+    got = NULL;
+    free(p);
+    /* raw files: the size is checked before reading */
+    p = tpath("raw10");
+    write_bytes(p, "0123456789", 10);
+    CHECK(mf_read_file_max(p, 9, NULL, &got, &len, NULL) == -1);
+    CHECK_ERR_CONTAINS("raw10: holds more than 9 bytes (10 seen), the limit");
+    CHECK(mf_read_file_max(p, 10, NULL, &got, &len, NULL) == 0 && len == 10);
+    free(got);
+    got = NULL;
+    free(p);
+    /* a folder is reported as one */
+    CHECK(mf_read_file(g_dir, &got, &len, NULL) == -1 && got == NULL);
+    CHECK_ERR_CONTAINS("is a directory");
+    CHECK(mf_idx_read(g_dir, NULL, &idx) == -1);
+    CHECK_ERR_CONTAINS("is a directory");
+
+    /* PNG: width x height checked on IHDR against the limit (default 4096x4096) */
+    int w, h;
+    uint8_t *px = NULL;
+    p = tpath("wide.png");
+    uint8_t *row = mf_xcalloc(4097 / 8 + 1, 1);
+    libpng_write(p, 4097, 4096, 1, PNG_COLOR_TYPE_GRAY, 0, row, 0, NULL, 0, NULL, 0); /* every row the same */
+    free(row);
+    CHECK(mf_png_read(p, 1, &w, &h, &px) == -1 && px == NULL);
+    CHECK_ERR_CONTAINS("wide.png: the header (IHDR) declares 4097x4096 = 16781312 pixels, more than the limit of 16777216");
+    CHECK(mf_png_read_max(p, 1, (uint64_t)4097 * 4096, "data.max_image_pixels", &w, &h, &px) == 0 && w == 4097);
+    free(px);
+    px = NULL;
+    uint8_t g64[64 * 64] = {0};
+    CHECK(mf_png_write(p, 64, 64, 1, g64) == 0);
+    CHECK(mf_png_read_max(p, 3, 1000, "data.max_image_pixels", &w, &h, &px) == -1 && px == NULL);
+    CHECK_ERR_CONTAINS("declares 64x64 = 4096 pixels, more than the limit of 1000; raise data.max_image_pixels to accept it");
+    free(p);
+    /* palette indices beyond the palette are refused (libpng alone would make them black) */
+    static const png_color pal2[2] = {{255, 0, 0}, {0, 255, 0}};
+    static const uint8_t idx2[2] = {0x1B, 0x00}; /* 0, 1, 2, 3 | 0, 0, 0, 0 */
+    p = tpath("badpal.png");
+    libpng_write(p, 4, 2, 2, PNG_COLOR_TYPE_PALETTE, 0, idx2, 1, pal2, 2, NULL, 0);
+    CHECK(mf_png_read(p, 3, &w, &h, &px) == -1 && px == NULL);
+    CHECK_ERR_CONTAINS("badpal.png: corrupt PNG: palette index 2 at pixel (x 2, y 0) is beyond the 2-entry palette");
+    CHECK(mf_png_read(p, 1, &w, &h, &px) == -1);
+    free(p);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st;
     (void)flag;
@@ -628,6 +723,7 @@ int main(void) {
     test_idx();
     test_png();
     test_grid();
+    test_limits();
     if (nftw(g_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
     return mf_test_summary("test_io");
 }
