@@ -43,7 +43,7 @@ static const char *fresh(const char *name) {
 }
 
 static data_folder_opts opts(const char *root) {
-    data_folder_opts o = {root, "data", 0, 0, 0.0, DATA_LABELS_AUTO, 7};
+    data_folder_opts o = {root, "data", 0, 0, 0.0, DATA_LABELS_AUTO, 7, 10000000, 1 << 30, 4096 * 4096};
     return o;
 }
 
@@ -186,6 +186,94 @@ int main(void) {
     ds = load(&o, &rc);
     CHECK(rc == 0 && ds->train.n == 1 && ds->test.n == 9);
     mf_dataset_free(ds);
+
+    /* Inputs stay bounded: image count, pixels per image, decoded bytes. */
+    root = fresh("limits");
+    uint8_t px64[64 * 64] = {0};
+    wpng("a.png", 4, 4, 1, white);
+    wpng("b.png", 4, 4, 1, white);
+    wpng("c.png", 64, 64, 1, px64);
+    o = opts(root);
+    o.image_size = 4;
+    o.max_images = 2;
+    ds = load(&o, &rc);
+    CHECK(rc != 0);
+    CHECK_ERR_CONTAINS("holds 3 PNG files, more than the limit of 2; raise data.max_images to accept it");
+    mf_dataset_free(ds);
+    o.max_images = 3;
+    o.max_pixels = 1000;
+    ds = load(&o, &rc);
+    CHECK(rc != 0);
+    CHECK_ERR_CONTAINS("c.png: the header (IHDR) declares 64x64 = 4096 pixels, more than the limit of 1000; raise "
+                       "data.max_image_pixels");
+    mf_dataset_free(ds);
+    o.max_pixels = 4096;
+    o.max_bytes = 90; /* decoded with 3 channels: 48 bytes per 4x4 image */
+    ds = load(&o, &rc);
+    CHECK(rc != 0);
+    CHECK_ERR_CONTAINS("b.png: the PNGs of");
+    CHECK_ERR_CONTAINS("decode to more than 90 bytes up to this one (2 of 3 files), the limit; raise data.max_bytes");
+    mf_dataset_free(ds);
+    o.max_bytes = 500000;
+    o.image_size = 512; /* 3 x 512 x 512 values: over the limit */
+    ds = load(&o, &rc);
+    CHECK(rc != 0);
+    CHECK_ERR_CONTAINS("3 images of 1x512x512 are 786432 values");
+    mf_dataset_free(ds);
+    o.image_size = 4;
+    ds = load(&o, &rc);
+    CHECK_MSG(rc == 0 && ds->train.n == 3, "%s", mf_last_error());
+    mf_dataset_free(ds);
+
+    /* Symbolic links: followed inside the folder, refused outside it and in loops; FIFOs refused. */
+    const char *outside = fresh("outside");
+    wpng("x.png", 4, 4, 1, ramp);
+    char out_png[700], out_dir[700], lnk[800];
+    snprintf(out_png, sizeof out_png, "%s/x.png", outside);
+    snprintf(out_dir, sizeof out_dir, "%s", outside);
+    root = fresh("links");
+    wpng("a/1.png", 4, 4, 1, white);
+    snprintf(lnk, sizeof lnk, "%s/a/2.png", root);
+    CHECK(symlink("1.png", lnk) == 0); /* inside: fine */
+    o = opts(root);
+    ds = load(&o, &rc);
+    CHECK_MSG(rc == 0 && ds->train.n == 2, "%s", mf_last_error());
+    mf_dataset_free(ds);
+    snprintf(lnk, sizeof lnk, "%s/a/3.png", root);
+    CHECK(symlink(out_png, lnk) == 0);
+    ds = load(&o, &rc);
+    CHECK(rc != 0);
+    CHECK_ERR_CONTAINS("a/3.png is a symbolic link to ");
+    CHECK_ERR_CONTAINS("outside/x.png, outside the data-set folder");
+    mf_dataset_free(ds);
+    unlink(lnk);
+    snprintf(lnk, sizeof lnk, "%s/b", root);
+    CHECK(symlink(out_dir, lnk) == 0); /* a class folder elsewhere */
+    ds = load(&o, &rc);
+    CHECK(rc != 0);
+    CHECK_ERR_CONTAINS("/b is a symbolic link to ");
+    mf_dataset_free(ds);
+    unlink(lnk);
+    CHECK(symlink(".", lnk) == 0); /* a loop: the root again */
+    ds = load(&o, &rc);
+    CHECK(rc != 0);
+    CHECK_ERR_CONTAINS("/b is the folder ");
+    CHECK_ERR_CONTAINS("itself (a symbolic link loop)");
+    mf_dataset_free(ds);
+    unlink(lnk);
+    CHECK(symlink("a", lnk) == 0); /* the same class twice */
+    ds = load(&o, &rc);
+    CHECK(rc != 0);
+    CHECK_ERR_CONTAINS("/b is the same folder as ");
+    mf_dataset_free(ds);
+    unlink(lnk);
+    snprintf(lnk, sizeof lnk, "%s/a/fifo.png", root);
+    CHECK(mkfifo(lnk, 0600) == 0);
+    ds = load(&o, &rc);
+    CHECK(rc != 0);
+    CHECK_ERR_CONTAINS("a/fifo.png is not a regular file");
+    mf_dataset_free(ds);
+    unlink(lnk);
 
     return mf_test_summary("test_png_folder");
 }

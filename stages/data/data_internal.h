@@ -19,6 +19,9 @@ typedef struct data_folder_opts {
     double test_fraction; /* [0, 0.9]: share of images in the test split */
     int labels;           /* DATA_LABELS_* */
     uint64_t seed;        /* run seed: keys the train/test split */
+    long long max_images; /* <key>.max_images: PNG files in the folder */
+    long long max_bytes;  /* <key>.max_bytes: decoded bytes of all PNGs; values of the data set */
+    long long max_pixels; /* <key>.max_image_pixels: width * height of one PNG (checked on its header) */
 } data_folder_opts;
 
 /* Load every PNG of an image folder into ds (a zeroed mf_dataset owned by the caller): name,

@@ -55,6 +55,13 @@ static const mf_key data_keys[] = {
     MF_ENUM("labels", "auto", "auto|none|subfolders",
             "folder: subfolders = one sub-folder per class; none = unlabeled; auto = subfolders when "
             "sub-folders hold PNGs"),
+    MF_INT("max_images", "10000000", 1, 1e12,
+           "refuse an IDX file whose header declares, or a folder that holds, more images than this"),
+    MF_INT("max_bytes", "1073741824", 1, 1e15,
+           "refuse an IDX file larger than this once decompressed (checked on its header first), PNGs "
+           "decoding to more bytes in all, or a data set of more values (images x C x H x W); 1 GiB"),
+    MF_INT("max_image_pixels", "16777216", 1, 268435456,
+           "refuse a PNG whose header declares more pixels (width x height) than this; 4096x4096"),
     MF_KEY_END,
 };
 
@@ -65,6 +72,8 @@ typedef struct data_state {
     bool fetch, verify;
     int pad_to, channels, image_size, labels;
     long long limit_train, limit_test;
+    long long max_images, max_bytes, max_pixels;
+    char k_images[96], k_bytes[96], k_pixels[96]; /* "data.max_images", ... for messages */
     double test_fraction;
 } data_state;
 
@@ -85,6 +94,12 @@ static int configure(data_state *st, const mf_node *section) {
     st->channels = (int)mf_cfg_int(section, "channels");
     st->image_size = (int)mf_cfg_int(section, "image_size");
     st->test_fraction = mf_cfg_float(section, "test_fraction");
+    st->max_images = mf_cfg_int(section, "max_images");
+    st->max_bytes = mf_cfg_int(section, "max_bytes");
+    st->max_pixels = mf_cfg_int(section, "max_image_pixels");
+    snprintf(st->k_images, sizeof st->k_images, "%s.max_images", st->key);
+    snprintf(st->k_bytes, sizeof st->k_bytes, "%s.max_bytes", st->key);
+    snprintf(st->k_pixels, sizeof st->k_pixels, "%s.max_image_pixels", st->key);
     const char *lab = mf_cfg_str(section, "labels");
     st->labels = strcmp(lab, "none") == 0 ? DATA_LABELS_NONE
                  : strcmp(lab, "subfolders") == 0 ? DATA_LABELS_SUBFOLDERS : DATA_LABELS_AUTO;
@@ -149,22 +164,33 @@ static int data_create(mf_run *run, const char *instance, const mf_node *section
 
 /* ---- IDX data sets --------------------------------------------------------------------------- */
 
-static bool is_file(const char *path) {
+/* 1: a regular file; 0: nothing there; -1: something else is (a folder, a FIFO: error recorded, so
+ * that it is not reported as a missing file nor opened, which would block on a FIFO). */
+static int probe_file(const char *path) {
     struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+    if (stat(path, &sb) != 0) return 0;
+    if (S_ISREG(sb.st_mode)) return 1;
+    return mf_fail("data: %s %s, not a data file", path, S_ISDIR(sb.st_mode) ? "is a directory" : "is not a regular file");
 }
 
-/* Find NAME or NAME.gz in root for each file; returns how many are missing (listed in `missing`). */
+/* Find NAME or NAME.gz in root for each file; returns how many are missing (listed in `missing`), or
+ * -1 when something other than a regular file has a data file's name. */
 static int locate(const char *root, char *paths[DATA_N_FILES], char *missing, size_t cap) {
-    int n_missing = 0;
+    int n_missing = 0, r;
     missing[0] = '\0';
     for (int i = 0; i < DATA_N_FILES; i++) {
         free(paths[i]);
         paths[i] = mf_xasprintf("%s/%s", root, data_file_names[i]);
-        if (is_file(paths[i])) continue;
+        if ((r = probe_file(paths[i])) != 0) {
+            if (r > 0) continue;
+            return -1;
+        }
         free(paths[i]);
         paths[i] = mf_xasprintf("%s/%s.gz", root, data_file_names[i]);
-        if (is_file(paths[i])) continue;
+        if ((r = probe_file(paths[i])) != 0) {
+            if (r > 0) continue;
+            return -1;
+        }
         free(paths[i]);
         paths[i] = NULL;
         size_t len = strlen(missing);
@@ -174,17 +200,18 @@ static int locate(const char *root, char *paths[DATA_N_FILES], char *missing, si
     return n_missing;
 }
 
-/* Read one IDX file; errors name the file. */
-static int read_idx(const char *path, const char *sha, mf_idx *out) {
+/* Read one IDX file within the stage's limits; errors name the file. */
+static int read_idx(const data_state *st, const char *path, const char *sha, mf_idx *out) {
     memset(out, 0, sizeof *out);
-    if (mf_idx_read(path, sha, out) == 0) return 0;
+    mf_idx_limits lim = {(size_t)st->max_bytes, (uint64_t)st->max_images, st->k_bytes, st->k_images};
+    if (mf_idx_read_max(path, sha, &lim, out) == 0) return 0;
     if (strstr(mf_last_error(), path)) return mf_error_prefix("data: ");
     return mf_error_prefix("data: %s: ", path);
 }
 
 /* Check one images/labels pair and convert the first n_keep into split (padded to side P). */
-static int load_pair(const char *ipath, const char *lpath, const mf_idx *im, const mf_idx *lb,
-                     long long limit, int P, mf_split *s) {
+static int load_pair(const data_state *st, const char *ipath, const char *lpath, const mf_idx *im,
+                     const mf_idx *lb, long long limit, int P, mf_split *s) {
     if (im->dtype != MF_IDX_U8 || im->ndim != 3 || im->dims[1] != 28 || im->dims[2] != 28)
         return mf_fail("data: %s: expected unsigned-byte images of 28x28 (IDX type 0x08, 3 dims), "
                        "found type 0x%02x with %d dims (second and third %lld, %lld)",
@@ -204,6 +231,10 @@ static int load_pair(const char *ipath, const char *lpath, const mf_idx *im, con
                            lb->data[i], (long long)i, (long long)(8 + i));
     int64_t keep = limit > 0 && limit < n ? limit : n;
     size_t per = (size_t)P * (size_t)P;
+    if ((double)keep * (double)per > (double)st->max_bytes)
+        return mf_fail("data: %s: %lld images of %dx%d are %.0f values, more than the limit of %lld; raise %s "
+                       "(or set %s.limit_train / limit_test)", ipath, (long long)keep, P, P, (double)keep * (double)per,
+                       st->max_bytes, st->k_bytes, st->key);
     s->n = keep;
     s->x = malloc((size_t)keep * per * sizeof(float));
     s->y = malloc((size_t)keep * sizeof(int32_t));
@@ -228,14 +259,16 @@ static int load_idx_set(data_state *st, mf_dataset *ds) {
     char *paths[DATA_N_FILES] = {0};
     char missing[256];
     int rc = 0;
-    if (locate(st->root, paths, missing, sizeof missing) > 0) {
+    int n_missing = locate(st->root, paths, missing, sizeof missing);
+    if (n_missing < 0) rc = -1;
+    if (n_missing > 0) {
         const char *nf = getenv("MFPIPE_NO_FETCH");
         bool no_fetch = nf && *nf && strcmp(nf, "0") != 0;
         if (mnist && st->fetch && !no_fetch) {
             mf_info("data: MNIST files missing in %s/ (%s)", st->root, missing);
             rc = data_fetch_mnist(st->root, mnist_sha256);
-            if (rc == 0 && locate(st->root, paths, missing, sizeof missing) > 0)
-                rc = mf_fail("data: %s/%s still missing after fetching MNIST", st->root, missing);
+            if (rc == 0 && (n_missing = locate(st->root, paths, missing, sizeof missing)) != 0)
+                rc = n_missing < 0 ? -1 : mf_fail("data: %s/%s still missing after fetching MNIST", st->root, missing);
         } else if (mnist) {
             char why[96];
             snprintf(why, sizeof why, st->fetch ? "MFPIPE_NO_FETCH is set" : "%s.fetch is false", st->key);
@@ -256,10 +289,10 @@ static int load_idx_set(data_state *st, mf_dataset *ds) {
         int P = st->pad_to ? st->pad_to : 28;
         const char *ip = paths[2 * half], *lp = paths[2 * half + 1];
         mf_info("data: reading %s", ip);
-        rc = read_idx(ip, st->verify ? sha[2 * half] : NULL, &im);
-        if (rc == 0) rc = read_idx(lp, st->verify ? sha[2 * half + 1] : NULL, &lb);
+        rc = read_idx(st, ip, st->verify ? sha[2 * half] : NULL, &im);
+        if (rc == 0) rc = read_idx(st, lp, st->verify ? sha[2 * half + 1] : NULL, &lb);
         if (rc == 0)
-            rc = load_pair(ip, lp, &im, &lb, half ? st->limit_test : st->limit_train, P,
+            rc = load_pair(st, ip, lp, &im, &lb, half ? st->limit_test : st->limit_train, P,
                            half ? &ds->test : &ds->train);
         mf_idx_free(&im);
         mf_idx_free(&lb);
@@ -288,8 +321,12 @@ static void truncate_split(mf_split *s, long long limit, size_t per) {
     s->y = mf_xrealloc(s->y, (size_t)limit * sizeof(int32_t));
 }
 
-static int pad_split(mf_split *s, int C, int H, int W, int P) {
+static int pad_split(const data_state *st, mf_split *s, int C, int H, int W, int P) {
     size_t per = (size_t)C * P * P;
+    if ((double)s->n * (double)per > (double)st->max_bytes)
+        return mf_fail("data: padding %lld images of %s to %dx%dx%d makes %.0f values, more than the limit of %lld; "
+                       "raise %s", (long long)s->n, st->root, C, P, P, (double)s->n * (double)per, st->max_bytes,
+                       st->k_bytes);
     float *x = malloc((s->n ? (size_t)s->n : 1) * per * sizeof(float));
     if (!x) return mf_fail("data: out of memory padding %lld images to %dx%d", (long long)s->n, P, P);
     int oy = (P - H) / 2, ox = (P - W) / 2;
@@ -313,8 +350,8 @@ static int finish_folder(data_state *st, mf_dataset *ds) {
     if (st->pad_to < ds->H || st->pad_to < ds->W)
         return mf_fail("%s.pad_to: %d is smaller than the images of %s (%dx%d)", st->key, st->pad_to,
                        st->root, ds->W, ds->H);
-    MF_TRY(pad_split(&ds->train, ds->C, ds->H, ds->W, st->pad_to));
-    MF_TRY(pad_split(&ds->test, ds->C, ds->H, ds->W, st->pad_to));
+    MF_TRY(pad_split(st, &ds->train, ds->C, ds->H, ds->W, st->pad_to));
+    MF_TRY(pad_split(st, &ds->test, ds->C, ds->H, ds->W, st->pad_to));
     ds->H = ds->W = st->pad_to;
     return 0;
 }
@@ -326,7 +363,7 @@ static int data_run(void *state, mf_run *run) {
     int rc;
     if (st->kind == DS_FOLDER) {
         data_folder_opts o = {st->root, st->key, st->channels, st->image_size, st->test_fraction,
-                              st->labels, ds->seed};
+                              st->labels, ds->seed, st->max_images, st->max_bytes, st->max_pixels};
         mf_info("data: reading PNG folder %s", st->root);
         rc = data_load_png_folder(&o, ds);
         if (rc == 0) rc = finish_folder(st, ds);
@@ -371,7 +408,7 @@ static int data_run(void *state, mf_run *run) {
 }
 
 /* where the files are does not change what they hold; limits only refuse inputs */
-static const char *const k_data_resume_free[] = {"root", NULL};
+static const char *const k_data_resume_free[] = {"root", "max_images", "max_bytes", "max_image_pixels", NULL};
 static const mf_stage_api data_api = {
     .abi_version = MF_STAGE_ABI_VERSION,
     .struct_size = sizeof(mf_stage_api),

@@ -45,23 +45,44 @@ static bool is_png_name(const char *name) {
     return n > 4 && strcasecmp(name + n - 4, ".png") == 0;
 }
 
+/* Is the resolved path `real` inside the folder `root_real` (both from realpath)? */
+static bool inside(const char *real, const char *root_real) {
+    size_t l = strlen(root_real);
+    if (l == 1 && root_real[0] == '/') return true;
+    return strncmp(real, root_real, l) == 0 && (real[l] == '/' || real[l] == '\0');
+}
+
 /* Names (not paths) in dir: PNG files into pngs, sub-folders into dirs (either may be NULL); hidden
- * entries are skipped; both lists sorted bytewise. */
-static int list_dir(const char *dir, strlist *pngs, strlist *dirs) {
+ * entries are skipped; both lists sorted bytewise. Symbolic links are followed only when they
+ * resolve inside the data-set folder root_real: one that leads outside is an error (so is a *.png
+ * that is not a regular file, e.g. a FIFO); dangling links are skipped. */
+static int list_dir(const char *dir, const char *root_real, strlist *pngs, strlist *dirs) {
     DIR *d = opendir(dir);
     if (!d) return mf_fail("data: cannot open folder %s: %s", dir, strerror(errno));
     struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.') continue;
         char *path = mf_xasprintf("%s/%s", dir, e->d_name);
-        struct stat st;
+        struct stat st, lst;
         bool ok = stat(path, &st) == 0;
+        if (ok && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode) && (S_ISDIR(st.st_mode) || is_png_name(e->d_name))) {
+            char *real = realpath(path, NULL);
+            if (!real || !inside(real, root_real))
+                rc = mf_fail("data: %s is a symbolic link to %s, outside the data-set folder %s; links are "
+                             "followed only inside it (copy the files, or point root at a folder that holds them)",
+                             path, real ? real : "(unresolvable)", root_real);
+            free(real);
+        }
+        if (rc == 0 && ok && pngs && is_png_name(e->d_name) && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+            rc = mf_fail("data: %s is not a regular file", path);
         free(path);
-        if (!ok) continue; /* dangling link */
+        if (rc || !ok) continue; /* !ok: dangling link */
         if (S_ISDIR(st.st_mode) && dirs) sl_push(dirs, mf_xstrdup(e->d_name));
         if (S_ISREG(st.st_mode) && pngs && is_png_name(e->d_name)) sl_push(pngs, mf_xstrdup(e->d_name));
     }
     closedir(d);
+    if (rc) return -1;
     if (pngs && pngs->n > 1) qsort(pngs->s, (size_t)pngs->n, sizeof *pngs->s, cmp_str);
     if (dirs && dirs->n > 1) qsort(dirs->s, (size_t)dirs->n, sizeof *dirs->s, cmp_str);
     return 0;
@@ -95,19 +116,69 @@ static void il_free(image_list *l) {
     free(l->v);
 }
 
+typedef struct dir_id {
+    dev_t dev;
+    ino_t ino;
+    int i; /* -1 = the root, else the sub-folder's index */
+} dir_id;
+
+static int cmp_dir_id(const void *a, const void *b) {
+    const dir_id *x = a, *y = b;
+    if (x->dev != y->dev) return x->dev < y->dev ? -1 : 1;
+    if (x->ino != y->ino) return x->ino < y->ino ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Two names for one folder (a link to the root or to a sibling: a loop, or every image twice). */
+static int check_distinct_dirs(const data_folder_opts *opt, const strlist *subs) {
+    dir_id *v = mf_xcalloc((size_t)subs->n + 1, sizeof *v);
+    int n = 0, rc = 0;
+    struct stat st;
+    if (stat(opt->root, &st) == 0) v[n++] = (dir_id){st.st_dev, st.st_ino, -1};
+    for (int i = 0; i < subs->n; i++) {
+        char *dir = mf_xasprintf("%s/%s", opt->root, subs->s[i]);
+        if (stat(dir, &st) == 0) v[n++] = (dir_id){st.st_dev, st.st_ino, i};
+        free(dir);
+    }
+    qsort(v, (size_t)n, sizeof *v, cmp_dir_id);
+    for (int k = 1; k < n && rc == 0; k++) {
+        if (v[k].dev != v[k - 1].dev || v[k].ino != v[k - 1].ino) continue;
+        if (v[k - 1].i < 0)
+            rc = mf_fail("data: %s/%s is the folder %s itself (a symbolic link loop); each folder is read once",
+                         opt->root, subs->s[v[k].i], opt->root);
+        else
+            rc = mf_fail("data: %s/%s is the same folder as %s/%s (a symbolic link or a duplicate); each folder "
+                         "is read once", opt->root, subs->s[v[k].i], opt->root, subs->s[v[k - 1].i]);
+    }
+    free(v);
+    return rc;
+}
+
 /* Collect the files and (when labeled) the class names. */
 static int collect(const data_folder_opts *opt, image_list *imgs, strlist *classes) {
     strlist top = {0}, subs = {0};
-    MF_TRY(list_dir(opt->root, &top, &subs));
+    char *root_real = realpath(opt->root, NULL);
+    if (!root_real) return mf_fail("data: cannot open folder %s: %s", opt->root, strerror(errno));
+    int rc = list_dir(opt->root, root_real, &top, &subs);
+    if (rc == 0) rc = check_distinct_dirs(opt, &subs);
     /* Which sub-folders hold PNGs (their sorted names are the classes when labeled). */
     strlist *sub_pngs = mf_xcalloc((size_t)subs.n + 1, sizeof *sub_pngs);
-    int rc = 0, n_with = 0;
+    int n_with = 0;
+    long long n_files = top.n;
     for (int i = 0; i < subs.n && rc == 0; i++) {
         char *dir = mf_xasprintf("%s/%s", opt->root, subs.s[i]);
-        rc = list_dir(dir, &sub_pngs[i], NULL);
+        rc = list_dir(dir, root_real, &sub_pngs[i], NULL);
         free(dir);
         n_with += sub_pngs[i].n > 0;
+        n_files += sub_pngs[i].n;
+        if (rc == 0 && opt->max_images > 0 && n_files > opt->max_images)
+            rc = mf_fail("data: %s holds more than %lld PNG files (counted up to %s/%s), the limit; raise "
+                         "%s.max_images to accept it", opt->root, opt->max_images, opt->root, subs.s[i], opt->key);
     }
+    if (rc == 0 && opt->max_images > 0 && n_files > opt->max_images)
+        rc = mf_fail("data: %s holds %lld PNG files, more than the limit of %lld; raise %s.max_images to accept it",
+                     opt->root, n_files, opt->max_images, opt->key);
+    free(root_real);
     int mode = opt->labels;
     if (rc == 0 && mode == DATA_LABELS_AUTO) mode = n_with > 0 ? DATA_LABELS_SUBFOLDERS : DATA_LABELS_NONE;
     if (rc == 0 && mode == DATA_LABELS_SUBFOLDERS) {
@@ -229,12 +300,22 @@ static int decode_all(const data_folder_opts *opt, image_list *imgs, int *C, int
     mf_progress *prog = imgs->n >= 2000 ? mf_progress_begin("data: decoding PNGs", imgs->n, "img") : NULL;
     bool color = false;
     int rc = 0;
+    double decoded = 0; /* bytes of all decoded images */
     for (int64_t i = 0; i < imgs->n && rc == 0; i++) {
         image *im = &imgs->v[i];
-        if (mf_png_read(im->path, *dc, &im->w, &im->h, &im->px) != 0) {
+        char key[96];
+        snprintf(key, sizeof key, "%s.max_image_pixels", opt->key);
+        if (mf_png_read_max(im->path, *dc, (uint64_t)opt->max_pixels, key, &im->w, &im->h, &im->px) != 0) {
             im->px = NULL;
             rc = strstr(mf_last_error(), im->path) ? mf_error_prefix("data: ")
                                                    : mf_error_prefix("data: %s: ", im->path);
+            break;
+        }
+        decoded += (double)im->w * im->h * *dc;
+        if (opt->max_bytes > 0 && decoded > (double)opt->max_bytes) {
+            rc = mf_fail("data: %s: the PNGs of %s decode to more than %lld bytes up to this one (%lld of %lld files), "
+                         "the limit; raise %s.max_bytes to accept it", im->path, opt->root, opt->max_bytes,
+                         (long long)i + 1, (long long)imgs->n, opt->key);
             break;
         }
         if (opt->image_size == 0 && (im->w != imgs->v[0].w || im->h != imgs->v[0].h))
@@ -284,6 +365,9 @@ int data_load_png_folder(const data_folder_opts *opt, mf_dataset *ds) {
         for (int64_t i = 0; i < n_test; i++) is_test[perm[i]] = 1;
         free(perm);
     }
+    if (rc == 0 && opt->max_bytes > 0 && (double)n * C * H * W > (double)opt->max_bytes)
+        rc = mf_fail("data: %s: %lld images of %dx%dx%d are %.0f values, more than the limit of %lld; raise %s.max_bytes "
+                     "to accept it", opt->root, (long long)n, C, H, W, (double)n * C * H * W, opt->max_bytes, opt->key);
     if (rc == 0) rc = fill_split(&ds->train, n - n_test, C, H, W);
     if (rc == 0) rc = fill_split(&ds->test, n_test, C, H, W);
     if (rc == 0) {
