@@ -75,6 +75,40 @@ exp half "dataset: mnist, root: $TMP/half, fetch: false"
 expect_fail half-missing "missing in $TMP/half/: t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (not fetched: data.fetch is false)" \
   "$MFPIPE" run -q half.yaml
 
+# --- inputs stay bounded ---------------------------------------------------------------------------
+# a folder or a FIFO where a data file should be: said so (not "missing"; a FIFO is never opened)
+mkdir isdir && cp mn/* isdir/ && rm isdir/train-images-idx3-ubyte && mkdir isdir/train-images-idx3-ubyte
+exp isdir "dataset: mnist, root: $TMP/isdir, verify: false"
+expect_fail data-file-is-dir "isdir/train-images-idx3-ubyte is a directory, not a data file" "$MFPIPE" run -q isdir.yaml
+mkdir isfifo && cp mn/* isfifo/ && rm isfifo/t10k-labels-idx1-ubyte && mkfifo isfifo/t10k-labels-idx1-ubyte
+exp isfifo "dataset: mnist, root: $TMP/isfifo, verify: false"
+expect_fail data-file-is-fifo "isfifo/t10k-labels-idx1-ubyte is not a regular file" timeout 20 "$MFPIPE" run -q isfifo.yaml
+# a small gzip declaring 2^31-1 images: refused on its header, naming the file, the size and the key
+mkdir huge && cp mn/* huge/ && rm huge/train-images-idx3-ubyte
+printf '\x00\x00\x08\x03\x7f\xff\xff\xff\x00\x00\x00\x1c\x00\x00\x00\x1c' | gzip -c >huge/train-images-idx3-ubyte.gz
+exp huge "dataset: mnist, root: $TMP/huge, verify: false"
+expect_fail idx-declares-too-many "huge/train-images-idx3-ubyte.gz: the header declares 2147483647 items (first dimension, byte offset 4), more than the limit of 10000000; raise data.max_images" \
+  "$MFPIPE" run -q huge.yaml
+exp huge2 "dataset: mnist, root: $TMP/huge, verify: false, max_images: 3000000000"
+expect_fail idx-declares-too-much "more than the limit of 1073741824 bytes decompressed; raise data.max_bytes" "$MFPIPE" run -q huge2.yaml
+exp small "dataset: mnist, root: $TMP/mn, verify: false, max_images: 10"
+expect_fail idx-max-images "mn/train-images-idx3-ubyte: the header declares 12 items" "$MFPIPE" run -q small.yaml
+exp smallb "dataset: mnist, root: $TMP/mn, verify: false, max_bytes: 5000"
+expect_fail idx-max-bytes "the header declares 9408 bytes of data (12 items), more than the limit of 5000 bytes; raise data.max_bytes" \
+  "$MFPIPE" run -q smallb.yaml
+# NUL bytes in names and keys are refused where they are written
+printf 'name: "yb\\0ase"\nresults_dir: %s/results\nstages: [data]\n' "$TMP" >nulname.yaml
+expect_fail nul-in-name "nulname.yaml:1:7: a NUL byte (\\0) in a value is not allowed" "$MFPIPE" run -q nulname.yaml
+check "no results for a NUL name" test ! -e "$TMP/results/yb"
+printf 'stages: [data]\ndata: {"se\\0ed": 1}\n' >nulkey.yaml
+expect_fail nul-in-key "nulkey.yaml:2:8: a NUL byte (\\0) in a key" "$MFPIPE" validate nulkey.yaml
+expect_fail nul-in-override "a NUL byte" "$MFPIPE" validate raw.yaml 'name="a\0b"'
+# defaults: [/dev/zero] and other non-files
+printf 'defaults: [/dev/zero]\nstages: [data]\n' >devzero.yaml
+expect_fail defaults-dev-zero "devzero.yaml:1:12: cannot open included file '/dev/zero' (/dev/zero): is not a regular file" \
+  timeout 20 "$MFPIPE" validate devzero.yaml
+expect_fail experiment-is-dir "cannot open: is a directory" "$MFPIPE" validate "$TMP/mn"
+
 # --- fetching, against fake npm commands (no network) ---------------------------------------------
 mkdir fakebin nonpm
 cat >fakebin/npm <<'SH'
