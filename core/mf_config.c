@@ -716,7 +716,11 @@ static void dump_after(FILE *f, const mf_node *c, int indent) { /* after "key:" 
 static void dump_map(FILE *f, const mf_node *n, int indent, bool first_inline) {
     for (const mf_node *c = n->first; c; c = c->next) {
         if (c != n->first || !first_inline) fprintf(f, "%*s", indent, "");
-        if (plain_ok(c->key, false)) fputs(c->key, f);
+        if (strlen(c->key) > 240) { /* YAML caps implicit keys at 1024 characters: explicit "? key" */
+            fputs("? ", f);
+            put_quoted(f, c->key);
+            fprintf(f, "\n%*s", indent, "");
+        } else if (plain_ok(c->key, false)) fputs(c->key, f);
         else put_quoted(f, c->key);
         fputc(':', f);
         dump_after(f, c, indent);

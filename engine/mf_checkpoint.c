@@ -98,7 +98,7 @@ int mf_ckpt_load(const char *path, mf_ckpt *c) {
         memcpy(s->name, p, 32), p += 32;
         s->name[31] = '\0';
         memcpy(&s->n, p, 8), p += 8;
-        if (s->n < 0 || (uint64_t)(end - p) < sizeof(float) * (uint64_t)s->n) {
+        if (s->n < 0 || (uint64_t)s->n > (uint64_t)(end - p) / sizeof(float)) { /* no 4*n overflow */
             mf_fail("%s: section '%s' claims %lld floats beyond the end (byte offset %zu)", path, s->name,
                     (long long)s->n, (size_t)(p - buf));
             goto out;
