@@ -179,11 +179,20 @@ done:
  * starts with the gzip magic. The stream is at offset 0. */
 static int open_data(const char *path, FILE **fp, int *gz) {
     struct stat st;
-    FILE *f = fopen(path, "rb");
-    if (!f) return mf_fail("%s: cannot open: %s", path, strerror(errno));
-    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
-        fclose(f);
-        return mf_fail("%s: cannot read: is a directory", path);
+    /* O_NONBLOCK: a FIFO where a file should be is refused below instead of blocking the open */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return mf_fail("%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int dir = S_ISDIR(st.st_mode);
+        close(fd);
+        return mf_fail("%s: cannot read: %s", path, dir ? "is a directory" : "is not a regular file");
+    }
+    int fl = fcntl(fd, F_GETFL);
+    FILE *f = fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        int e = errno;
+        close(fd);
+        return mf_fail("%s: cannot open: %s", path, strerror(e));
     }
     uint8_t magic[2] = {0, 0};
     size_t m = fread(magic, 1, 2, f);

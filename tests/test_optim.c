@@ -159,6 +159,15 @@ static void test_checkpoints(void) {
     mf_ckpt_free_loaded(&c);
     CHECK(exists(dir, "corrupt/ckpt_00000060.mfc") && !exists(dir, "ckpt_00000060.mfc"));
 
+    /* a FIFO where a checkpoint should be is refused without blocking, and moved aside */
+    snprintf(path, sizeof path, "%s/ckpt_%08d.mfc", dir, 70);
+    CHECK(mkfifo(path, 0644) == 0);
+    CHECK(mf_ckpt_verify(path) != 0);
+    CHECK_ERR_CONTAINS("is not a regular file");
+    CHECK(mf_ckpt_load_latest(dir, &c, path, sizeof path) == 1 && c.step == 50);
+    mf_ckpt_free_loaded(&c);
+    CHECK(exists(dir, "corrupt/ckpt_00000070.mfc"));
+
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);
