@@ -55,58 +55,77 @@ int mf_infer_init(mf_infer *inf, mf_backend *be, const mf_unet_cfg *cfg, int bat
 
 void mf_infer_free(mf_infer *inf) { mf_graph_free(&inf->g); }
 
-const float *mf_infer_eval(mf_infer *inf, const float *params, const float *z, float t, float r,
+const float *mf_infer_eval(mf_infer *inf, const float *params, const float *z, const float *t, const float *r,
                            const int32_t *labels) {
     mf_graph *g = &inf->g;
     const mf_backend_i *k = inf->be->i;
     mf_graph_set_params(g, params);
     mf_gnode *x = &g->nodes[inf->ids.x];
     k->copy(inf->be, x->out, z, sizeof(float) * (size_t)x->numel);
-    k->fill(inf->be, g->nodes[inf->ids.t].out, t, inf->batch);
-    if (inf->ids.r >= 0) k->fill(inf->be, g->nodes[inf->ids.r].out, r, inf->batch);
+    k->write(inf->be, g->nodes[inf->ids.t].out, t, sizeof(float) * (size_t)inf->batch);
+    if (inf->ids.r >= 0) k->write(inf->be, g->nodes[inf->ids.r].out, r, sizeof(float) * (size_t)inf->batch);
     if (inf->ids.labels >= 0) mf_graph_set_labels(g, labels);
     mf_graph_forward(g);
     return g->nodes[inf->ids.out].out;
 }
 
-typedef struct gen_field {
+/* ---- generation ---------------------------------------------------------------------------------
+ * What makes one image independent of its batch: the field takes one time per row (eval_rows), so
+ * dopri5 gives every sample its own steps; a short last batch is padded with rows that the samplers
+ * ignore (f.rows); each sample's evaluation count is kept. */
+
+typedef struct gen_ctx {
     mf_infer *inf;
     const float *params;
     const int32_t *labels;
-} gen_field;
+} gen_ctx;
 
-static int gen_eval(void *ctx, const float *z, float r, float t, float *out) {
-    gen_field *gf = ctx;
-    const float *v = mf_infer_eval(gf->inf, gf->params, z, t, r, gf->labels);
-    gf->inf->be->i->copy(gf->inf->be, out, v, sizeof(float) * (size_t)gf->inf->g.nodes[gf->inf->ids.x].numel);
+static int gen_eval_rows(void *ctx, const float *z, const float *r, const float *t, float *out) {
+    gen_ctx *g = ctx;
+    const float *v = mf_infer_eval(g->inf, g->params, z, t, r, g->labels);
+    g->inf->be->i->copy(g->inf->be, out, v, sizeof(float) * (size_t)g->inf->g.nodes[g->inf->ids.x].numel);
     return 0;
 }
 
-typedef struct traj_rec {
+static int gen_eval(void *ctx, const float *z, float r, float t, float *out) {
+    gen_ctx *g = ctx;
+    float *rt = mf_xmalloc(sizeof(float) * 2 * (size_t)g->inf->batch);
+    for (int i = 0; i < g->inf->batch; i++) rt[i] = r, rt[g->inf->batch + i] = t;
+    int rc = gen_eval_rows(ctx, z, rt, rt + g->inf->batch, out);
+    free(rt);
+    return rc;
+}
+
+typedef struct traj_rows {
     mf_backend *be;
     const mf_gen_opts *o;
     int64_t img;
-    int next;          /* next frame to record */
-    float *host;       /* one batch */
-    int64_t batch_floats;
-} traj_rec;
+    int next[256];     /* next frame of each recorded row (trajectory_n <= 256) */
+} traj_rows;
 
-static void traj_store(traj_rec *tr, const float *z, int frame) {
-    tr->be->i->read(tr->be, tr->host, z, sizeof(float) * (size_t)tr->batch_floats);
-    for (int s = 0; s < tr->o->traj_n; s++)
-        memcpy(tr->o->traj + ((int64_t)s * tr->o->traj_frames + frame) * tr->img, tr->host + (int64_t)s * tr->img,
-               sizeof(float) * (size_t)tr->img);
+static void traj_store(traj_rows *tr, const float *z, int row, int frame) {
+    tr->be->i->read(tr->be, tr->o->traj + ((int64_t)row * tr->o->traj_frames + frame) * tr->img, z + row * tr->img,
+                    sizeof(float) * (size_t)tr->img);
 }
 
-static int traj_step(void *user, const float *z, double t) {
-    traj_rec *tr = user;
+/* frame f of a row is due when that row's time reaches 1 - f/(F-1) */
+static int traj_rows_step(void *user, const float *z, const double *t) {
+    traj_rows *tr = user;
     int F = tr->o->traj_frames;
-    /* frame f is due at time 1 - f/(F-1); record every frame whose time has been reached */
-    while (tr->next < F && t <= 1.0 - (double)tr->next / (F - 1) + 1e-9) traj_store(tr, z, tr->next++);
+    for (int s = 0; s < tr->o->traj_n; s++)
+        while (tr->next[s] < F && t[s] <= 1.0 - (double)tr->next[s] / (F - 1) + 1e-9) traj_store(tr, z, s, tr->next[s]++);
     return 0;
 }
 
+static int traj_step(void *user, const float *z, double t) {
+    traj_rows *tr = user;
+    double tt[256];
+    for (int s = 0; s < tr->o->traj_n; s++) tt[s] = t;
+    return traj_rows_step(user, z, tt);
+}
+
 int mf_generate(mf_model *m, const float *params, const mf_gen_opts *o, int n, float *x, int64_t *total_nfe) {
+    int *nfe_batch = o->nfe_per_batch, *nfe_sample = o->nfe_per_sample;
     mf_backend *be = m->be;
     const mf_sampler *smp = mf_sampler_find(o->sampler);
     if (!smp) return -1;
@@ -121,39 +140,43 @@ int mf_generate(mf_model *m, const float *params, const mf_gen_opts *o, int n, f
     }
     int64_t img = (int64_t)m->cfg.in_ch * m->cfg.height * m->cfg.width, bf = img * batch;
     float *z = be->i->alloc(be, sizeof(float) * (size_t)bf);
-    float *host = mf_xmalloc(sizeof(float) * (size_t)bf);
+    float *host = mf_xcalloc((size_t)bf, sizeof(float));
     int32_t *lab = o->labels ? mf_xmalloc(sizeof *lab * (size_t)batch) : NULL;
-    gen_field gf = {&inf, params, lab};
-    mf_field f = {.be = be, .n = bf, .batch = batch, .eval = gen_eval, .ctx = &gf, .average = m->cfg.time_inputs == 2};
+    mf_sampler_stats *rs = mf_xcalloc((size_t)batch, sizeof *rs);
+    gen_ctx gc = {&inf, params, lab};
+    mf_field f = {.be = be, .n = bf, .batch = batch, .eval = gen_eval, .ctx = &gc, .average = m->cfg.time_inputs == 2,
+                  .eval_rows = gen_eval_rows};
     mf_sampler_opts so = {.steps = o->steps, .grid = o->grid ? o->grid : "uniform", .power = o->power > 0 ? o->power : 1,
-                          .rtol = o->rtol, .atol = o->atol, .max_nfe = o->max_nfe};
+                          .rtol = o->rtol, .atol = o->atol, .max_nfe = o->max_nfe, .row_stats = rs};
     int rc = z ? 0 : mf_fail("out of memory for samples");
     if (total_nfe) *total_nfe = 0;
     mf_progress *pg = n > batch ? mf_progress_begin("sample", n, "img") : NULL;
     for (int done = 0, bi = 0; rc == 0 && done < n; done += batch, bi++) {
         mf_progress_update(pg, done, NULL);
         int b = n - done < batch ? n - done : batch;
-        for (int i = 0; i < batch; i++) {
-            int idx = done + (i < b ? i : 0); /* a short last batch repeats its first image */
-            mf_rng_normal(o->seed, MF_RNG_SAMPLE, (uint64_t)idx, host + (int64_t)i * img, img);
-            if (lab) lab[i] = o->labels[idx];
-        }
+        memset(host, 0, sizeof(float) * (size_t)bf); /* padding rows of a short last batch: zeros, ignored */
+        for (int i = 0; i < b; i++) mf_rng_normal(o->seed, MF_RNG_SAMPLE, (uint64_t)(done + i), host + (int64_t)i * img, img);
+        if (lab)
+            for (int i = 0; i < batch; i++) lab[i] = o->labels[done + (i < b ? i : 0)];
+        f.rows = b;
         be->i->write(be, z, host, sizeof(float) * (size_t)bf);
-        traj_rec tr = {be, o, img, 0, host, bf};
-        bool want_traj = bi == 0 && o->traj && o->traj_frames >= 2 && o->traj_n > 0 && o->traj_n <= batch;
-        if (want_traj) {
-            traj_store(&tr, z, tr.next++);
-            so.on_step = traj_step;
-            so.user = &tr;
-        } else {
-            so.on_step = NULL;
-        }
+        traj_rows tr = {be, o, img, {0}};
+        bool want_traj = bi == 0 && o->traj && o->traj_frames >= 2 && o->traj_n > 0 && o->traj_n <= b && o->traj_n <= 256;
+        so.on_step = want_traj ? traj_step : NULL;
+        so.on_step_rows = want_traj ? traj_rows_step : NULL;
+        so.user = want_traj ? &tr : NULL;
+        if (want_traj)
+            for (int s = 0; s < o->traj_n; s++) traj_store(&tr, z, s, tr.next[s]++);
+        for (int i = 0; i < batch; i++) rs[i].nfe = -1; /* samplers without per-row counts leave them */
         mf_sampler_stats st = {0};
         rc = smp->run(&f, &so, z, &st);
         if (rc != 0) break;
         if (want_traj)
-            while (tr.next < o->traj_frames) traj_store(&tr, z, tr.next++);
-        if (o->nfe_per_batch) o->nfe_per_batch[bi] = st.nfe;
+            for (int s = 0; s < o->traj_n; s++)
+                while (tr.next[s] < o->traj_frames) traj_store(&tr, z, s, tr.next[s]++);
+        if (nfe_batch) nfe_batch[bi] = st.nfe;
+        if (nfe_sample)
+            for (int i = 0; i < b; i++) nfe_sample[done + i] = rs[i].nfe >= 0 ? rs[i].nfe : st.nfe;
         if (total_nfe) *total_nfe += st.nfe;
         be->i->read(be, host, z, sizeof(float) * (size_t)bf);
         memcpy(x + (int64_t)done * img, host, sizeof(float) * (size_t)(img * b));
@@ -162,9 +185,10 @@ int mf_generate(mf_model *m, const float *params, const mf_gen_opts *o, int n, f
         mf_progress_update(pg, n, NULL);
         mf_progress_end(pg);
     }
-    be->i->free(be, z);
+    if (z) be->i->free(be, z);
     free(host);
     free(lab);
+    free(rs);
     mf_infer_free(&inf);
     return rc;
 }

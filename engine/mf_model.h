@@ -75,14 +75,16 @@ typedef struct mf_infer {
 
 int mf_infer_init(mf_infer *inf, mf_backend *be, const mf_unet_cfg *cfg, int batch, bool need_tan);
 void mf_infer_free(mf_infer *inf);
-/* v = net(z, t[, r], labels) for the whole batch; z is a backend buffer (batch, C, H, W); scalar
- * times; labels host (batch) or NULL. Returns the backend output buffer (valid until the next call). */
-const float *mf_infer_eval(mf_infer *inf, const float *params, const float *z, float t, float r,
+/* v = net(z, t[, r], labels) for the whole batch; z is a backend buffer (batch, C, H, W); t and r are
+ * host arrays of one time per row (r ignored by v(z, t) models); labels host (batch) or NULL. Returns
+ * the backend output buffer (valid until the next call). */
+const float *mf_infer_eval(mf_infer *inf, const float *params, const float *z, const float *t, const float *r,
                            const int32_t *labels);
 
 /* Generation: n images with a named sampler (engine/mf_sampler.h) from the model's weights `params`
- * (m->params or m->ema). Noise of image i comes from the Philox stream (seed, MF_RNG_SAMPLE, i), so the
- * same seed gives the same images whatever the batch size. Labels (host, n entries) for conditional
+ * (m->params or m->ema). Noise of image i comes from the Philox stream (seed, MF_RNG_SAMPLE, i), the
+ * network takes one time per row and a short last batch is padded with rows no sampler reads, so an
+ * image does not depend on the batch it is in (up to the backend's rounding at other batch sizes). Labels (host, n entries) for conditional
  * models, else NULL. Optionally records a trajectory: the first traj_n images at traj_frames evenly
  * spaced times from t = 1 to t = 0 (traj_frames >= 2) into traj (traj_n * traj_frames images, image
  * s at time f at index s * traj_frames + f). Output x: host (n, C, H, W) in the data range [-1, 1]. */
@@ -97,7 +99,9 @@ typedef struct mf_gen_opts {
     const int32_t *labels;
     int traj_frames, traj_n;
     float *traj;
-    int *nfe_per_batch;        /* optional: ceil(n / batch) entries */
+    int *nfe_per_batch;        /* optional: ceil(n / batch) entries: network passes over each batch */
+    int *nfe_per_sample;       /* optional: n entries: evaluations of each image (dopri5: its own steps;
+                                  fixed-step samplers: its batch's) */
 } mf_gen_opts;
 
 int mf_generate(mf_model *m, const float *params, const mf_gen_opts *o, int n, float *x, int64_t *total_nfe);

@@ -10,12 +10,10 @@
 #include <time.h>
 
 #include "mf_dataset.h"
-#include "mf_graph.h"
 #include "mf_io.h"
 #include "mf_json.h"
 #include "mf_log.h"
 #include "mf_model.h"
-#include "mf_rng.h"
 #include "mf_quant.h"
 #include "mf_sampler.h"
 #include "mf_stage.h"
@@ -119,146 +117,6 @@ static int write_outputs(sample_state *s, mf_run *run, mf_model *m, const float 
     return rc;
 }
 
-/* ---- generation ---------------------------------------------------------------------------------
- * Like mf_generate (engine/mf_model.c), with what makes one image independent of its batch: the field
- * takes one time per row (eval_rows), so dopri5 gives every sample its own steps; a short last batch is
- * padded with rows that the samplers ignore (f.rows); each sample's evaluation count is kept. */
-
-typedef struct gen_ctx {
-    mf_infer *inf;
-    const float *params;
-    const int32_t *labels;
-} gen_ctx;
-
-static const float *infer_rows(gen_ctx *g, const float *z, const float *r, const float *t) {
-    mf_infer *inf = g->inf;
-    mf_graph *gr = &inf->g;
-    const mf_backend_i *k = inf->be->i;
-    mf_graph_set_params(gr, g->params);
-    mf_gnode *x = &gr->nodes[inf->ids.x];
-    k->copy(inf->be, x->out, z, sizeof(float) * (size_t)x->numel);
-    k->write(inf->be, gr->nodes[inf->ids.t].out, t, sizeof(float) * (size_t)inf->batch);
-    if (inf->ids.r >= 0) k->write(inf->be, gr->nodes[inf->ids.r].out, r, sizeof(float) * (size_t)inf->batch);
-    if (inf->ids.labels >= 0) mf_graph_set_labels(gr, g->labels);
-    mf_graph_forward(gr);
-    return gr->nodes[inf->ids.out].out;
-}
-
-static int gen_eval_rows(void *ctx, const float *z, const float *r, const float *t, float *out) {
-    gen_ctx *g = ctx;
-    const float *v = infer_rows(g, z, r, t);
-    g->inf->be->i->copy(g->inf->be, out, v, sizeof(float) * (size_t)g->inf->g.nodes[g->inf->ids.x].numel);
-    return 0;
-}
-
-static int gen_eval(void *ctx, const float *z, float r, float t, float *out) {
-    gen_ctx *g = ctx;
-    float *rt = mf_xmalloc(sizeof(float) * 2 * (size_t)g->inf->batch);
-    for (int i = 0; i < g->inf->batch; i++) rt[i] = r, rt[g->inf->batch + i] = t;
-    int rc = gen_eval_rows(ctx, z, rt, rt + g->inf->batch, out);
-    free(rt);
-    return rc;
-}
-
-typedef struct traj_rows {
-    mf_backend *be;
-    const mf_gen_opts *o;
-    int64_t img;
-    int next[256];     /* next frame of each recorded row (trajectory_n <= 256) */
-} traj_rows;
-
-static void traj_store(traj_rows *tr, const float *z, int row, int frame) {
-    tr->be->i->read(tr->be, tr->o->traj + ((int64_t)row * tr->o->traj_frames + frame) * tr->img, z + row * tr->img,
-                    sizeof(float) * (size_t)tr->img);
-}
-
-/* frame f of a row is due when that row's time reaches 1 - f/(F-1) */
-static int traj_rows_step(void *user, const float *z, const double *t) {
-    traj_rows *tr = user;
-    int F = tr->o->traj_frames;
-    for (int s = 0; s < tr->o->traj_n; s++)
-        while (tr->next[s] < F && t[s] <= 1.0 - (double)tr->next[s] / (F - 1) + 1e-9) traj_store(tr, z, s, tr->next[s]++);
-    return 0;
-}
-
-static int traj_step(void *user, const float *z, double t) {
-    traj_rows *tr = user;
-    double tt[256];
-    for (int s = 0; s < tr->o->traj_n; s++) tt[s] = t;
-    return traj_rows_step(user, z, tt);
-}
-
-/* n images into x (host); nfe_batch[ceil(n / batch)] gets the evaluations of each batch (passes over
- * it), nfe_sample[n] those of each sample (dopri5: its own; other samplers: its batch's). */
-static int generate(mf_model *m, const float *params, const mf_gen_opts *o, int n, float *x, int64_t *total_nfe,
-                    int *nfe_batch, int *nfe_sample) {
-    mf_backend *be = m->be;
-    const mf_sampler *smp = mf_sampler_find(o->sampler);
-    if (!smp) return -1;
-    if (smp->needs_average && m->cfg.time_inputs != 2)
-        return mf_fail("sampler %s needs a model of the average velocity u(z, r, t) (train.objective: meanflow)", smp->name);
-    int batch = o->batch < n ? o->batch : n;
-    if (batch < 1) batch = 1;
-    mf_infer inf;
-    if (mf_infer_init(&inf, be, &m->cfg, batch, false) != 0) {
-        mf_infer_free(&inf);
-        return -1;
-    }
-    int64_t img = (int64_t)m->cfg.in_ch * m->cfg.height * m->cfg.width, bf = img * batch;
-    float *z = be->i->alloc(be, sizeof(float) * (size_t)bf);
-    float *host = mf_xcalloc((size_t)bf, sizeof(float));
-    int32_t *lab = o->labels ? mf_xmalloc(sizeof *lab * (size_t)batch) : NULL;
-    mf_sampler_stats *rs = mf_xcalloc((size_t)batch, sizeof *rs);
-    gen_ctx gc = {&inf, params, lab};
-    mf_field f = {.be = be, .n = bf, .batch = batch, .eval = gen_eval, .ctx = &gc, .average = m->cfg.time_inputs == 2,
-                  .eval_rows = gen_eval_rows};
-    mf_sampler_opts so = {.steps = o->steps, .grid = o->grid ? o->grid : "uniform", .power = o->power > 0 ? o->power : 1,
-                          .rtol = o->rtol, .atol = o->atol, .max_nfe = o->max_nfe, .row_stats = rs};
-    int rc = z ? 0 : mf_fail("out of memory for samples");
-    if (total_nfe) *total_nfe = 0;
-    mf_progress *pg = n > batch ? mf_progress_begin("sample", n, "img") : NULL;
-    for (int done = 0, bi = 0; rc == 0 && done < n; done += batch, bi++) {
-        mf_progress_update(pg, done, NULL);
-        int b = n - done < batch ? n - done : batch;
-        memset(host, 0, sizeof(float) * (size_t)bf); /* padding rows of a short last batch: zeros, ignored */
-        for (int i = 0; i < b; i++) mf_rng_normal(o->seed, MF_RNG_SAMPLE, (uint64_t)(done + i), host + (int64_t)i * img, img);
-        if (lab)
-            for (int i = 0; i < batch; i++) lab[i] = o->labels[done + (i < b ? i : 0)];
-        f.rows = b;
-        be->i->write(be, z, host, sizeof(float) * (size_t)bf);
-        traj_rows tr = {be, o, img, {0}};
-        bool want_traj = bi == 0 && o->traj && o->traj_frames >= 2 && o->traj_n > 0 && o->traj_n <= b && o->traj_n <= 256;
-        so.on_step = want_traj ? traj_step : NULL;
-        so.on_step_rows = want_traj ? traj_rows_step : NULL;
-        so.user = want_traj ? &tr : NULL;
-        if (want_traj)
-            for (int s = 0; s < o->traj_n; s++) traj_store(&tr, z, s, tr.next[s]++);
-        for (int i = 0; i < batch; i++) rs[i].nfe = -1; /* samplers without per-row counts leave them */
-        mf_sampler_stats st = {0};
-        rc = smp->run(&f, &so, z, &st);
-        if (rc != 0) break;
-        if (want_traj)
-            for (int s = 0; s < o->traj_n; s++)
-                while (tr.next[s] < o->traj_frames) traj_store(&tr, z, s, tr.next[s]++);
-        if (nfe_batch) nfe_batch[bi] = st.nfe;
-        if (nfe_sample)
-            for (int i = 0; i < b; i++) nfe_sample[done + i] = rs[i].nfe >= 0 ? rs[i].nfe : st.nfe;
-        if (total_nfe) *total_nfe += st.nfe;
-        be->i->read(be, host, z, sizeof(float) * (size_t)bf);
-        memcpy(x + (int64_t)done * img, host, sizeof(float) * (size_t)(img * b));
-    }
-    if (pg) {
-        mf_progress_update(pg, n, NULL);
-        mf_progress_end(pg);
-    }
-    if (z) be->i->free(be, z);
-    free(host);
-    free(lab);
-    free(rs);
-    mf_infer_free(&inf);
-    return rc;
-}
-
 static int sample_run(void *state, mf_run *run) {
     sample_state *s = state;
     mf_model *m = NULL;
@@ -292,7 +150,9 @@ static int sample_run(void *state, mf_run *run) {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int64_t total = 0;
-    int rc = generate(m, ema ? m->ema : m->params, &go, s->n, x, &total, nfe, nfe_s);
+    go.nfe_per_batch = nfe;
+    go.nfe_per_sample = nfe_s;
+    int rc = mf_generate(m, ema ? m->ema : m->params, &go, s->n, x, &total);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     if (rc == 0) rc = write_outputs(s, run, m, x);
