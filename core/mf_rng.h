@@ -17,6 +17,8 @@ enum {
     MF_RNG_NOISE = 4,   /* training noise */
     MF_RNG_TIME = 5,    /* training times t */
     MF_RNG_SAMPLE = 6,  /* sampling noise */
+    MF_RNG_EVAL_SUBSET = 7, /* evaluation: random subsets of the reference set (step 0: precision/recall's
+                               real set; step 1: the floor's training images) */
 };
 
 /* Philox4x32-10: counter (4 words) and key (2 words) -> 4 random words. */

@@ -148,15 +148,11 @@ static int load_samples(eval_state *s, const mf_dataset *ds, mf_samples **out) {
     return 0;
 }
 
-/* Purpose of the reference-subset streams (mf_rng.h keeps the core purposes; this one is the eval
- * stage's own, far from them). Step 0: the real set of precision/recall; step 1: the floor's images. */
-#define EVAL_RNG_SUBSET 0x45564131u /* "EVA1" */
-
 /* The seeded permutation of 0..n-1 (Philox, Fisher-Yates); its first m entries are m indexes drawn
  * without replacement. The caller frees the result. */
 static int64_t *random_subset(uint64_t seed, uint64_t step, int64_t n) {
     int64_t *perm = mf_xmalloc(sizeof(int64_t) * (size_t)(n ? n : 1));
-    mf_rng_permutation(seed, EVAL_RNG_SUBSET, step, perm, n);
+    mf_rng_permutation(seed, MF_RNG_EVAL_SUBSET, step, perm, n);
     return perm;
 }
 
