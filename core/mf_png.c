@@ -99,6 +99,15 @@ static int png_decode(FILE *f, const char *path, int channels, uint64_t max_pixe
         return -1;
     }
     png_set_read_fn(png, c, on_png_read);
+    /* ancillary and unknown chunks are buffered whole: without a cap a small file declaring a 1.9 GB
+     * chunk makes libpng allocate that much before the read fails */
+    png_set_chunk_malloc_max(png, (png_alloc_size_t)8 << 20);
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0); /* skipped, not buffered */
+    /* libpng 1.6.39 buffers these whole regardless of the cap (sPLT of 1.9 GB in a 100-byte file);
+     * none of them changes the pixels we decode, so they are skipped like unknown chunks */
+    static const png_byte ignored[] = "sPLT\0iCCP\0zTXt\0iTXt\0tEXt\0eXIf\0pCAL\0sCAL\0hIST\0tIME\0pHYs\0"
+                                      "oFFs\0sBIT\0cHRM\0bKGD";
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, ignored, (int)(sizeof ignored / 5));
     png_set_sig_bytes(png, 8);
     png_read_info(png, info);
     png_uint_32 w = 0, h = 0;

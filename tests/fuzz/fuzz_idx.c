@@ -6,6 +6,7 @@
  *               reached too; corrupt gzip streams come from inputs whose own bytes start 1f 8b)
  *   mode bits 1-2: expected SHA-256 passed to the reader: 0 none, 1 the right one (of the
  *               uncompressed bytes), 2 a wrong one, 3 a malformed one
+ *   mode bit 3: read with mf_idx_read_max and small limits (4096 bytes, 5 items) instead
  * The file is <scratch>/in.idx; on success the header is checked against the payload size. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -76,7 +77,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     mf_idx idx;
     memset(&idx, 0, sizeof idx);
     mf_error_clear();
-    if (mf_idx_read(in_path, expect, &idx) == 0) {
+    static const mf_idx_limits small = {4096, 5, "fuzz.max_bytes", "fuzz.max_items"};
+    int rc = mode & 8 ? mf_idx_read_max(in_path, expect, &small, &idx) : mf_idx_read(in_path, expect, &idx);
+    if (rc == 0) {
+        if ((mode & 8) && (idx.nbytes > 4096 || idx.dims[0] > 5)) abort();
         if (idx.ndim < 1 || idx.ndim > 4) abort();
         size_t count = 1;
         for (int i = 0; i < idx.ndim; i++) {

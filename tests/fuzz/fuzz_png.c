@@ -3,8 +3,8 @@
  * decodes, checks sizes, detects colour, resamples and splits).
  *
  * Input: one mode byte, then the PNG file.
- *   bit 0      channels for mf_png_read: 1 or 3 (the file is always also read with the other count
- *              when the first read succeeds)
+ *   bit 0      channels for mf_png_read: 1 or 3 (the file is also read with the other count by
+ *              mf_png_read_max with a 64-pixel limit)
  *   bit 1      also load a folder holding the input next to a fixed valid 3x2 image
  *   bits 2-3   folder channels: auto, 1, 3, auto
  *   bits 4-5   folder image_size: 0 (all sizes must match), 5, 28, 1
@@ -48,14 +48,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-static void read_png(const char *path, int channels) {
+static void read_png(const char *path, int channels, uint64_t max_pixels) {
     int w = 0, h = 0;
     uint8_t *px = NULL;
-    if (mf_png_read(path, channels, &w, &h, &px) != 0) {
+    if ((max_pixels ? mf_png_read_max(path, channels, max_pixels, "fuzz.max", &w, &h, &px)
+                    : mf_png_read(path, channels, &w, &h, &px)) != 0) {
         (void)mf_last_error();
         return;
     }
-    if (w < 1 || h < 1 || !px) abort();
+    if (w < 1 || h < 1 || !px || (max_pixels && (uint64_t)w * (uint64_t)h > max_pixels)) abort();
     volatile uint8_t x = px[(size_t)w * (size_t)h * (size_t)channels - 1]; /* ASan: all there */
     (void)x;
     free(px);
@@ -68,8 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     mf_error_clear();
     fz_write(in_path, data + 1, size - 1);
     int ch = mode & 1 ? 3 : 1;
-    read_png(in_path, ch);
-    read_png(in_path, 4 - ch);
+    read_png(in_path, ch, 0);
+    read_png(in_path, 4 - ch, 64); /* mf_png_read_max with a 64-pixel limit */
     if (!(mode & 2)) return 0;
 
     static const int chans[4] = {0, 1, 3, 0}, sizes[4] = {0, 5, 28, 1};
@@ -83,6 +84,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         .test_fraction = mode & 128 ? 0.5 : 0.0,
         .labels = classes ? DATA_LABELS_SUBFOLDERS : DATA_LABELS_AUTO,
         .seed = 7,
+        .max_images = 10,
+        .max_bytes = 1 << 24,
+        .max_pixels = 1 << 20,
     };
     mf_dataset *ds = mf_xcalloc(1, sizeof *ds);
     if (data_load_png_folder(&o, ds) == 0) {
