@@ -88,6 +88,9 @@ static size_t gzip_size_hint(FILE *f, size_t limit) {
         if (fseek(f, -4, SEEK_END) == 0 && fread(t, 1, 4, f) == 4)
             hint = (uint64_t)t[0] | ((uint64_t)t[1] << 8) | ((uint64_t)t[2] << 16) | ((uint64_t)t[3] << 24);
         if (hint < (uint64_t)st.st_size * 2) hint = (uint64_t)st.st_size * 2;
+        /* deflate expands at most ~1032:1, so a larger claim is a lie: do not pre-allocate for it */
+        uint64_t most = (uint64_t)st.st_size * 1032u + 65536u;
+        if (hint > most) hint = most;
     }
     rewind(f);
     if (hint > MF_IO_MAX_HINT) hint = MF_IO_MAX_HINT;

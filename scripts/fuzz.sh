@@ -46,8 +46,9 @@ if [ $do_build = 1 ]; then
     exit 77
   fi
   echo "fuzz.sh: building $build"
-  cmake -S "$fz" -B "$build" -DCMAKE_C_COMPILER=clang >"$build.configure.log" 2>&1 ||
-    { cat "$build.configure.log"; echo "fuzz.sh: configure failed"; exit 1; }
+  mkdir -p "$build"
+  cmake -S "$fz" -B "$build" -DCMAKE_C_COMPILER=clang >"$build/configure.log" 2>&1 ||
+    { cat "$build/configure.log"; echo "fuzz.sh: configure failed"; exit 1; }
   cmake --build "$build" -j"${JOBS:-2}" --target $(printf 'fuzz_%s ' "${targets[@]}") >"$build/build.log" 2>&1 ||
     { tail -50 "$build/build.log"; echo "fuzz.sh: build failed"; exit 1; }
 fi
