@@ -43,6 +43,7 @@ struct mf_run {
     const char *argv_line;
     char *changed_json;    /* resume: the settings that differ from config.yaml, as a JSON object */
     bool resume_recorded;  /* resumes.jsonl has this resume's line */
+    char *metrics_error;   /* the first failed metrics.jsonl write: fails the stage that made it */
 };
 
 static volatile sig_atomic_t g_interrupted;
@@ -127,8 +128,10 @@ int mf_metrics_append(mf_run *run, const char *stage, const char *fields) {
     if (fields && *fields) mf_buf_printf(&b, ",%s", fields);
     mf_buf_puts(&b, "}\n");
     int rc = 0;
-    if (fputs(b.s, run->metrics) == EOF || fflush(run->metrics) != 0)
+    if (fputs(b.s, run->metrics) == EOF || fflush(run->metrics) != 0) {
         rc = mf_fail("%s/metrics.jsonl: write failed: %s", run->dir, strerror(errno));
+        if (!run->metrics_error) run->metrics_error = mf_xstrdup(mf_last_error());
+    }
     mf_buf_free(&b);
     return rc;
 }
@@ -413,6 +416,7 @@ static void run_free(mf_run *run) {
     if (run->metrics) fclose(run->metrics);
     if (run->lock_fd >= 0) close(run->lock_fd); /* releases the flock; the file stays (no unlink race) */
     free(run->changed_json);
+    free(run->metrics_error);
     free(run->dir);
 }
 
@@ -506,7 +510,10 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
         if (lock_run_dir(&run, dir) != 0) goto out;
         if (mf_results_status(run.dir, "running", NULL, NULL) != 0 || write_run_files(&run, ex, opts->argv_line) != 0 ||
             (!opts->out_dir && mf_results_link_latest(run.dir) != 0)) {
-            mf_results_status(run.dir, "failed", NULL, mf_last_error());
+            char *msg = mf_xstrdup(mf_last_error());
+            (void)mf_results_status(run.dir, "failed", NULL, msg); /* best effort: the folder is failing already */
+            mf_fail("%s", msg);
+            free(msg);
             goto out;
         }
     }
@@ -526,7 +533,9 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         mf_info("== stage %s (%s)", si->instance, si->kind);
-        if (si->plugin.api->run(si->state, &run) != 0) {
+        int src = si->plugin.api->run(si->state, &run);
+        if (src == 0 && run.metrics_error) src = mf_fail("%s", run.metrics_error); /* a write the stage ignored */
+        if (src != 0) {
             failed_stage = si->instance;
             mf_error_prefix("stage '%s': ", si->instance);
             rc = -1;
@@ -557,11 +566,13 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
         mf_info("finished: %s", run.dir);
     } else if (rc == 130 || g_interrupted) {
         rc = 130;
-        mf_results_status(run.dir, "interrupted", failed_stage, "interrupted by a signal");
+        if (mf_results_status(run.dir, "interrupted", failed_stage, "interrupted by a signal") != 0)
+            mf_log(MF_LOG_WARN, "status.json not updated: %s", mf_last_error());
         mf_log(MF_LOG_WARN, "interrupted; results so far in %s", run.dir);
     } else {
         char *msg = mf_xstrdup(mf_last_error());
-        mf_results_status(run.dir, "failed", failed_stage, msg);
+        if (mf_results_status(run.dir, "failed", failed_stage, msg) != 0)
+            mf_log(MF_LOG_WARN, "status.json not updated: %s", mf_last_error());
         mf_log_file_only(MF_LOG_ERROR, "%s", msg); /* the CLI prints it on stderr */
         mf_fail("%s", msg);
         free(msg);

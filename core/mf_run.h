@@ -61,7 +61,9 @@ int mf_event_emit(mf_run *run, const char *event, const void *payload);
 
 /* ---- metrics.jsonl ---------------------------------------------------------------------------- */
 /* Append one JSON object line {"stage":..., "time":..., <fields>} where fields is the inside of a
- * JSON object ("\"loss\":0.1,\"step\":5"), built with mf_json.h. No-op when the run has no folder. */
+ * JSON object ("\"loss\":0.1,\"step\":5"), built with mf_json.h. No-op when the run has no folder.
+ * Returns 0 or -1 (mf_fail); a failed write also fails the running stage when it returns, so no
+ * metric is lost silently even where a caller does not check. */
 int mf_metrics_append(mf_run *run, const char *stage, const char *fields);
 
 #ifdef __cplusplus

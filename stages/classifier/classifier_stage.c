@@ -137,7 +137,7 @@ static int cls_run(void *state, mf_run *run) {
             mf_json_num(&b, "loss", loss_acc / (double)n);
             mf_json_num(&b, "batch_acc", hit / (double)(n * B));
             mf_json_num(&b, "lr", lr);
-            mf_metrics_append(run, s->instance, b.s);
+            if (mf_metrics_append(run, s->instance, b.s) != 0) rc = -1;
             mf_buf_free(&b);
             loss_acc = hit = 0;
         }
