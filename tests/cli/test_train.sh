@@ -115,6 +115,10 @@ lr80=$(grep '"step":80,' "$run6/metrics.jsonl" | tail -1 | sed 's/.*"lr":\([^,]*
 check "lr keeps decaying across the extension ($lr40 -> $lr50)" awk -v a="$lr40" -v b="$lr50" 'BEGIN{exit !(b < a && b > 0)}'
 check "lr reaches its minimum at the new last step ($lr80)" awk -v a="$lr80" 'BEGIN{exit !(a == 0)}'
 check "extended to 80" test -s "$run6/checkpoints/ckpt_00000080.mfc"
+# a metrics.jsonl that cannot be written fails the run instead of losing metrics silently
+mv "$run6/metrics.jsonl" "$run6/metrics.keep" && ln -s /dev/full "$run6/metrics.jsonl"
+expect_fail metrics-full "metrics.jsonl: write failed" "$MFPIPE" resume "$run6" -q train.steps=90
+check "metrics failure marks the run failed" grep -q '"state":"failed"' "$run6/status.json"
 
 # one process per run folder: a resume while a run holds the folder is refused; after kill -9 the
 # lock is gone with the process
