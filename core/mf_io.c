@@ -185,7 +185,12 @@ static int open_data(const char *path, FILE **fp, int *gz) {
     /* O_NONBLOCK: a FIFO where a file should be is refused below instead of blocking the open */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return mf_fail("%s: cannot open: %s", path, strerror(errno));
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return mf_fail("%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
         int dir = S_ISDIR(st.st_mode);
         close(fd);
         return mf_fail("%s: cannot read: %s", path, dir ? "is a directory" : "is not a regular file");

@@ -150,13 +150,20 @@ static bool key_is_free(const char *const *free_keys, const char *rel) {
 
 /* A value in one canonical spelling, so that 2e-4 and 0.0002 (or yes and true) compare equal. */
 static void canon_value(const mf_node *n, mf_buf *b) {
+    if (n->kind == MF_NODE_NULL) {
+        mf_buf_puts(b, "~");
+        return;
+    }
     if (n->kind == MF_NODE_SCALAR) {
-        const char *v = n->value ? n->value : "~";
+        static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", NULL};
+        static const char *const no[] = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF", NULL};
+        const char *v = n->value ? n->value : "";
         char *end;
         double d = strtod(v, &end);
-        bool flag;
+        int word = 0; /* 1 true, -1 false (YAML 1.1 spellings, as mf_node_as_bool) */
+        for (int i = 0; !n->quoted && yes[i]; i++) word = strcmp(v, yes[i]) == 0 ? 1 : strcmp(v, no[i]) == 0 ? -1 : word;
         if (!n->quoted && *v && *end == '\0' && isfinite(d)) mf_buf_printf(b, "%.17g", d);
-        else if (!n->quoted && mf_node_as_bool(n, &flag) == 0) mf_buf_puts(b, flag ? "true" : "false");
+        else if (word) mf_buf_puts(b, word > 0 ? "true" : "false");
         else
             for (const char *c = v; *c; c++) mf_buf_printf(b, *c == '\n' ? "\\n" : *c == '\\' ? "\\\\" : "%c", *c);
         return;
@@ -280,7 +287,8 @@ static int check_settings(mf_run *run, const char *recorded, const char *source,
     else if (n > 0)
         mf_warn("%s: --allow-changes: resuming with %d changed training setting%s (recorded -> now):%s", source, n,
                 n == 1 ? "" : "s", human.s);
-    if (json_out && rc == 0) {
+    if (json_out && rc == 0 && n > 0) {
+        free(*json_out);
         *json_out = json.s;
         json.s = NULL;
     }
@@ -290,11 +298,13 @@ static int check_settings(mf_run *run, const char *recorded, const char *source,
 }
 
 int mf_run_check_settings(mf_run *run, const char *recorded, const char *source) {
-    return check_settings(run, recorded, source, NULL);
+    /* what differs from the checkpoint is what this resume changes: it goes into resumes.jsonl */
+    return check_settings(run, recorded, source, run->resuming ? &run->changed_json : NULL);
 }
 
-/* resumes.jsonl: one line per resume. step < 0: no stage reported a checkpoint. */
-static int write_resume_record(mf_run *run, int64_t step, const char *checkpoint) {
+/* resumes.jsonl: one line per resume, written when a stage reports where it continued from, or at
+ * the end when none did (step < 0; `error` set when the resume failed before any report). */
+static int write_resume_record(mf_run *run, int64_t step, const char *checkpoint, const char *error) {
     if (!run->dir || !run->resuming || run->resume_recorded) return 0;
     run->resume_recorded = true;
     char when[32];
@@ -321,6 +331,7 @@ static int write_resume_record(mf_run *run, int64_t step, const char *checkpoint
     mf_buf_free(&ov);
     mf_json_raw(&b, "changed_settings", run->changed_json ? run->changed_json : "{}");
     mf_json_bool(&b, "allow_changes", run->allow_changes);
+    if (error) mf_json_str(&b, "error", error);
     mf_buf_puts(&b, "}\n");
     char path[4200];
     snprintf(path, sizeof path, "%s/resumes.jsonl", run->dir);
@@ -336,7 +347,7 @@ static int write_resume_record(mf_run *run, int64_t step, const char *checkpoint
 int mf_run_resumed_from(mf_run *run, int64_t step, const char *checkpoint) {
     if (step >= 0) mf_info("resume: continuing from step %lld%s%s", (long long)step, checkpoint ? " of " : "",
                            checkpoint ? checkpoint : "");
-    return write_resume_record(run, step, checkpoint);
+    return write_resume_record(run, step, checkpoint, NULL);
 }
 
 /* flock the run folder for this process; the lock file holds the pid of the holder. */
@@ -386,7 +397,7 @@ static int write_config_yaml(const mf_run *run, const mf_experiment *ex) {
 }
 
 /* Resume: the settings of the folder's config.yaml against this run's, before anything is written. */
-static int compare_with_folder(mf_run *run, const mf_experiment *ex, const char *dir) {
+static int compare_with_folder(mf_run *run, const char *dir) {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.yaml", dir);
     struct stat st;
@@ -394,11 +405,11 @@ static int compare_with_folder(mf_run *run, const mf_experiment *ex, const char 
     mf_experiment old;
     if (mf_experiment_load(&old, path, NULL, 0) != 0) {
         mf_error_prefix("%s: the run's recorded configuration no longer loads: ", dir);
+        mf_experiment_free(&old);
         return -1;
     }
     char *rec = mf_experiment_settings(&old);
     mf_experiment_free(&old);
-    (void)ex;
     int rc = check_settings(run, rec, path, &run->changed_json);
     free(rec);
     return rc;
@@ -485,7 +496,7 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
         snprintf(dir, sizeof dir, "%s", opts->resume_dir);
         run.resuming = true;
         /* lock, then refuse changed training settings: both before anything in the folder changes */
-        if (lock_run_dir(&run, dir) != 0 || compare_with_folder(&run, ex, dir) != 0) goto out;
+        if (lock_run_dir(&run, dir) != 0 || compare_with_folder(&run, dir) != 0) goto out;
         run.dir = mf_xstrdup(dir);
         if (run_dir_out) snprintf(run_dir_out, cap, "%s", dir);
         char path[4200];
@@ -496,7 +507,13 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
             mf_fail("%s: cannot write to the run folder: %s", run.dir, strerror(errno));
             goto out;
         }
-        if (mf_results_status(run.dir, "running", NULL, NULL) != 0 || write_config_yaml(&run, ex) != 0) goto out;
+        if (mf_results_status(run.dir, "running", NULL, NULL) != 0 || write_config_yaml(&run, ex) != 0) {
+            char *msg = mf_xstrdup(mf_last_error());
+            (void)mf_results_status(run.dir, "failed", NULL, msg); /* best effort: the folder is failing already */
+            mf_fail("%s", msg);
+            free(msg);
+            goto out;
+        }
         mf_info("resuming %s (%s)", run.dir, opts->argv_line ? opts->argv_line : "");
     } else {
         if (opts->out_dir) {
@@ -508,6 +525,14 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
         run.dir = mf_xstrdup(dir);
         if (run_dir_out) snprintf(run_dir_out, cap, "%s", dir);
         if (lock_run_dir(&run, dir) != 0) goto out;
+        /* checked again under the lock: another process may have run in the folder since */
+        char st_path[4200];
+        struct stat st;
+        snprintf(st_path, sizeof st_path, "%s/status.json", dir);
+        if (stat(st_path, &st) == 0) {
+            mf_fail("%s: already holds a run (status.json); use 'mfpipe resume %s' or another folder", dir, dir);
+            goto out;
+        }
         if (mf_results_status(run.dir, "running", NULL, NULL) != 0 || write_run_files(&run, ex, opts->argv_line) != 0 ||
             (!opts->out_dir && mf_results_link_latest(run.dir) != 0)) {
             char *msg = mf_xstrdup(mf_last_error());
@@ -560,7 +585,12 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    if (write_resume_record(&run, -1, NULL) != 0 && rc == 0) rc = -1; /* no stage reported a checkpoint */
+    if (!run.resume_recorded) { /* no stage reported a checkpoint: record the resume, and why it failed */
+        char *err = rc != 0 && rc != 130 && !g_interrupted ? mf_xstrdup(mf_last_error()) : NULL;
+        if (write_resume_record(&run, -1, NULL, err) != 0 && rc == 0) rc = -1;
+        if (err) mf_fail("%s", err); /* keep the stage's error, not the record's */
+        free(err);
+    }
     if (rc == 0 && mf_results_status(run.dir, "finished", NULL, NULL) != 0) rc = -1;
     if (rc == 0) {
         mf_info("finished: %s", run.dir);

@@ -67,12 +67,17 @@ int mf_ckpt_load(const char *path, mf_ckpt *c) {
     if (buf[7] >= 2) {
         uint32_t ml;
         memcpy(&ml, p, 4), p += 4;
-        if (ml > MF_CKPT_MAX_META || (size_t)(end - p) < (size_t)ml + 4) {
+        if (ml > MF_CKPT_MAX_META) {
+            mf_fail("%s: metadata of %u bytes, more than the %u allowed (byte offset 80)", path, ml, MF_CKPT_MAX_META);
+            goto out;
+        }
+        if ((size_t)(end - p) < (size_t)ml + 4) {
             mf_fail("%s: metadata of %u bytes beyond the end (byte offset 80)", path, ml);
             goto out;
         }
-        if (memchr(p, '\0', ml)) {
-            mf_fail("%s: NUL byte in the metadata (byte offset 84)", path);
+        const uint8_t *nul = memchr(p, '\0', ml);
+        if (nul) {
+            mf_fail("%s: NUL byte in the metadata (byte offset %zu)", path, (size_t)(nul - buf));
             goto out;
         }
         c->meta = mf_xmalloc((size_t)ml + 1);
@@ -144,6 +149,12 @@ const mf_ckpt_section *mf_ckpt_find(const mf_ckpt *c, const char *name) {
     return NULL;
 }
 
+/* By step number, not by name: ckpt_%08lld names stop sorting as numbers past 99,999,999 steps. */
+static int ckpt_cmp(const struct dirent **a, const struct dirent **b) {
+    unsigned long long x = strtoull((*a)->d_name + 5, NULL, 10), y = strtoull((*b)->d_name + 5, NULL, 10);
+    return x < y ? -1 : x > y ? 1 : strcmp((*a)->d_name, (*b)->d_name);
+}
+
 static int ckpt_filter(const struct dirent *d) {
     size_t n = strlen(d->d_name);
     return strncmp(d->d_name, "ckpt_", 5) == 0 && n > 9 && strcmp(d->d_name + n - 4, ".mfc") == 0;
@@ -179,8 +190,8 @@ int mf_ckpt_verify(const char *path) {
 
 int mf_ckpt_load_latest(const char *dir, mf_ckpt *c, char *path_out, size_t cap) {
     struct dirent **ents = NULL;
-    int n = scandir(dir, &ents, ckpt_filter, alphasort);
-    if (n < 0) return 0;
+    int n = scandir(dir, &ents, ckpt_filter, ckpt_cmp);
+    if (n < 0) return errno == ENOENT ? 0 : mf_fail("%s: cannot list checkpoints: %s", dir, strerror(errno));
     int found = 0;
     for (int i = n - 1; i >= 0 && !found; i--) {
         char path[4096];
@@ -199,7 +210,7 @@ int mf_ckpt_load_latest(const char *dir, mf_ckpt *c, char *path_out, size_t cap)
 
 int mf_ckpt_prune(const char *dir, int keep) {
     struct dirent **ents = NULL;
-    int n = scandir(dir, &ents, ckpt_filter, alphasort);
+    int n = scandir(dir, &ents, ckpt_filter, ckpt_cmp);
     if (n < 0) return mf_fail("%s: cannot list checkpoints: %s", dir, strerror(errno));
     int valid = 0, rc = 0;
     for (int i = n - 1; i >= 0; i--) {

@@ -42,8 +42,9 @@ int mf_ckpt_meta_get(const mf_ckpt *c, const char *key, char *out, size_t cap);
 /* Magic and SHA-256 only (no parsing): 0 if the file is intact, else -1 with the reason. */
 int mf_ckpt_verify(const char *path);
 
-/* In a folder of ckpt_<step>.mfc files: the newest that loads and verifies. Corrupt ones met on
- * the way are moved into <dir>/corrupt/ (with a warning), never deleted. Returns 1 if found, else 0. */
+/* In a folder of ckpt_<step>.mfc files (ordered by step number): the newest that loads and
+ * verifies. Corrupt ones met on the way are moved into <dir>/corrupt/ (with a warning), never
+ * deleted. Returns 1 if found, 0 if none (or no folder), -1 if the folder cannot be read. */
 int mf_ckpt_load_latest(const char *dir, mf_ckpt *c, char *path_out, size_t cap);
 /* Keep the newest `keep` *valid* checkpoints in dir and delete the older ones; corrupt files are
  * moved into <dir>/corrupt/ (with a warning) and do not count. Returns 0, or -1 if a delete failed. */

@@ -245,7 +245,7 @@ static int dp_eval(const mf_field *f, dp_rows *d, const float *z, float *out, mf
     if (f->eval_rows) {
         st->nfe++;
         if (f->eval_rows(f->ctx, z, d->tt, d->tt, out) != 0)
-            return mf_error_prefix("sampler %s, model at per-row times", who);
+            return mf_error_prefix("sampler %s, model at per-row times: ", who);
         return 0;
     }
     const mf_backend_i *k = f->be->i;

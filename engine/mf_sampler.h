@@ -72,7 +72,7 @@ int mf_sampler_list(const mf_sampler **out, int cap);  /* all registered, built-
 void mf_sampler_grid(const mf_sampler_opts *o, double *t);
 
 /* Sampler plugins: a shared object exporting `mfpipe_sampler_entry` returning this. */
-#define MF_SAMPLER_ABI_VERSION 1u
+#define MF_SAMPLER_ABI_VERSION 2u /* 2: per-row times (mf_field.eval_rows, rows), row statistics */
 typedef struct mf_sampler_plugin {
     uint32_t abi_version; /* MF_SAMPLER_ABI_VERSION, first field */
     const mf_sampler *sampler;

@@ -159,14 +159,31 @@ static void test_checkpoints(void) {
     mf_ckpt_free_loaded(&c);
     CHECK(exists(dir, "corrupt/ckpt_00000060.mfc") && !exists(dir, "ckpt_00000060.mfc"));
 
+    /* ordered by step number, also past the 8 digits of the name pattern */
+    save_ckpt(dir, 99999999, 1.0f);
+    snprintf(path, sizeof path, "%s/ckpt_%08d.mfc", dir, 100000000);
+    {
+        char src[512];
+        snprintf(src, sizeof src, "%s/ckpt_%08d.mfc", dir, 99999999);
+        mf_ckpt big;
+        CHECK(mf_ckpt_load(src, &big) == 0);
+        big.step = 100000000;
+        CHECK(mf_ckpt_save(path, &big) == 0);
+        mf_ckpt_free_loaded(&big);
+    }
+    CHECK(mf_ckpt_load_latest(dir, &c, path, sizeof path) == 1 && c.step == 100000000);
+    mf_ckpt_free_loaded(&c);
+    CHECK(mf_ckpt_prune(dir, 1) == 0);
+    CHECK(exists(dir, "ckpt_100000000.mfc") && !exists(dir, "ckpt_99999999.mfc") && !exists(dir, "ckpt_00000050.mfc"));
+
     /* a FIFO where a checkpoint should be is refused without blocking, and moved aside */
-    snprintf(path, sizeof path, "%s/ckpt_%08d.mfc", dir, 70);
+    snprintf(path, sizeof path, "%s/ckpt_%08d.mfc", dir, 200000000);
     CHECK(mkfifo(path, 0644) == 0);
     CHECK(mf_ckpt_verify(path) != 0);
     CHECK_ERR_CONTAINS("is not a regular file");
-    CHECK(mf_ckpt_load_latest(dir, &c, path, sizeof path) == 1 && c.step == 50);
+    CHECK(mf_ckpt_load_latest(dir, &c, path, sizeof path) == 1 && c.step == 100000000);
     mf_ckpt_free_loaded(&c);
-    CHECK(exists(dir, "corrupt/ckpt_00000070.mfc"));
+    CHECK(exists(dir, "corrupt/ckpt_200000000.mfc"));
 
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -90,6 +90,28 @@ static const char *resolve(const char *path, char *buf, size_t cap) {
     return stat(buf, &st) == 0 ? buf : path;
 }
 
+/* The classes a sample stage asked for (labels.idx1-ubyte beside samples.idx3-ubyte), if written. */
+static int load_sibling_labels(const char *samples, mf_samples *sm) {
+    const char *slash = strrchr(samples, '/'), *base = slash ? slash + 1 : samples;
+    if (strcmp(base, "samples.idx3-ubyte") != 0) return 0;
+    char *path = mf_xasprintf("%.*slabels.idx1-ubyte", (int)(base - samples), samples);
+    struct stat st;
+    int rc = 0;
+    if (stat(path, &st) == 0) {
+        mf_idx idx = {0};
+        rc = mf_idx_read(path, NULL, &idx);
+        if (rc == 0 && (idx.dtype != MF_IDX_U8 || idx.ndim != 1 || idx.dims[0] != sm->n))
+            rc = mf_fail("%s: expected %lld unsigned-byte labels for %s", path, (long long)sm->n, samples);
+        if (rc == 0) {
+            sm->labels = mf_xmalloc(sizeof(int32_t) * (size_t)(sm->n ? sm->n : 1));
+            for (int64_t i = 0; i < sm->n; i++) sm->labels[i] = idx.data[i];
+        }
+        mf_idx_free(&idx);
+    }
+    free(path);
+    return rc;
+}
+
 /* Samples from an IDX file (u8, (n,H,W) or (n,C,H,W)) or a PNG grid in make_grid layout. */
 static int load_samples(eval_state *s, const mf_dataset *ds, mf_samples **out) {
     mf_samples *sm = mf_xcalloc(1, sizeof *sm);
@@ -124,7 +146,9 @@ static int load_samples(eval_state *s, const mf_dataset *ds, mf_samples **out) {
         }
     } else {
         mf_idx idx;
-        rc = mf_idx_read(s->samples, NULL, &idx);
+        /* a sample stage may write up to 10^7 images: no 1 GiB default here */
+        mf_idx_limits lim = {.max_bytes = (size_t)1 << 40};
+        rc = mf_idx_read_max(s->samples, NULL, &lim, &idx);
         if (rc == 0) {
             int C = idx.ndim == 4 ? (int)idx.dims[1] : 1;
             int H = (int)idx.dims[idx.ndim - 2], W = (int)idx.dims[idx.ndim - 1];
@@ -139,6 +163,7 @@ static int load_samples(eval_state *s, const mf_dataset *ds, mf_samples **out) {
             }
             mf_idx_free(&idx);
         }
+        if (rc == 0) rc = load_sibling_labels(s->samples, sm);
     }
     if (rc) {
         mf_samples_free(sm);

@@ -86,7 +86,7 @@ static void sample_destroy(void *state) {
     free(s);
 }
 
-static int write_outputs(sample_state *s, mf_run *run, mf_model *m, const float *x) {
+static int write_outputs(sample_state *s, mf_run *run, mf_model *m, const float *x, const int32_t *lab) {
     int C = m->cfg.in_ch, H = m->cfg.height, W = m->cfg.width;
     int64_t img = (int64_t)C * H * W;
     char rel[256], path[4096];
@@ -97,6 +97,15 @@ static int write_outputs(sample_state *s, mf_run *run, mf_model *m, const float 
     snprintf(rel, sizeof rel, "%s/samples.idx3-ubyte", s->dir);
     int rc = mf_run_path(run, path, sizeof path, rel);
     if (rc == 0) rc = C == 1 ? mf_idx_write_u8(path, 3, dims3, u8) : mf_idx_write_u8(path, 4, dims, u8);
+    /* the classes asked of a conditional model, beside the images (IDX labels, as MNIST's), so that
+     * `mfpipe eval RUN` measures the conditional accuracy from the files too */
+    if (rc == 0 && lab && m->cfg.num_classes <= 256) {
+        for (int i = 0; i < s->n; i++) u8[i] = (uint8_t)lab[i];
+        int64_t ln = s->n;
+        snprintf(rel, sizeof rel, "%s/labels.idx1-ubyte", s->dir);
+        rc = mf_run_path(run, path, sizeof path, rel);
+        if (rc == 0) rc = mf_idx_write_u8(path, 1, &ln, u8);
+    }
     if (rc == 0 && s->pngs) {
         for (int i = 0; rc == 0 && i < s->n; i++) {
             snprintf(rel, sizeof rel, "%s/png/%06d.png", s->dir, i);
@@ -155,7 +164,7 @@ static int sample_run(void *state, mf_run *run) {
     int rc = mf_generate(m, ema ? m->ema : m->params, &go, s->n, x, &total);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    if (rc == 0) rc = write_outputs(s, run, m, x);
+    if (rc == 0) rc = write_outputs(s, run, m, x, lab);
     if (rc == 0 && traj) {
         char rel[256], path[4096];
         snprintf(rel, sizeof rel, "%s/trajectory.png", s->dir);

@@ -205,8 +205,10 @@ static int save_checkpoint(train_state *s, mf_run *run) {
     c.n_sections = ns + 1;
     /* metadata: optimizer step count, the schedule segment, and the settings training depends on */
     mf_buf meta = {0};
-    mf_buf_printf(&meta, "adam_t=%lld\nsched_total=%lld\nsched_from=%lld\nsched_lr0=%.17g\n", (long long)s->adam_t,
-                  (long long)s->sched.total, (long long)s->sched.from, s->sched.lr0);
+    mf_buf_printf(&meta, "adam_t=%lld\nsched_peak=%.17g\nsched_warmup=%lld\nsched_total=%lld\nsched_from=%lld\n"
+                  "sched_lr0=%.17g\n",
+                  (long long)s->adam_t, s->sched.peak, (long long)s->sched.warmup, (long long)s->sched.total,
+                  (long long)s->sched.from, s->sched.lr0);
     char *set = mf_run_settings(run);
     for (char *p = set, *nl; p && *p; p = nl ? nl + 1 : p + strlen(p)) {
         nl = strchr(p, '\n');
@@ -243,7 +245,8 @@ static int load_checkpoint(train_state *s, mf_run *run) {
     snprintf(dir, sizeof dir, "%s/checkpoints", mf_run_dir(run));
     mf_ckpt c;
     int found = mf_ckpt_load_latest(dir, &c, path, sizeof path);
-    if (found <= 0) {
+    if (found < 0) return -1; /* an unreadable folder is not an empty one: never start over on it */
+    if (found == 0) {
         mf_warn("resume: no valid checkpoint in %s; training from the start", dir);
         return mf_run_resumed_from(run, 0, NULL);
     }
@@ -276,11 +279,20 @@ static int load_checkpoint(train_state *s, mf_run *run) {
         s->adam_t = meta_int(&c, "adam_t", step);
         /* the schedule as the checkpoint ran it, then extended if train.steps changed */
         int64_t total = meta_int(&c, "sched_total", s->sched.total);
-        char v[64];
-        if (mf_ckpt_meta_get(&c, "sched_lr0", v, sizeof v)) {
+        char v[64], pk[64];
+        /* the saved segment applies while peak and warm-up are the ones it was made with; after an
+         * allowed change of either (--allow-changes) the schedule starts anew from the new values */
+        bool same = mf_ckpt_meta_get(&c, "sched_peak", pk, sizeof pk) && strtod(pk, NULL) == s->sched.peak &&
+                    meta_int(&c, "sched_warmup", -1) == s->sched.warmup;
+        if (same && mf_ckpt_meta_get(&c, "sched_lr0", v, sizeof v)) {
             s->sched.total = total;
             s->sched.from = meta_int(&c, "sched_from", s->sched.from);
             s->sched.lr0 = strtod(v, NULL);
+        } else if (mf_ckpt_meta_get(&c, "sched_lr0", v, sizeof v)) {
+            mf_warn("resume: train.optimizer.lr or train.schedule.warmup changed: the schedule restarts from the "
+                    "new values (%.4g at step %lld)",
+                    mf_sched_lr(&s->sched, step), (long long)step);
+            total = s->sched.total;
         }
         if (s->sched.total != s->steps) {
             double before = mf_sched_lr(&s->sched, step);

@@ -37,6 +37,16 @@ check "in-run and post-hoc metrics identical" test "$a" = "$b"
 [ "$a" = "$b" ] || { echo "in-run:   $a" >&2; echo "post-hoc: $b" >&2; }
 fid=$(echo "$a" | grep -o '"metric":"fid_lenet_v1","value":[0-9.e+-]*' | sed 's/.*://')
 echo "FID in-run = post-hoc = $fid (N=300, 6 training steps)"
+# a class-conditional model: the labels asked for are written beside the samples, so the
+# conditional accuracy is measured the same way from the files
+expect_ok run-cond "$MFPIPE" run -q exp.yaml model.class_cond=true --out "$TMP/runc"
+check "labels written beside the samples" test -s "$TMP/runc/samples/labels.idx1-ubyte"
+expect_ok posthoc-cond "$MFPIPE" eval "$TMP/runc" --out "$TMP/postc"
+a2=$(metrics "$TMP/runc/eval.json")
+b2=$(metrics "$TMP/postc/eval.json")
+check "conditional accuracy measured" grep -q '"conditional_accuracy_lenet_v1"' "$TMP/runc/eval.json"
+check "conditional: in-run and post-hoc metrics identical" test "$a2" = "$b2"
+[ "$a2" = "$b2" ] || { echo "in-run:   $a2" >&2; echo "post-hoc: $b2" >&2; }
 check "the subset seed is recorded" grep -q '"subset_seed":0' "$TMP/run/eval.json"
 check "the real-set size is recorded" grep -q '"precision_recall_real_n":300,"precision_recall_real_of":10000' "$TMP/run/eval.json"
 

@@ -102,6 +102,16 @@ expect_ok resume-allow "$MFPIPE" resume "$run4" -q train.batch=8 --allow-changes
 check "allowed change recorded" grep -q '"changed_settings":{"train.batch":\["16","8"\]},"allow_changes":true' "$run4/resumes.jsonl"
 check "config.yaml stays true" grep -q "batch: 8" "$run4/config.yaml"
 expect_fail allow-needs-resume "applies to resuming only" "$MFPIPE" run exp.yaml --allow-changes
+# config.yaml edited by hand: the checkpoint's own record still refuses, and the refusal is recorded
+sed -i 's/batch: 8/batch: 4/' "$run4/config.yaml"
+expect_fail resume-edited "train.batch: 8 -> 4" "$MFPIPE" resume "$run4"
+check "checkpoint named as the source" grep -q "ckpt_00000060.mfc: resuming would change" "$TMP/err"
+check "failed resume recorded with its error" grep -q '"from_step":null,.*"error":".*train.batch: 8 -> 4' "$run4/resumes.jsonl"
+sed -i 's/batch: 4/batch: 8/' "$run4/config.yaml"
+# an allowed change of the learning rate restarts the schedule from the new values
+expect_ok resume-lr-allowed "$MFPIPE" resume "$run4" train.steps=70 train.optimizer.lr=0.001 --allow-changes
+check "schedule restart announced" grep -q "the schedule restarts from the new values" "$TMP/err"
+check "lr change recorded" grep -q '"changed_settings":{"train.optimizer.lr":\["0.00020000000000000001","0.001"\]}' "$run4/resumes.jsonl"
 
 # extending a run does not make the learning rate jump: resume at step 40 with 80 steps
 run6=$TMP/ext
