@@ -188,7 +188,7 @@ int mf_ckpt_verify(const char *path) {
     return ok ? 0 : -1;
 }
 
-int mf_ckpt_load_latest(const char *dir, mf_ckpt *c, char *path_out, size_t cap) {
+int mf_ckpt_load_latest(const char *dir, mf_ckpt *c, char *path_out, size_t cap, bool move_corrupt) {
     struct dirent **ents = NULL;
     int n = scandir(dir, &ents, ckpt_filter, ckpt_cmp);
     if (n < 0) return errno == ENOENT ? 0 : mf_fail("%s: cannot list checkpoints: %s", dir, strerror(errno));
@@ -199,8 +199,10 @@ int mf_ckpt_load_latest(const char *dir, mf_ckpt *c, char *path_out, size_t cap)
         if (mf_ckpt_load(path, c) == 0) {
             found = 1;
             if (path_out) snprintf(path_out, cap, "%s", path);
-        } else {
+        } else if (move_corrupt) {
             move_aside(dir, ents[i]->d_name, mf_last_error());
+        } else {
+            mf_warn("skipping corrupt checkpoint: %s", mf_last_error());
         }
     }
     for (int i = 0; i < n; i++) free(ents[i]);

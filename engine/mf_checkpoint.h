@@ -9,6 +9,7 @@
 #ifndef MF_CHECKPOINT_H
 #define MF_CHECKPOINT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,9 +44,10 @@ int mf_ckpt_meta_get(const mf_ckpt *c, const char *key, char *out, size_t cap);
 int mf_ckpt_verify(const char *path);
 
 /* In a folder of ckpt_<step>.mfc files (ordered by step number): the newest that loads and
- * verifies. Corrupt ones met on the way are moved into <dir>/corrupt/ (with a warning), never
- * deleted. Returns 1 if found, 0 if none (or no folder), -1 if the folder cannot be read. */
-int mf_ckpt_load_latest(const char *dir, mf_ckpt *c, char *path_out, size_t cap);
+ * verifies. Corrupt ones met on the way are skipped with a warning and, with move_corrupt (the
+ * process that holds the run folder's lock: training), moved into <dir>/corrupt/; never deleted.
+ * Returns 1 if found, 0 if none (or no folder), -1 if the folder cannot be read. */
+int mf_ckpt_load_latest(const char *dir, mf_ckpt *c, char *path_out, size_t cap, bool move_corrupt);
 /* Keep the newest `keep` *valid* checkpoints in dir and delete the older ones; corrupt files are
  * moved into <dir>/corrupt/ (with a warning) and do not count. Returns 0, or -1 if a delete failed. */
 int mf_ckpt_prune(const char *dir, int keep);

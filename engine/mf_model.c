@@ -218,7 +218,7 @@ int mf_model_load(mf_backend *be, const char *run_dir, mf_model **out) {
     char dir[4096], path[4200];
     snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
     mf_ckpt c;
-    int found = mf_ckpt_load_latest(dir, &c, path, sizeof path);
+    int found = mf_ckpt_load_latest(dir, &c, path, sizeof path, false /* read-only: the folder may be in use */);
     if (found < 0) return -1;
     if (found == 0) return mf_fail("%s: no valid checkpoint (is this a run folder with a train stage?)", dir);
     int rc = -1;

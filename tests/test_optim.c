@@ -154,7 +154,10 @@ static void test_checkpoints(void) {
     /* the newest valid one loads; a corrupt newest one met on the way is moved aside */
     save_ckpt(dir, 60, 6.0f);
     corrupt(dir, 60);
-    CHECK(mf_ckpt_load_latest(dir, &c, path, sizeof path) == 1);
+    CHECK(mf_ckpt_load_latest(dir, &c, path, sizeof path, false) == 1 && c.step == 50); /* read-only: left */
+    mf_ckpt_free_loaded(&c);
+    CHECK(exists(dir, "ckpt_00000060.mfc"));
+    CHECK(mf_ckpt_load_latest(dir, &c, path, sizeof path, true) == 1);
     CHECK(c.step == 50 && strstr(path, "ckpt_00000050.mfc") != NULL);
     mf_ckpt_free_loaded(&c);
     CHECK(exists(dir, "corrupt/ckpt_00000060.mfc") && !exists(dir, "ckpt_00000060.mfc"));
@@ -171,7 +174,7 @@ static void test_checkpoints(void) {
         CHECK(mf_ckpt_save(path, &big) == 0);
         mf_ckpt_free_loaded(&big);
     }
-    CHECK(mf_ckpt_load_latest(dir, &c, path, sizeof path) == 1 && c.step == 100000000);
+    CHECK(mf_ckpt_load_latest(dir, &c, path, sizeof path, true) == 1 && c.step == 100000000);
     mf_ckpt_free_loaded(&c);
     CHECK(mf_ckpt_prune(dir, 1) == 0);
     CHECK(exists(dir, "ckpt_100000000.mfc") && !exists(dir, "ckpt_99999999.mfc") && !exists(dir, "ckpt_00000050.mfc"));
@@ -181,7 +184,7 @@ static void test_checkpoints(void) {
     CHECK(mkfifo(path, 0644) == 0);
     CHECK(mf_ckpt_verify(path) != 0);
     CHECK_ERR_CONTAINS("is not a regular file");
-    CHECK(mf_ckpt_load_latest(dir, &c, path, sizeof path) == 1 && c.step == 100000000);
+    CHECK(mf_ckpt_load_latest(dir, &c, path, sizeof path, true) == 1 && c.step == 100000000);
     mf_ckpt_free_loaded(&c);
     CHECK(exists(dir, "corrupt/ckpt_200000000.mfc"));
 

@@ -244,7 +244,7 @@ static int load_checkpoint(train_state *s, mf_run *run) {
     char dir[4096], path[4200];
     snprintf(dir, sizeof dir, "%s/checkpoints", mf_run_dir(run));
     mf_ckpt c;
-    int found = mf_ckpt_load_latest(dir, &c, path, sizeof path);
+    int found = mf_ckpt_load_latest(dir, &c, path, sizeof path, true);
     if (found < 0) return -1; /* an unreadable folder is not an empty one: never start over on it */
     if (found == 0) {
         mf_warn("resume: no valid checkpoint in %s; training from the start", dir);
