@@ -30,22 +30,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-static uint8_t *gzip(const uint8_t *in, size_t n, size_t *out_len) {
-    z_stream zs;
-    memset(&zs, 0, sizeof zs);
-    if (deflateInit2(&zs, 1, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) abort();
-    size_t cap = deflateBound(&zs, (uLong)n) + 64;
-    uint8_t *out = malloc(cap);
-    zs.next_in = (Bytef *)in;
-    zs.avail_in = (uInt)n;
-    zs.next_out = out;
-    zs.avail_out = (uInt)cap;
-    if (deflate(&zs, Z_FINISH) != Z_STREAM_END) abort();
-    *out_len = zs.total_out;
-    deflateEnd(&zs);
-    return out;
-}
-
 static int same(const mf_ckpt *a, const mf_ckpt *b) {
     if (a->step != b->step || strcmp(a->config_hash, b->config_hash) || a->n_sections != b->n_sections) return 0;
     if (strcmp(a->meta ? a->meta : "", b->meta ? b->meta : "")) return 0; /* v1: NULL, v2: maybe "" */
@@ -66,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if ((mode & 1) && n >= 32) mf_sha256_trailer_put(buf, n - 32);
     if (mode & 2) {
         size_t gl;
-        uint8_t *gz = gzip(buf, n, &gl);
+        uint8_t *gz = fz_gzip(buf, n, 1, &gl);
         fz_write(in_path, gz, gl);
         free(gz);
     } else {

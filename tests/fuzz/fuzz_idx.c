@@ -26,23 +26,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-/* gzip-compress (one member) into a malloc'ed buffer. */
-static uint8_t *gzip(const uint8_t *in, size_t n, size_t *out_len) {
-    z_stream zs;
-    memset(&zs, 0, sizeof zs);
-    if (deflateInit2(&zs, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) abort();
-    size_t cap = deflateBound(&zs, (uLong)n) + 64;
-    uint8_t *out = malloc(cap);
-    zs.next_in = (Bytef *)in;
-    zs.avail_in = (uInt)n;
-    zs.next_out = out;
-    zs.avail_out = (uInt)cap;
-    if (deflate(&zs, Z_FINISH) != Z_STREAM_END) abort();
-    *out_len = zs.total_out;
-    deflateEnd(&zs);
-    return out;
-}
-
 static size_t esize(int dtype) {
     switch (dtype) {
     case MF_IDX_U8: case MF_IDX_I8: return 1;
@@ -61,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = size - 1;
     if (mode & 1) {
         size_t gl;
-        uint8_t *gz = gzip(body, n, &gl);
+        uint8_t *gz = fz_gzip(body, n, 6, &gl);
         fz_write(in_path, gz, gl);
         free(gz);
     } else {

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 static char fz_dir[512];
 
@@ -60,6 +61,23 @@ static void fz_write(const char *path, const void *data, size_t len) {
         perror(path);
         abort();
     }
+}
+
+/* gzip-compress (one member, `level` 1..9) into a malloc'ed buffer. */
+static inline uint8_t *fz_gzip(const uint8_t *in, size_t n, int level, size_t *out_len) {
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (deflateInit2(&zs, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) abort();
+    size_t cap = deflateBound(&zs, (uLong)n) + 64;
+    uint8_t *out = malloc(cap);
+    zs.next_in = (Bytef *)in;
+    zs.avail_in = (uInt)n;
+    zs.next_out = out;
+    zs.avail_out = (uInt)cap;
+    if (deflate(&zs, Z_FINISH) != Z_STREAM_END) abort();
+    *out_len = zs.total_out;
+    deflateEnd(&zs);
+    return out;
 }
 
 #endif
