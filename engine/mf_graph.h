@@ -127,7 +127,8 @@ void mf_graph_write_input(mf_graph *g, int node, const float *host);
 float *mf_graph_out(mf_graph *g, int node);
 void mf_graph_forward(mf_graph *g);
 /* Reverse mode: gradient of sum(dout * output) w.r.t. the parameters, accumulated into the grads
- * buffer (which the caller zeroes per step), and into input nodes' grad buffers if allocated. */
+ * buffer (which the caller zeroes per step: two passes add up, as fm_avgvel's do); input nodes with
+ * a grad buffer get this pass's gradient (overwritten, not accumulated; tests/test_plan_grad.c). */
 void mf_graph_backward(mf_graph *g, const float *dout);
 /* Forward mode: tangents of the output for the given input tangents (backend buffers; NULL = zero),
  * parameters fixed. Runs the forward pass too. tan_inputs[i] pairs with nodes tan_nodes[i]. */
