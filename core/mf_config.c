@@ -1157,7 +1157,7 @@ static void schema_ix_free(schema_ix *sx) {
 
 static const mf_key *schema_exact(schema_ix *sx, const char *rel) { return sx_get(&sx->exact, rel); }
 
-static bool schema_below(schema_ix *sx, const char *rel) { return sx_get(&sx->below, rel) != NULL; } /* "rel.xxx" */
+static bool schema_below(schema_ix *sx, const char *rel) { return sx_get(&sx->below, rel) != NULL; } /* some key "rel.<name>" is in the schema */
 
 static int unknown_key(const mf_node *c, const char *rel, const char *r, const char *prefix, const mf_key *keys) {
     char w[1024], **cands = NULL;

@@ -249,23 +249,23 @@ static int dp_eval(const mf_field *f, dp_rows *d, const float *z, float *out, mf
         return 0;
     }
     const mf_backend_i *k = f->be->i;
-    unsigned char *todo = d->rej_last + d->batch; /* scratch flags after rej_last */
+    unsigned char *pending = d->rej_last + d->batch; /* scratch flags after rej_last */
     int left = 0, pass = 0;
-    for (int i = 0; i < d->batch; i++) left += todo[i] = d->need[i];
+    for (int i = 0; i < d->batch; i++) left += pending[i] = d->need[i];
     while (left > 0) {
         int first = 0;
-        while (!todo[first]) first++;
+        while (!pending[first]) first++;
         const float T = d->tt[first];
         int all = pass++ == 0; /* one time for every needed row: straight into out */
         for (int i = 0; i < d->batch; i++)
-            if (todo[i] && d->tt[i] != T) all = 0;
+            if (pending[i] && d->tt[i] != T) all = 0;
         float *dst = all ? out : d->tmp;
         st->nfe++;
         if (f->eval(f->ctx, z, T, T, dst) != 0) return mf_error_prefix("sampler %s, model at t = %.6g", who, (double)T);
         for (int i = 0; i < d->batch; i++)
-            if (todo[i] && d->tt[i] == T) {
+            if (pending[i] && d->tt[i] == T) {
                 if (!all) k->copy(f->be, out + i * d->img, dst + i * d->img, sizeof(float) * (size_t)d->img);
-                todo[i] = 0;
+                pending[i] = 0;
                 left--;
             }
     }

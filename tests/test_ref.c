@@ -83,20 +83,28 @@ static double rel_err_floor(const float *c, const float *ref, int64_t n, double 
 }
 static double rel_err(const float *c, const float *ref, int64_t n) { return rel_err_floor(c, ref, n, 0); }
 
-static void run_fixture(const char *file) {
+/* Load tests/ref/<file> and the UNet configuration of its header. 0, or -1 with a failed CHECK. */
+static int open_fixture(const char *file, fixture *f, mf_unet_cfg *cfg) {
     char path[4096];
     const char *src = getenv("MFPIPE_SOURCE_DIR");
     snprintf(path, sizeof path, "%s/tests/ref/%s", src ? src : "..", file);
-    fixture f;
-    if (load(path, &f) != 0) {
+    if (load(path, f) != 0) {
         CHECK_MSG(0, "%s", mf_last_error());
-        return;
+        return -1;
     }
+    int *c = f->cfg;
+    *cfg = (mf_unet_cfg){.in_ch = c[0], .height = c[1], .width = c[2], .ch = c[3], .n_levels = c[4],
+                         .res_blocks = c[11], .groups = c[12], .temb_dim = c[13], .fourier_half = c[14],
+                         .num_classes = c[15], .time_inputs = c[16], .time_scale = f->time_scale};
+    for (int i = 0; i < 6; i++) cfg->mult[i] = c[5 + i];
+    return 0;
+}
+
+static void run_fixture(const char *file) {
+    fixture f;
+    mf_unet_cfg cfg;
+    if (open_fixture(file, &f, &cfg) != 0) return;
     int *c = f.cfg;
-    mf_unet_cfg cfg = {.in_ch = c[0], .height = c[1], .width = c[2], .ch = c[3], .n_levels = c[4],
-                       .res_blocks = c[11], .groups = c[12], .temb_dim = c[13], .fourier_half = c[14],
-                       .num_classes = c[15], .time_inputs = c[16], .time_scale = f.time_scale};
-    for (int i = 0; i < 6; i++) cfg.mult[i] = c[5 + i];
     int B = c[17];
     mf_backend *be = mf_cpu_backend_new(2);
     const mf_backend_i *k = be->i;
@@ -216,19 +224,10 @@ static void run_fixture(const char *file) {
  * 4e-5, this one ~1e-5 (first pass 7e-6, total 2e-6). The increment is a difference of two accumulated float32 buffers; since it is measured against
  * the same floor, its rounding adds ~1e-7. */
 static void run_avgvel_fixture(const char *file) {
-    char path[4096];
-    const char *src = getenv("MFPIPE_SOURCE_DIR");
-    snprintf(path, sizeof path, "%s/tests/ref/%s", src ? src : "..", file);
     fixture f;
-    if (load(path, &f) != 0) {
-        CHECK_MSG(0, "%s", mf_last_error());
-        return;
-    }
+    mf_unet_cfg cfg;
+    if (open_fixture(file, &f, &cfg) != 0) return;
     int *c = f.cfg;
-    mf_unet_cfg cfg = {.in_ch = c[0], .height = c[1], .width = c[2], .ch = c[3], .n_levels = c[4],
-                       .res_blocks = c[11], .groups = c[12], .temb_dim = c[13], .fourier_half = c[14],
-                       .num_classes = c[15], .time_inputs = c[16], .time_scale = f.time_scale};
-    for (int i = 0; i < 6; i++) cfg.mult[i] = c[5 + i];
     const int B = c[17];
     MF_ASSERT(cfg.time_inputs == 1 && B <= 64);
     const arr *x = get(&f, "x"), *eps = get(&f, "eps"), *t = get(&f, "t"), *z = get(&f, "z");

@@ -260,8 +260,9 @@ def build_arrays(cfg, inp, out, loss, grads, model, jvp):
     return arrays
 
 
-def verify_file(path):
-    """Re-reads a fixture, rebuilds the model from its stored parameters and recomputes everything."""
+def load_fixture_model(path):
+    """A fixture's config, batch, arrays by name, the float64 model with its stored parameters, and
+    the C parameter order."""
     cfg, batch, arrays = read_fixture(path)
     A = dict(arrays)
     model = UNetRef(cfg).double()
@@ -271,6 +272,12 @@ def verify_file(path):
     with torch.no_grad():
         for n, p in model.named_parameters():
             p.copy_(A["param:" + n])
+    return cfg, batch, A, model, order
+
+
+def verify_file(path):
+    """Re-reads a fixture, rebuilds the model from its stored parameters and recomputes everything."""
+    cfg, batch, A, model, order = load_fixture_model(path)
     inp = {k: A[k] for k in ("x", "eps", "t", "r", "labels", "z") if k in A}
     out, loss, grads, jvp = reference(model, inp)
 
@@ -375,15 +382,7 @@ def build_avgvel_arrays(cfg, inp, lam, ref, grads, grads_avg, model):
 
 
 def verify_avgvel_file(path):
-    cfg, batch, arrays = read_fixture(path)
-    A = dict(arrays)
-    model = UNetRef(cfg).double()
-    order = check_param_order(model, cfg)
-    pnames = [n[len("param:"):] for n, _ in arrays if n.startswith("param:")]
-    assert pnames == [n for n, _ in order], "parameter order in file differs from C order"
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            p.copy_(A["param:" + n])
+    cfg, batch, A, model, order = load_fixture_model(path)
     inp = {k: A[k] for k in ("x", "eps", "t", "labels", "z", "tk", "zk") if k in A}
     lam = A["lambda"].item()
     ref, grads, grads_avg = avgvel_reference(model, inp, lam)
