@@ -3,7 +3,7 @@
 The module's state_dict keys are the C parameter names, in the order the C builder registers them
 (the order of the mf_g_conv / mf_g_linear / mf_g_groupnorm / mf_g_embed calls), with the same shapes:
 conv weight (co, ci, k, k) + bias (co); linear weight (co, ci) + bias (co); GroupNorm weight, bias (c);
-embedding weight (num_classes, temb_dim).  c_param_order(cfg) replays the C builder's name stack
+embedding weight (num_classes [+ 1 with null_class], temb_dim).  c_param_order(cfg) replays the C builder's name stack
 (mf_graph_push / mf_graph_pop, where pop removes the last dot-separated component) and
 check_param_order(model, cfg) asserts that it equals the module's state_dict.
 
@@ -14,8 +14,12 @@ Op semantics mirrored from the C engine:
   * Fourier features of a time input t (shape (B,)): [sin(t f_0..f_{half-1}), cos(t f_0..f_{half-1})]
     (all sines, then all cosines), f_k = time_scale * 10000^(-k/half), computed with the C code's
     float32 roundings: f_k = fl32(fl32(time_scale) * fl32(exp(-log(10000) * k / half)));
-  * time embedding: temb = time_mlp(fourier(t)) [+ interval_mlp(fourier(t - r)) if time_inputs == 2]
+  * time embedding: temb = time_mlp(fourier(t)) [+ interval_mlp(fourier(s)) if time_inputs == 2, with
+    s = t - r (cfg.interval "t_minus_r", the default) or s = r (cfg.interval "r"; C: interval_r)]
     [+ label_emb(labels) if num_classes > 0]; every ResBlock gets silu(temb) through its own linear;
+  * label embedding: num_classes rows, or num_classes + 1 with cfg.null_class (C: null_class), where
+    label id num_classes is the learned "null" (unconditional) class; null_class has no effect when
+    num_classes == 0;
   * ResBlock: h = conv1(silu(norm1(x))) + temb(silu(temb))[:, :, None, None];
     h = conv2(silu(norm2(h))); out = h + (skip(x) if cin != cout else x)   (skip: 1x1 conv);
   * down path: per level l, res_blocks ResBlocks to ch*mult[l]; the level's output is saved as the
@@ -53,6 +57,14 @@ class UNetCfg:
     time_scale: float = 1000.0
     num_classes: int = 0
     time_inputs: int = 1
+    null_class: bool = False      # num_classes > 0: one more label row, id num_classes = the null class
+    interval: str = "t_minus_r"   # time_inputs 2: interval_mlp embeds t - r ("t_minus_r") or r ("r")
+
+    @property
+    def label_rows(self) -> int:
+        if self.num_classes <= 0:
+            return 0
+        return self.num_classes + (1 if self.null_class else 0)
 
     @property
     def n_levels(self) -> int:
@@ -65,6 +77,8 @@ class UNetCfg:
         div = 1 << (self.n_levels - 1)
         assert self.height % div == 0 and self.width % div == 0, "sides must be divisible by 2^(levels-1)"
         assert self.time_inputs in (1, 2), "time_inputs must be 1 or 2"
+        assert self.interval in ("t_minus_r", "r"), "interval must be 't_minus_r' or 'r'"
+        assert self.interval == "t_minus_r" or self.time_inputs == 2, "interval 'r' needs time_inputs 2"
 
 
 def norm_groups(cfg: UNetCfg, c: int) -> int:
@@ -136,7 +150,7 @@ class UNetRef(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(2 * half, td), nn.SiLU(), nn.Linear(td, td))
         self.interval_mlp = (nn.Sequential(nn.Linear(2 * half, td), nn.SiLU(), nn.Linear(td, td))
                              if cfg.time_inputs == 2 else None)
-        self.label_emb = nn.Embedding(cfg.num_classes, td) if cfg.num_classes > 0 else None
+        self.label_emb = nn.Embedding(cfg.label_rows, td) if cfg.num_classes > 0 else None
         self.conv_in = nn.Conv2d(cfg.in_ch, cfg.ch, 3, stride=1, padding=1)
         n = cfg.n_levels
         chs = [cfg.ch * m for m in cfg.mult]
@@ -159,14 +173,16 @@ class UNetRef(nn.Module):
         temb = self.time_mlp(fourier(t, self.freqs))
         if self.interval_mlp is not None:
             assert r is not None, "time_inputs == 2 needs r"
-            temb = temb + self.interval_mlp(fourier(t - r, self.freqs))
+            s = r if self.cfg.interval == "r" else t - r
+            temb = temb + self.interval_mlp(fourier(s, self.freqs))
         if self.label_emb is not None:
             assert labels is not None, "num_classes > 0 needs labels"
             temb = temb + self.label_emb(labels.long())
         return temb
 
     def forward(self, z, t, r=None, labels=None):
-        """z (B, in_ch, H, W); t, r (B,) (or (B,1,1,1)); labels (B,) integer (or float) class ids."""
+        """z (B, in_ch, H, W); t, r (B,) (or (B,1,1,1)); labels (B,) integer (or float) class ids
+        (0..num_classes-1, or num_classes = the null class when cfg.null_class)."""
         ta = F.silu(self.time_embedding(t.reshape(-1), None if r is None else r.reshape(-1), labels))
         h = self.conv_in(z)
         skips = []
@@ -249,7 +265,7 @@ def c_param_order(cfg: UNetCfg):
     if cfg.time_inputs == 2:
         time_mlp("interval_mlp")
     if cfg.num_classes > 0:
-        embed(cfg.num_classes, cfg.temb_dim, "label_emb")
+        embed(cfg.label_rows, cfg.temb_dim, "label_emb")
     conv(cfg.in_ch, cfg.ch, 3, "conv_in")
     h = cfg.ch
     n = cfg.n_levels
@@ -365,7 +381,9 @@ def forward_flops(cfg: UNetCfg) -> float:
 
 
 if __name__ == "__main__":
-    for cfg in (UNetCfg(), UNetCfg(ch=8, mult=[1, 2], res_blocks=1, num_classes=10, time_inputs=2)):
+    for cfg in (UNetCfg(), UNetCfg(ch=8, mult=[1, 2], res_blocks=1, num_classes=10, time_inputs=2),
+                UNetCfg(ch=8, mult=[1, 2], res_blocks=1, num_classes=10, time_inputs=2, null_class=True,
+                        interval="r")):
         m = UNetRef(cfg)
         order = check_param_order(m, cfg)
         print("ok: %d parameter tensors, %d parameters, %.4f GFLOP/image forward"
