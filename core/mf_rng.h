@@ -19,6 +19,7 @@ enum {
     MF_RNG_SAMPLE = 6,  /* sampling noise */
     MF_RNG_EVAL_SUBSET = 7, /* evaluation: random subsets of the reference set (step 0: precision/recall's
                                real set; step 1: the floor's training images) */
+    MF_RNG_CLASS_DROP = 8,  /* training: which labels are dropped to the null class */
 };
 
 /* Philox4x32-10: counter (4 words) and key (2 words) -> 4 random words. */

@@ -164,6 +164,27 @@ void mfcpu_add2(mf_backend *be, int64_t n, float a, const float *x, float b, con
     mfcpu_par_ranges(be, n, add2_k, &l);
 }
 
+/* z[i, :] = a[i] x[i, :] + b[i] y[i, :] (b, y may be NULL); z may alias x or y (same element, same lane) */
+void mfcpu_rows_axpby(mf_backend *be, int n, int64_t d, const float *a, const float *x, const float *b,
+                      const float *y, float *z) {
+    const int slots = mfcpu_islots(be, n, d);
+    const int two = b && y;
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t i = mfcpu_split(n, slots, sl); i < mfcpu_split(n, slots, sl + 1); i++) {
+            const float ai = a[i], bi = two ? b[i] : 0.0f;
+            const float *xp = x + i * d, *yp = two ? y + i * d : NULL;
+            float *zp = z + i * d;
+            if (two) {
+#pragma omp simd
+                for (int64_t j = 0; j < d; j++) zp[j] = ai * xp[j] + bi * yp[j];
+            } else {
+#pragma omp simd
+                for (int64_t j = 0; j < d; j++) zp[j] = ai * xp[j];
+            }
+        }
+}
+
 void mfcpu_add_channel(mf_backend *be, int n, int c, int hw, const float *x, const float *e, float *y) {
     const int64_t planes = (int64_t)n * c;
     const int slots = mfcpu_islots(be, planes, hw);

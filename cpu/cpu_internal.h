@@ -185,6 +185,10 @@ MFCPU_HIDDEN void mfcpu_sum_channel(mf_backend *be, int n, int c, int hw, const 
 MFCPU_HIDDEN void mfcpu_sum_rows(mf_backend *be, int rows, int cols, const float *dy, float *dbias);
 MFCPU_HIDDEN void mfcpu_sq_err_rows(mf_backend *be, int n, int64_t d, const float *a, const float *b,
                                     double *out);
+MFCPU_HIDDEN void mfcpu_rows_axpby(mf_backend *be, int n, int64_t d, const float *a, const float *x,
+                                   const float *b, const float *y, float *z);
+MFCPU_HIDDEN void mfcpu_row_sq_err(mf_backend *be, int n, int64_t d, const float *x, const float *y, float *e);
+MFCPU_HIDDEN void mfcpu_pow_weight(mf_backend *be, int n, const float *e, float c, float p, float scale, float *w);
 MFCPU_HIDDEN double mfcpu_sumsq(mf_backend *be, int64_t n, const float *x);
 MFCPU_HIDDEN void mfcpu_adamw(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v,
                               float lr, float b1, float b2, float eps, float wd, int64_t step, float gscale);

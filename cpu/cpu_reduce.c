@@ -123,6 +123,20 @@ void mfcpu_sq_err_rows(mf_backend *be, int n, int64_t d, const float *a, const f
             out[i] = dsqerr(a + i * d, b ? b + i * d : NULL, d, simd);
 }
 
+void mfcpu_row_sq_err(mf_backend *be, int n, int64_t d, const float *x, const float *y, float *e) {
+    const int simd = mfcpu(be)->avx512;
+    const int slots = mfcpu_islots(be, n, d);
+#pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
+    for (int sl = 0; sl < slots; sl++)
+        for (int64_t i = mfcpu_split(n, slots, sl); i < mfcpu_split(n, slots, sl + 1); i++)
+            e[i] = (float)dsqerr(x + i * d, y ? y + i * d : NULL, d, simd);
+}
+
+void mfcpu_pow_weight(mf_backend *be, int n, const float *e, float c, float p, float scale, float *w) {
+    (void)be;
+    for (int i = 0; i < n; i++) w[i] = p == 0.0f ? scale : (float)((double)scale * pow((double)e[i] + (double)c, -(double)p));
+}
+
 /* Fixed blocks of SQ_BLOCK elements; block sums added in block order. */
 #define SQ_BLOCK 65536
 double mfcpu_sumsq(mf_backend *be, int64_t n, const float *x) {

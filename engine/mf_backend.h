@@ -106,6 +106,18 @@ typedef struct mf_backend_i {
     /* y[r, :] += bias (rows, cols) */
     void (*add_bias_rows)(mf_backend *be, int rows, int cols, const float *bias, float *y);
 
+    /* ---- per-row (per-sample) arithmetic of the objectives (stages/train/objectives) ---------- */
+    /* x, y, z of shape (n, d); a, b, w, e are backend arrays of n per-row values.
+     * rows_axpby: z[i, :] = a[i] x[i, :] + b[i] y[i, :]; b and y may be NULL (z = a x); z may alias x
+     * or y. Path mixing z_t = (1 - t) x + t eps, targets v - (t - r) du/dt, per-sample loss weights. */
+    void (*rows_axpby)(mf_backend *be, int n, int64_t d, const float *a, const float *x, const float *b,
+                       const float *y, float *z);
+    /* e[i] = sum_j (x[i, j] - y[i, j])^2 (y may be NULL), accumulated in double, stored as float: the
+     * per-sample squared error, left on the backend (for weights computed there). */
+    void (*row_sq_err)(mf_backend *be, int n, int64_t d, const float *x, const float *y, float *e);
+    /* w[i] = scale * (e[i] + c)^(-p): MeanFlow's adaptive weight (p = 0: w = scale). e + c > 0. */
+    void (*pow_weight)(mf_backend *be, int n, const float *e, float c, float p, float scale, float *w);
+
     /* ---- layout ---------------------------------------------------------------------------- */
     /* Channels [dst_c0, dst_c0 + nc) of dst (n, dst_c, hw) (+)= channels [src_c0, src_c0 + nc) of src
      * (n, src_c, hw), each in its own layout (blk): channel concat and split, and layout conversion. */

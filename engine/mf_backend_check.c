@@ -329,6 +329,22 @@ static void ck_sq_err_rows(mf_backend *be, int n, int64_t d, const float *a, con
     in->i->sq_err_rows(in, n, d, a, b, out);
     ck_leave(be);
 }
+static void ck_rows_axpby(mf_backend *be, int n, int64_t d, const float *a, const float *x, const float *b,
+                          const float *y, float *z) {
+    mf_backend *in = ck_enter(be);
+    in->i->rows_axpby(in, n, d, a, x, b, y, z);
+    ck_leave(be);
+}
+static void ck_row_sq_err(mf_backend *be, int n, int64_t d, const float *x, const float *y, float *e) {
+    mf_backend *in = ck_enter(be);
+    in->i->row_sq_err(in, n, d, x, y, e);
+    ck_leave(be);
+}
+static void ck_pow_weight(mf_backend *be, int n, const float *e, float c, float p, float scale, float *w) {
+    mf_backend *in = ck_enter(be);
+    in->i->pow_weight(in, n, e, c, p, scale, w);
+    ck_leave(be);
+}
 static double ck_sumsq(mf_backend *be, int64_t n, const float *x) {
     mf_backend *in = ck_enter(be);
     double s = in->i->sumsq(in, n, x);
@@ -386,6 +402,9 @@ static const mf_backend_i check_iface = {
     .fourier = ck_fourier,
     .fourier_jvp = ck_fourier_jvp,
     .sq_err_rows = ck_sq_err_rows,
+    .rows_axpby = ck_rows_axpby,
+    .row_sq_err = ck_row_sq_err,
+    .pow_weight = ck_pow_weight,
     .sumsq = ck_sumsq,
     .adamw = ck_adamw,
     .ema = ck_ema,

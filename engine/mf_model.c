@@ -199,6 +199,8 @@ void mf_unet_cfg_encode(const mf_unet_cfg *c, float out[MF_UNET_CFG_FLOATS]) {
                c->mult[2], c->mult[3], c->mult[4], c->mult[5], c->res_blocks, c->groups, c->temb_dim,
                c->fourier_half, c->num_classes, c->time_inputs};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) out[i] = (float)v[i];
+    out[18] = (float)c->null_class;
+    out[19] = (float)c->interval_r;
     out[20] = c->time_scale;
 }
 
@@ -209,6 +211,8 @@ int mf_unet_cfg_decode(const float *in, int64_t n, mf_unet_cfg *c) {
                 &c->mult[3], &c->mult[4], &c->mult[5], &c->res_blocks, &c->groups, &c->temb_dim,
                 &c->fourier_half, &c->num_classes, &c->time_inputs};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) *f[i] = (int)in[1 + i];
+    c->null_class = (int)in[18];
+    c->interval_r = (int)in[19];
     c->time_scale = in[20];
     return mf_unet_check(c);
 }

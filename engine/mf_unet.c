@@ -58,14 +58,14 @@ void mf_unet_build(mf_graph *g, const mf_unet_cfg *c, mf_unet *ids) {
     ids->labels = -1;
     int temb = time_mlp(g, c, ids->t, "time_mlp");
     if (c->time_inputs == 2) {
-        /* u(z, r, t): a second embedding of the interval length t - r */
+        /* u(z, r, t): a second embedding, of the interval length t - r (or of r itself) */
         ids->r = mf_g_input(g, 1, 1, 1);
-        int d = mf_g_sub(g, ids->t, ids->r);
+        int d = c->interval_r ? ids->r : mf_g_sub(g, ids->t, ids->r);
         temb = mf_g_add(g, temb, time_mlp(g, c, d, "interval_mlp"));
     }
     if (c->num_classes > 0) {
         ids->labels = mf_g_labels(g);
-        temb = mf_g_add(g, temb, mf_g_embed(g, ids->labels, c->num_classes, c->temb_dim, "label_emb"));
+        temb = mf_g_add(g, temb, mf_g_embed(g, ids->labels, c->num_classes + (c->null_class ? 1 : 0), c->temb_dim, "label_emb"));
     }
     int ta = mf_g_silu(g, temb);
 

@@ -25,6 +25,9 @@ typedef struct mf_unet_cfg {
     float time_scale;             /* t is multiplied by this before the frequencies */
     int num_classes;              /* 0: unconditional */
     int time_inputs;              /* 1: v(z, t); 2: u(z, r, t) with embeddings of t and t - r summed */
+    int interval_r;               /* time_inputs 2: the second embedding is of r instead of t - r */
+    int null_class;               /* num_classes > 0: one more, learned label (id num_classes) for
+                                   * "no class" (class dropout, guidance) */
 } mf_unet_cfg;
 
 typedef struct mf_unet {

@@ -608,6 +608,46 @@ static void test_linear_ops(mf_backend *be) {
     double s1 = be->i->sumsq(be, (int64_t)nbig, BIG), s2 = be->i->sumsq(be, (int64_t)nbig, BIG);
     check_val("sumsq (300001 elements, 5 blocks)", s1, big, TOL_RED);
     CHECK(memcmp(&s1, &s2, sizeof s1) == 0);
+
+    /* the objectives' per-row kernels: row_sq_err, pow_weight, rows_axpby (two terms, one, aliased) */
+    float hc[5] = {0.5f, -1.25f, 2.0f, 0.0f, 3.5f}, hd[5] = {1.0f, 0.25f, -0.75f, 2.0f, -1.5f};
+    float *Ca = up(be, hc, 5), *Db = up(be, hd, 5), *Er = be->i->alloc(be, sizeof(float) * 5);
+    float *Wr = be->i->alloc(be, sizeof(float) * 5), *Zr = be->i->alloc(be, sizeof(float) * (size_t)(SR * SD));
+    be->i->row_sq_err(be, SR, SD, A, B2, Er);
+    float *ge = down(be, Er, 5);
+    for (int i = 0; i < SR; i++) check_val("row_sq_err", ge[i], ref[i], 1e-6);
+    be->i->row_sq_err(be, SR, SD, A, NULL, Er);
+    free(ge);
+    ge = down(be, Er, 5);
+    for (int i = 0; i < SR; i++) check_val("row_sq_err y=NULL", ge[i], ref0[i], 1e-6);
+    be->i->pow_weight(be, SR, Er, 0.01f, 0.75f, 2.0f, Wr);
+    float *gw = down(be, Wr, 5);
+    for (int i = 0; i < SR; i++) check_val("pow_weight", gw[i], 2.0 * pow((double)ge[i] + 0.01, -0.75), 1e-6);
+    free(gw);
+    be->i->pow_weight(be, SR, Er, 0.01f, 0.0f, 3.0f, Wr);
+    gw = down(be, Wr, 5);
+    for (int i = 0; i < SR; i++) check_val("pow_weight p=0", gw[i], 3.0, 0);
+    be->i->rows_axpby(be, SR, SD, Ca, A, Db, B2, Zr);
+    float *gz = down(be, Zr, (size_t)(SR * SD));
+    double worst = 0;
+    for (int i = 0; i < SR; i++)
+        for (int64_t j = 0; j < SD; j++) {
+            double want = (double)hc[i] * ha[i * SD + j] + (double)hd[i] * hb2[i * SD + j];
+            double err = fabs(gz[i * SD + j] - want);
+            if (err > worst) worst = err;
+        }
+    CHECK(worst < 1e-5);
+    free(gz);
+    be->i->rows_axpby(be, SR, SD, Ca, A, NULL, NULL, Zr);
+    gz = down(be, Zr, (size_t)(SR * SD));
+    for (int i = 0; i < SR; i++) CHECK(gz[i * SD + 7] == hc[i] * ha[i * SD + 7] && gz[i * SD + SD - 1] == hc[i] * ha[i * SD + SD - 1]);
+    free(gz);
+    be->i->rows_axpby(be, SR, SD, Ca, A, Db, B2, A); /* z aliases x */
+    gz = down(be, A, (size_t)(SR * SD));
+    for (int i = 0; i < SR; i++) check_val("rows_axpby aliased", gz[i * SD + 3], (double)hc[i] * ha[i * SD + 3] + (double)hd[i] * hb2[i * SD + 3], 1e-6);
+    free(gz), free(gw), free(ge);
+    be->i->free(be, Ca), be->i->free(be, Db), be->i->free(be, Er), be->i->free(be, Wr), be->i->free(be, Zr);
+
     be->i->free(be, A), be->i->free(be, B2), be->i->free(be, BIG);
     free(ha), free(hb2), free(hbig);
 }

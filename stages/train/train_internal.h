@@ -9,32 +9,30 @@
 #include "mf_model.h"
 #include "mf_optim.h"
 #include "mf_run.h"
+#include "objective.h"
 
 typedef struct train_state {
     char instance[64];
     /* configuration */
     mf_unet_cfg cfg;
     int class_cond;
-    char objective[16];
+    const mf_objective *obj; /* train.objective (objectives/registry.c) */
+    void *obj_state;
     int64_t steps;
     int batch;
-    int logit_normal;
-    float time_mu, time_sigma;
-    float lambda;
-    int avg_k;
     float lr, b1, b2, eps, wd, clip;
     mf_sched sched;  /* learning-rate schedule (extended on resume when train.steps changes) */
     int64_t log_every, ckpt_every, sample_every;
     int keep, sample_n, sample_steps, final_grid, final_steps, skip_nan;
-    char sample_method[8];
+    char sample_method[16];
     /* run time */
     mf_backend *be;
     mf_model *model; /* owned by the run (artifact "model") */
-    mf_graph g;
-    mf_unet ids;
-    float *grads, *adam_m, *adam_v, *target, *dout, *vbar; /* backend */
-    float *h_x, *h_eps, *h_z, *h_t, *h_tgt;                /* host, one batch */
+    float *grads, *adam_m, *adam_v; /* backend, flat */
+    float *x, *noise;               /* backend, one batch */
+    float *h_x, *h_eps, *h_t, *h_r; /* host, one batch */
     int32_t *h_y;
+    uint8_t *h_drop;
     int64_t *perm, perm_epoch;
     char hash[65];
     int64_t adam_t; /* optimizer steps taken (skipped steps do not count): Adam's bias correction */

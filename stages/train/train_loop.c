@@ -28,17 +28,19 @@ int train_read_config(train_state *s, const mf_node *t, const mf_node *m) {
     c->temb_dim = (int)mf_cfg_int(m, "time_embed.dim");
     c->fourier_half = (int)mf_cfg_int(m, "time_embed.frequencies");
     c->time_scale = (float)mf_cfg_float(m, "time_embed.scale");
-    c->time_inputs = 1;
     s->class_cond = mf_cfg_bool(m, "class_cond");
+    /* the class count comes with the data set (setup); until then only whether there are classes */
+    c->num_classes = s->class_cond ? 1 : 0;
+    c->interval_r = strcmp(mf_cfg_str(m, "interval_input"), "r") == 0;
 
-    snprintf(s->objective, sizeof s->objective, "%s", mf_cfg_str(t, "objective"));
+    s->obj = mf_objective_find(mf_cfg_str(t, "objective"));
+    if (!s->obj) return mf_fail("train.objective: unknown objective '%s'", mf_cfg_str(t, "objective"));
+    c->time_inputs = s->obj->time_inputs;
+    MF_TRY(s->obj->create(t, c, &s->obj_state));
+    if (c->interval_r && c->time_inputs != 2)
+        mf_warn("model.interval_input: r has no effect on a v(z, t) model (train.objective %s)", s->obj->name);
     s->steps = mf_cfg_int(t, "steps");
     s->batch = (int)mf_cfg_int(t, "batch");
-    s->logit_normal = strcmp(mf_cfg_str(t, "time_dist"), "logit_normal") == 0;
-    s->time_mu = (float)mf_cfg_float(t, "time_mu");
-    s->time_sigma = (float)mf_cfg_float(t, "time_sigma");
-    s->lambda = (float)mf_cfg_float(t, "avgvel.lambda");
-    s->avg_k = (int)mf_cfg_int(t, "avgvel.k");
     s->lr = (float)mf_cfg_float(t, "optimizer.lr");
     double betas[3];
     if (mf_cfg_floats(t, "optimizer.betas", betas, 3) != 2) return mf_fail("train.optimizer.betas: expected two values [beta1, beta2]");
@@ -65,43 +67,34 @@ int train_read_config(train_state *s, const mf_node *t, const mf_node *m) {
 }
 
 void train_free_buffers(train_state *s) {
+    if (s->obj && s->obj_state) s->obj->destroy(s->obj_state);
+    s->obj_state = NULL;
     if (s->be) {
         const mf_backend_i *k = s->be->i;
         k->free(s->be, s->grads);
         k->free(s->be, s->adam_m);
         k->free(s->be, s->adam_v);
-        k->free(s->be, s->target);
-        k->free(s->be, s->dout);
-        k->free(s->be, s->vbar);
-        mf_graph_free(&s->g);
+        k->free(s->be, s->x);
+        k->free(s->be, s->noise);
     }
     free(s->h_x);
     free(s->h_eps);
-    free(s->h_z);
     free(s->h_t);
-    free(s->h_tgt);
+    free(s->h_r);
     free(s->h_y);
+    free(s->h_drop);
     free(s->perm);
-    s->grads = s->adam_m = s->adam_v = s->target = s->dout = s->vbar = NULL;
-    s->h_x = s->h_eps = s->h_z = s->h_t = s->h_tgt = NULL;
+    s->grads = s->adam_m = s->adam_v = s->x = s->noise = NULL;
+    s->h_x = s->h_eps = s->h_t = s->h_r = NULL;
     s->h_y = NULL;
+    s->h_drop = NULL;
     s->perm = NULL;
     s->be = NULL;
 }
 
-/* Times for one batch: stream `sub` of step `step` (0: the main t, 1..K: average-velocity times). */
-static void draw_times(const train_state *s, uint64_t seed, int64_t step, int sub, float *t) {
-    uint64_t key = (uint64_t)step * 128u + (uint64_t)sub;
-    if (!s->logit_normal) {
-        mf_rng_uniform(seed, MF_RNG_TIME, key, t, s->batch);
-        return;
-    }
-    mf_rng_normal(seed, MF_RNG_TIME, key, t, s->batch);
-    for (int i = 0; i < s->batch; i++) t[i] = 1.0f / (1.0f + expf(-(s->time_mu + s->time_sigma * t[i])));
-}
-
-/* The batch of step `step`: examples in the seeded epoch order, noise, times. */
-static void make_batch(train_state *s, const mf_dataset *ds, uint64_t seed, int64_t step) {
+/* The batch of step `step`: examples in the seeded epoch order and noise, on the backend; the
+ * objective then draws its times (and class dropout). */
+static void make_batch(train_state *s, const mf_dataset *ds, uint64_t seed, int64_t step, mf_obj_batch *b) {
     int64_t n = ds->train.n, img = (int64_t)ds->C * ds->H * ds->W;
     int64_t idx[s->batch];
     for (int i = 0; i < s->batch; i++) {
@@ -114,65 +107,12 @@ static void make_batch(train_state *s, const mf_dataset *ds, uint64_t seed, int6
     }
     mf_dataset_gather(ds, &ds->train, idx, s->batch, s->h_x, s->h_y);
     mf_rng_normal(seed, MF_RNG_NOISE, (uint64_t)step, s->h_eps, img * s->batch);
-    draw_times(s, seed, step, 0, s->h_t);
-}
-
-/* z = (1-t) x + t eps for per-sample t (host) */
-static void mix(const train_state *s, int64_t img, const float *t, float *z) {
-    for (int i = 0; i < s->batch; i++)
-        for (int64_t j = 0; j < img; j++) {
-            int64_t q = (int64_t)i * img + j;
-            z[q] = (1.0f - t[i]) * s->h_x[q] + t[i] * s->h_eps[q];
-        }
-}
-
-/* Forward at (z, t) and return the mean squared error against `target` (backend); leaves
- * dout = scale * 2/numel * (out - target) ready for backward. */
-static double forward_mse(train_state *s, const float *host_z, const float *host_t, const float *target, float scale) {
     const mf_backend_i *k = s->be->i;
-    mf_graph_write_input(&s->g, s->ids.x, host_z);
-    mf_graph_write_input(&s->g, s->ids.t, host_t);
-    mf_graph_forward(&s->g);
-    const float *out = mf_graph_out(&s->g, s->ids.out);
-    int64_t n = s->g.nodes[s->ids.out].numel;
-    k->add2(s->be, n, 1.0f, out, -1.0f, target, s->dout);
-    double loss = k->sumsq(s->be, n, s->dout) / (double)n;
-    k->axpby(s->be, n, scale * 2.0f / (float)n, s->dout, 0.0f, s->dout);
-    return loss;
-}
-
-/* One optimizer step's loss and gradients (grads zeroed first). Returns the total loss. */
-static double loss_and_grads(train_state *s, const mf_dataset *ds, uint64_t seed, int64_t step, double *avg_term) {
-    const mf_backend_i *k = s->be->i;
-    int64_t img = (int64_t)ds->C * ds->H * ds->W, n = img * s->batch;
-    make_batch(s, ds, seed, step);
-    if (s->h_y) mf_graph_set_labels(&s->g, s->h_y);
-    k->fill(s->be, s->grads, 0.0f, s->model->n_params);
-    /* flow matching: z_t = (1-t) x + t eps, target velocity dz/dt = eps - x */
-    mix(s, img, s->h_t, s->h_z);
-    for (int64_t q = 0; q < n; q++) s->h_tgt[q] = s->h_eps[q] - s->h_x[q];
-    k->write(s->be, s->target, s->h_tgt, sizeof(float) * (size_t)n);
-    double loss = forward_mse(s, s->h_z, s->h_t, s->target, 1.0f);
-    mf_graph_backward(&s->g, s->dout);
-    *avg_term = 0;
-    if (strcmp(s->objective, "fm_avgvel") == 0) {
-        /* v_bar = stop-grad mean of v(z_tk, tk) over K random times on the same path */
-        float tk[s->batch];
-        for (int j = 1; j <= s->avg_k; j++) {
-            draw_times(s, seed, step, j, tk);
-            mix(s, img, tk, s->h_z);
-            mf_graph_write_input(&s->g, s->ids.x, s->h_z);
-            mf_graph_write_input(&s->g, s->ids.t, tk);
-            mf_graph_forward(&s->g);
-            k->axpby(s->be, n, 1.0f / (float)s->avg_k, mf_graph_out(&s->g, s->ids.out), j == 1 ? 0.0f : 1.0f, s->vbar);
-        }
-        /* the velocity at the noise end (t = 1, z_1 = eps) should match v_bar */
-        for (int i = 0; i < s->batch; i++) tk[i] = 1.0f;
-        *avg_term = forward_mse(s, s->h_eps, tk, s->vbar, s->lambda);
-        mf_graph_backward(&s->g, s->dout);
-        loss += s->lambda * *avg_term;
-    }
-    return loss;
+    k->write(s->be, s->x, s->h_x, sizeof(float) * (size_t)(img * s->batch));
+    k->write(s->be, s->noise, s->h_eps, sizeof(float) * (size_t)(img * s->batch));
+    *b = (mf_obj_batch){.n = s->batch, .img = img, .x = s->x, .eps = s->noise, .t = s->h_t, .r = s->h_r,
+                        .labels = s->h_y, .dropped = s->h_drop, .seed = seed, .step = step};
+    s->obj->prepare(s->obj_state, b);
 }
 
 static int checkpoint_dir(mf_run *run, char *dir, size_t cap) {
@@ -317,14 +257,15 @@ static int write_grid(train_state *s, mf_run *run, const char *rel, int n, int s
         for (int i = 0; i < n; i++) lab[i] = i % m->cfg.num_classes;
     }
     const float *w = m->ema ? m->ema : m->params;
-    mf_gen_opts go = {.sampler = s->sample_method, .steps = steps, .batch = n, .seed = mf_run_seed(run), .labels = lab};
+    const char *method = strcmp(s->sample_method, "auto") != 0 ? s->sample_method : m->cfg.time_inputs == 2 ? "meanflow" : "heun";
+    mf_gen_opts go = {.sampler = method, .steps = steps, .batch = n, .seed = mf_run_seed(run), .labels = lab};
     int rc = mf_generate(m, w, &go, n, x, NULL);
     char path[4096];
     if (rc == 0) rc = mf_run_path(run, path, sizeof path, rel);
     int nrow = (int)ceil(sqrt((double)n));
     if (m->cfg.num_classes > 0) nrow = m->cfg.num_classes;
     if (rc == 0) rc = mf_grid_write_png(path, x, n, m->cfg.in_ch, m->cfg.height, m->cfg.width, -1.0f, 1.0f, nrow, 2, 0.0f);
-    if (rc == 0) mf_info("samples: %s (%d images, %s %d steps, %s weights)", path, n, s->sample_method, steps, m->ema ? "EMA" : "raw");
+    if (rc == 0) mf_info("samples: %s (%d images, %s %d steps, %s weights)", path, n, method, steps, m->ema ? "EMA" : "raw");
     free(x);
     free(lab);
     return rc;
@@ -344,59 +285,67 @@ static int setup(train_state *s, mf_run *run, const mf_dataset *ds) {
     MF_TRY(mf_unet_check(&s->cfg));
     if (ds->train.n < 1) return mf_fail("the training split is empty");
 
-    mf_graph_init(&s->g, s->be, s->batch);
-    mf_unet_build(&s->g, &s->cfg, &s->ids);
-    MF_TRY(mf_graph_finalize(&s->g, s->ids.out, true, false));
-
+    /* the parameter layout, count and initial values from a graph that is built but never run (every
+     * graph the objective builds has the same layout: the parameters are views into one buffer) */
+    mf_graph tg;
+    mf_unet tids;
+    mf_graph_init(&tg, s->be, 1);
+    mf_unet_build(&tg, &s->cfg, &tids);
     mf_model *m = mf_xcalloc(1, sizeof *m);
     m->be = s->be;
     m->cfg = s->cfg;
-    m->n_params = s->g.n_param_floats;
-    for (int i = 0; i < s->g.n_params; i++) m->n_weights += s->g.params[i].numel;
-    m->flops_per_image = s->g.flops_fwd / s->batch;
+    m->n_params = tg.n_param_floats;
+    for (int i = 0; i < tg.n_params; i++) m->n_weights += tg.params[i].numel;
+    m->flops_per_image = tg.flops_fwd;
     size_t pb = sizeof(float) * (size_t)m->n_params;
     m->params = k->alloc(s->be, pb);
-    MF_TRY(mf_artifact_put(run, "model", MF_ART_MODEL, m, model_free_void));
+    if (mf_artifact_put(run, "model", MF_ART_MODEL, m, model_free_void) != 0) {
+        mf_graph_free(&tg);
+        return -1;
+    }
     s->model = m;
     s->grads = k->alloc(s->be, pb);
     s->adam_m = k->alloc(s->be, pb);
     s->adam_v = k->alloc(s->be, pb);
-    int64_t n = s->g.nodes[s->ids.out].numel;
-    s->target = k->alloc(s->be, sizeof(float) * (size_t)n);
-    s->dout = k->alloc(s->be, sizeof(float) * (size_t)n);
-    s->vbar = k->alloc(s->be, sizeof(float) * (size_t)n);
-    if (!m->params || !s->grads || !s->adam_m || !s->adam_v || !s->target || !s->dout || !s->vbar)
+    int64_t img = (int64_t)ds->C * ds->H * ds->W, n = img * s->batch;
+    s->x = k->alloc(s->be, sizeof(float) * (size_t)n);
+    s->noise = k->alloc(s->be, sizeof(float) * (size_t)n);
+    if (!m->params || !s->grads || !s->adam_m || !s->adam_v || !s->x || !s->noise) {
+        mf_graph_free(&tg);
         return mf_fail("out of memory for parameters and optimizer state (%.1f MiB each)", (double)pb / 1048576.0);
+    }
     float *host = mf_xmalloc(pb);
-    mf_graph_init_params(&s->g, mf_run_seed(run), host);
+    mf_graph_init_params(&tg, mf_run_seed(run), host);
+    mf_graph_free(&tg);
     k->write(s->be, m->params, host, pb);
     free(host);
     k->fill(s->be, s->adam_m, 0.0f, m->n_params);
     k->fill(s->be, s->adam_v, 0.0f, m->n_params);
-    mf_graph_set_params(&s->g, m->params);
-    mf_graph_set_grads(&s->g, s->grads);
+    mf_obj_env env = {.be = s->be, .cfg = &m->cfg, .batch = s->batch, .steps = s->steps, .params = m->params,
+                      .grads = s->grads};
+    MF_TRY(s->obj->setup(s->obj_state, &env));
 
     s->h_x = mf_xmalloc(sizeof(float) * (size_t)n);
     s->h_eps = mf_xmalloc(sizeof(float) * (size_t)n);
-    s->h_z = mf_xmalloc(sizeof(float) * (size_t)n);
-    s->h_tgt = mf_xmalloc(sizeof(float) * (size_t)n);
     s->h_t = mf_xmalloc(sizeof(float) * (size_t)s->batch);
+    s->h_r = mf_xmalloc(sizeof(float) * (size_t)s->batch);
     s->h_y = s->cfg.num_classes > 0 ? mf_xmalloc(sizeof(int32_t) * (size_t)s->batch) : NULL;
+    s->h_drop = s->cfg.num_classes > 0 ? mf_xcalloc((size_t)s->batch, 1) : NULL;
     s->perm = mf_xmalloc(sizeof(int64_t) * (size_t)ds->train.n);
     s->perm_epoch = -1;
 
     /* the configuration hash that checkpoints must match */
     char desc[512];
-    snprintf(desc, sizeof desc, "unet c%d h%d w%d ch%d L%d m%d,%d,%d,%d,%d,%d rb%d g%d te%d fh%d ts%g nc%d ti%d %s",
+    snprintf(desc, sizeof desc, "unet c%d h%d w%d ch%d L%d m%d,%d,%d,%d,%d,%d rb%d g%d te%d fh%d ts%g nc%d ti%d %s%s%s",
              m->cfg.in_ch, m->cfg.height, m->cfg.width, m->cfg.ch, m->cfg.n_levels, m->cfg.mult[0], m->cfg.mult[1],
              m->cfg.mult[2], m->cfg.mult[3], m->cfg.mult[4], m->cfg.mult[5], m->cfg.res_blocks, m->cfg.groups,
              m->cfg.temb_dim, m->cfg.fourier_half, (double)m->cfg.time_scale, m->cfg.num_classes, m->cfg.time_inputs,
-             s->objective);
+             s->obj->name, m->cfg.null_class ? " null" : "", m->cfg.interval_r ? " ir" : "");
     mf_sha256_hex(desc, strlen(desc), s->hash);
-    mf_info("model: UNet %s: %lld parameters, %.3f GFLOP forward per image; batch %d: %.1f MiB of activations "
-            "and gradients (%.1f MiB without buffer reuse)",
-            desc, (long long)m->n_weights, m->flops_per_image / 1e9, s->batch, (double)s->g.act_bytes / 1048576.0,
-            (double)s->g.unplanned_bytes / 1048576.0);
+    mf_info("model: UNet %s: %lld parameters, %.3f GFLOP forward per image; batch %d: %.1f MiB of activations, "
+            "gradients and tangents (objective %s)",
+            desc, (long long)m->n_weights, m->flops_per_image / 1e9, s->batch,
+            (double)s->obj->act_bytes(s->obj_state) / 1048576.0, s->obj->name);
     mf_buf b = {0};
     mf_json_str(&b, "event", "model");
     mf_json_int(&b, "params", m->n_weights);
@@ -430,15 +379,26 @@ int train_run(void *state, mf_run *run) {
     const char *dbg = getenv("MFPIPE_DEBUG_NAN_STEP"), *dbg_g = getenv("MFPIPE_DEBUG_NAN_GRAD_STEP");
     int64_t nan_step = dbg ? atoll(dbg) : -1, nan_grad_step = dbg_g ? atoll(dbg_g) : -1;
     if (!resumed) s->adam_t = 0;
+    double stat_acc[MF_OBJ_MAX_STATS] = {0};
+    const char *stat_name[MF_OBJ_MAX_STATS] = {0};
+    int n_stat = 0;
     while (m->step < s->steps) {
         int64_t step = m->step;
-        double avg_term;
-        double loss = loss_and_grads(s, ds, seed, step, &avg_term);
-        if (step + 1 == nan_step) loss = NAN;
+        mf_obj_batch ob;
+        mf_obj_result res = {0};
+        make_batch(s, ds, seed, step, &ob);
+        k->fill(s->be, s->grads, 0.0f, m->n_params);
+        if (s->obj->loss_and_grads(s->obj_state, &ob, &res) != 0) {
+            rc = mf_error_prefix("step %lld: ", (long long)step + 1);
+            break;
+        }
+        double loss = res.loss;
+        if (step + 1 == nan_step) loss = NAN, res.nonfinite = "loss";
+        if (!isfinite(loss) && !res.nonfinite) res.nonfinite = "loss";
         double gnorm = isfinite(loss) ? sqrt(k->sumsq(s->be, m->n_params, s->grads)) : NAN;
         if (step + 1 == nan_grad_step) gnorm = INFINITY;
         if (!isfinite(loss) || !isfinite(gnorm)) {
-            const char *what = !isfinite(loss) ? "loss" : "gradient norm";
+            const char *what = !isfinite(loss) ? res.nonfinite : "gradient norm";
             double val = !isfinite(loss) ? loss : gnorm;
             if (!s->skip_nan) {
                 rc = mf_fail("step %lld: the %s is %g (not finite); lower train.optimizer.lr, or set "
@@ -447,10 +407,15 @@ int train_run(void *state, mf_run *run) {
                 break;
             }
             /* the weights, Adam's moments and its step count stay as they were */
-            mf_warn("step %lld: non-finite %s %g; step skipped (train.on_nan: skip)", (long long)step + 1, what, val);
+            mf_warn("step %lld: non-finite %s (%g); step skipped (train.on_nan: skip)", (long long)step + 1, what, val);
             m->step++;
             continue;
         }
+        for (int i = 0; i < res.n_stats; i++) {
+            stat_name[i] = res.stats[i].name;
+            stat_acc[i] += res.stats[i].value;
+        }
+        n_stat = res.n_stats;
         float gscale = mf_clip_scale(gnorm, s->clip);
         float lr = (float)mf_sched_lr(&s->sched, step);
         s->adam_t++;
@@ -475,7 +440,7 @@ int train_run(void *state, mf_run *run) {
             mf_buf b = {0};
             mf_json_int(&b, "step", m->step);
             mf_json_num(&b, "loss", loss_acc / (double)n_acc);
-            if (strcmp(s->objective, "fm_avgvel") == 0) mf_json_num(&b, "avgvel_loss", avg_term);
+            for (int i = 0; i < n_stat; i++) mf_json_num(&b, stat_name[i], stat_acc[i] / (double)n_acc);
             mf_json_num(&b, "lr", lr);
             mf_json_num(&b, "grad_norm", gnorm);
             mf_json_num(&b, "img_per_s", (double)(m->step - last_log) * s->batch / (el - t_last > 0 ? el - t_last : 1e-9));
@@ -484,6 +449,7 @@ int train_run(void *state, mf_run *run) {
             if (rc != 0) break;
             loss_acc = 0;
             n_acc = 0;
+            memset(stat_acc, 0, sizeof stat_acc);
             t_last = el;
             last_log = m->step;
         }

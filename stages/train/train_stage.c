@@ -1,6 +1,7 @@
-/* train_stage.c - the `train` stage: flow matching (`fm`) and the seed's flow matching + average
- * velocity loss (`fm_avgvel`) on the UNet, AdamW with gradient clipping, cosine schedule with linear
- * warm-up, periodic sample grids, checkpoints (atomic, checksummed, last K kept) and exact resume.
+/* train_stage.c - the `train` stage: the UNet trained with one of the objectives of
+ * stages/train/objectives (fm, fm_avgvel, meanflow, imeanflow, alphaflow; objective.h), AdamW with
+ * gradient clipping, cosine schedule with linear warm-up, periodic sample grids, checkpoints (atomic,
+ * checksummed, last K kept) and exact resume.
  * Every random draw is keyed by (seed, step), so step k's work depends only on the state after k-1. */
 #include <math.h>
 #include <stdio.h>
@@ -29,11 +30,15 @@ static const mf_key model_keys[] = {
     MF_INT("time_embed.frequencies", "32", 1, 1024, "Fourier frequencies (features = 2x this)"),
     MF_FLOAT("time_embed.scale", "1000", 1e-3, 1e6, "t is multiplied by this before the frequencies"),
     MF_BOOL("class_cond", "false", "condition on class labels (label embedding added to the time embedding)"),
+    MF_ENUM("interval_input", "t_minus_r", "t_minus_r|r",
+            "u(z, r, t) models: the second time embedding is of t - r (the paper's choice) or of r"),
     MF_KEY_END,
 };
 
-static const mf_key train_keys[] = {
-    MF_ENUM("objective", "fm", "fm|fm_avgvel", "fm: rectified flow; fm_avgvel: + lambda * average-velocity loss (docs/objectives.md)"),
+/* The train section's keys: these, then the guidance keys (objectives/common.c) and every objective's
+ * own keys (objectives/registry.c), joined once when the plugin is loaded (train_keys()). */
+static const mf_key base_keys[] = {
+    MF_ENUM("objective", "fm", NULL, "training objective (docs/objectives.md)"),
     MF_INT("steps", "1000", 1, 1e9, "optimizer steps"),
     MF_INT("batch", "128", 1, 65536, "batch size"),
     MF_ENUM("time_dist", "uniform", "uniform|logit_normal", "distribution of t"),
@@ -56,12 +61,33 @@ static const mf_key train_keys[] = {
     MF_INT("sample_every", "0", 0, 1e9, "steps between sample grids (0: off)"),
     MF_INT("sample_n", "64", 1, 1024, "images in a periodic grid"),
     MF_INT("sample_steps", "10", 1, 1000, "sampler steps for periodic grids"),
-    MF_ENUM("sample_method", "heun", "euler|heun", "sampler for periodic grids"),
+    MF_ENUM("sample_method", "auto", "auto|euler|heun|meanflow",
+            "sampler for periodic grids (auto: meanflow for u(z, r, t) models, else heun)"),
     MF_INT("final_grid", "100", 0, 1024, "images in the grid written at the end (0: none)"),
     MF_INT("final_steps", "20", 1, 1000, "sampler steps for the final grid"),
     MF_ENUM("on_nan", "stop", "stop|skip", "non-finite loss: stop the run, or skip the step"),
     MF_KEY_END,
 };
+
+#include "objectives/common.h"
+
+static mf_key all_keys[160];
+static char objective_choices[256];
+
+static const mf_key *train_keys(void) {
+    if (all_keys[0].path) return all_keys;
+    size_t n = 0, cap = sizeof all_keys / sizeof all_keys[0];
+    for (const mf_key *k = base_keys; k->path; k++) { MF_ASSERT(n < cap - 1); all_keys[n++] = *k; }
+    for (const mf_key *k = obj_cond_keys; k->path; k++) { MF_ASSERT(n < cap - 1); all_keys[n++] = *k; }
+    for (int i = 0; mf_objectives[i]; i++) {
+        size_t l = strlen(objective_choices);
+        snprintf(objective_choices + l, sizeof objective_choices - l, "%s%s", i ? "|" : "", mf_objectives[i]->name);
+        for (const mf_key *k = mf_objectives[i]->keys; k && k->path; k++) { MF_ASSERT(n < cap - 1); all_keys[n++] = *k; }
+    }
+    all_keys[0].choices = objective_choices; /* "objective" */
+    all_keys[n] = (mf_key)MF_KEY_END;
+    return all_keys;
+}
 
 static const mf_section_schema train_shared[] = {{"model", model_keys}, {NULL, NULL}};
 
@@ -89,12 +115,13 @@ static const char *const k_train_resume_free[] = {"steps", "log_every", "checkpo
                                                   "sample_every", "sample_n", "sample_steps", "sample_method",
                                                   "final_grid", "final_steps", "on_nan", NULL};
 
-static const mf_stage_api train_api = {
+static mf_stage_api train_api = {
     .abi_version = MF_STAGE_ABI_VERSION,
     .struct_size = sizeof(mf_stage_api),
     .kind = "train",
-    .summary = "flow-matching training (fm, fm_avgvel) of the UNet: AdamW, cosine LR, checkpoints, resume",
-    .keys = train_keys,
+    .summary = "training of the UNet with any objective (fm, fm_avgvel, meanflow, imeanflow, alphaflow): AdamW, "
+               "cosine LR, checkpoints, resume",
+    .keys = NULL, /* train_keys(), set by the entry point */
     .shared = train_shared,
     .create = train_create,
     .run = train_run,
@@ -102,4 +129,8 @@ static const mf_stage_api train_api = {
     .resume_free = k_train_resume_free,
 };
 
-MF_STAGE_PLUGIN(train_api)
+MF_EXPORT const mf_stage_api *mfpipe_stage_entry(void);
+MF_EXPORT const mf_stage_api *mfpipe_stage_entry(void) {
+    train_api.keys = train_keys();
+    return &train_api;
+}
