@@ -584,7 +584,7 @@ def mf_targets(model, inp, opt):
         else:
             alpha = opt["alpha"]
             d = alpha * (t - r)
-            u_sh = model(z - _col(d) * v_tgt, r, t - d, lab)
+            u_sh = model(z - _col(d) * v_tgt, t - d, r, lab)  # forward(z, t, r, labels)
             res["u_shift"] = torch.where(eq, torch.zeros_like(u_sh), u_sh)
             res["u_tgt"] = torch.where(eq, v_tgt, alpha * v_tgt + (1 - alpha) * res["u_shift"])
     return res

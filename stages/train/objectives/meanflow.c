@@ -19,7 +19,9 @@ static const mf_key mean_keys[] = {
     OBJ_FAMILY_KEYS("meanflow", "0.75"),
     MF_ENUM("meanflow.derivative", "jvp", "jvp|finite_difference",
             "du/dt by forward-mode JVP, or by a central difference (a cross-check, two extra forwards)"),
-    MF_FLOAT("meanflow.fd_step", "5e-3", 1e-6, 0.1, "finite_difference: step h of (u(z + h v, t + h) - u(z - h v, t - h)) / 2h"),
+    MF_FLOAT("meanflow.fd_step", "1e-4", 1e-6, 0.1,
+             "finite_difference: step h of (u(z + h v, t + h) - u(z - h v, t - h)) / 2h (small: t enters the "
+             "embedding as time_embed.scale * t)"),
     MF_KEY_END,
 };
 
