@@ -6,6 +6,7 @@
 
 #include "mf_json.h"
 #include "mf_log.h"
+#include "mf_plot.h"
 #include "mf_runner.h"
 
 #ifndef MFPIPE_VERSION
@@ -24,6 +25,7 @@ static const char *k_usage =
     "  resume RESULTS_DIR [KEY=VALUE ...] continue a run from its newest checkpoint\n"
     "  sample RESULTS_DIR [options]      new samples from a run's checkpoint (see 'mfpipe sample --help')\n"
     "  eval RESULTS_DIR | --samples F    FID and friends in a fixed LeNet's feature space\n"
+    "  plot TABLE.csv -o OUT.svg ...     an SVG line chart of CSV columns (see 'mfpipe plot --help')\n"
     "  validate EXP.yaml [KEY=VALUE ...] check an experiment (and overrides) without running it\n"
     "  plugins                           list stage plugins: kind, ABI version, path\n"
     "  help [COMMAND]                    this text, or a command's help\n"
@@ -393,6 +395,7 @@ int main(int argc, char **argv) {
               : strcmp(which, "resume") == 0   ? k_resume_help
               : strcmp(which, "sample") == 0   ? k_sample_help
               : strcmp(which, "eval") == 0     ? k_eval_help
+              : strcmp(which, "plot") == 0     ? mf_plot_help
                                                : k_usage,
               stdout);
         rc = 0;
@@ -406,6 +409,9 @@ int main(int argc, char **argv) {
         rc = cmd_sample(argc - 2, argv + 2, line);
     } else if (strcmp(cmd, "resume") == 0) {
         rc = cmd_resume(argc - 2, argv + 2, line);
+    } else if (strcmp(cmd, "plot") == 0) {
+        rc = mf_plot_cmd(argc - 2, argv + 2);
+        if (rc != 0) rc = error_exit(rc);
     } else if (strcmp(cmd, "plugins") == 0) {
         rc = cmd_plugins(argc - 2, argv + 2);
     } else {
