@@ -5,6 +5,14 @@ The network is tests/ref/unet_ref.py (the exact mirror of engine/mf_unet.c). Per
   * training: flow-matching loss z = (1 - t) x + t eps, loss = mse(net(z, t), eps - x), backward and an
     AdamW step, batch --batch (128), MNIST-shaped random input (1x28x28 in [-1, 1]); --warmup (3) steps,
     then --steps (10) timed steps;
+  * --objective meanflow: the MeanFlow step of stages/train/objectives/meanflow.c instead (a u(z, r, t)
+    model, time_inputs 2): two logit-normal(--time-mu, --time-sigma) draws per row, t the larger;
+    round(--flow-ratio x batch) rows get r = t and are plain flow matching on u(z, t, t); the other rows
+    (r < t) go through functorch.jvp of u along (dz, dr, dt) = (v, 0, 1), whose primal output is u and
+    whose tangent is du/dt; target sg(v - (t - r) du/dt); per-row error e summed over pixels, adaptive
+    weight w = sg(1 / (e + c)^p) (--weight-p 1, --weight-c 1e-3), loss sum(w e) / batch; backward and
+    AdamW as above. train_gflops stays 3 x forward flops x images/s (fm-equivalent, nominal: the JVP rows
+    cost more than 3 forwards);
   * sampling: forward only under torch.inference_mode(), batch --sample-batch (256): images per second
     per network evaluation;
   * forward GFLOPs per image: conv and linear multiply-adds x 2 (counted with forward hooks and checked
@@ -12,11 +20,13 @@ The network is tests/ref/unet_ref.py (the exact mirror of engine/mf_unet.c). Per
     train_gflops = 3 x forward flops per image x train images/s;
   * peak resident memory: ru_maxrss of the process; every case runs in a fresh subprocess.
 Output: one JSON line per case on stdout (keys impl, ch, mult, res_blocks, params, gflops_per_image,
-train_img_s, train_gflops, sample_img_s, peak_mib, threads, plus a few extra descriptive keys).
+train_img_s, train_gflops, sample_img_s, peak_mib, threads, objective, plus a few extra descriptive keys;
+meanflow adds flow_ratio, jvp_rows).
 
 Examples (Debian's python3-torch lives under /usr/bin/python3):
   /usr/bin/python3 bench/torch_bench.py                       # ch 32 and ch 64, mult 1,2,2, 2 blocks
   /usr/bin/python3 bench/torch_bench.py --ch 32 --mult 1,2,2 --res-blocks 2 --temb 128 --half 64 --steps 5
+  /usr/bin/python3 bench/torch_bench.py --ch 16 --res-blocks 1 --temb 64 --half 16 --time-scale 1 --objective meanflow
 """
 import argparse
 import json
@@ -41,7 +51,15 @@ def parse():
     ap.add_argument("--half", type=int, default=64, help="Fourier frequencies (features = 2*half)")
     ap.add_argument("--time-scale", type=float, default=1000.0)
     ap.add_argument("--classes", type=int, default=0, help="num_classes (0: unconditional)")
-    ap.add_argument("--time-inputs", type=int, default=1, choices=(1, 2))
+    ap.add_argument("--time-inputs", type=int, default=None, choices=(1, 2),
+                    help="1: v(z, t), 2: u(z, r, t) (default: 1 for fm, 2 for meanflow)")
+    ap.add_argument("--objective", default="fm", choices=("fm", "meanflow"),
+                    help="training step: flow matching (default) or MeanFlow with functorch.jvp")
+    ap.add_argument("--flow-ratio", type=float, default=0.75, help="meanflow: fraction of rows with r = t")
+    ap.add_argument("--time-mu", type=float, default=-0.4, help="meanflow: logit-normal mean of the time draws")
+    ap.add_argument("--time-sigma", type=float, default=1.0, help="meanflow: logit-normal standard deviation")
+    ap.add_argument("--weight-p", type=float, default=1.0, help="meanflow: adaptive weight power p")
+    ap.add_argument("--weight-c", type=float, default=1e-3, help="meanflow: adaptive weight constant c")
     ap.add_argument("--image", default="1,28,28", help="C,H,W")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--sample-batch", type=int, default=256)
@@ -50,7 +68,12 @@ def parse():
     ap.add_argument("--sample-steps", type=int, default=0, help="timed sampling evaluations (default: = --steps)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: all cores)")
     ap.add_argument("--single", action="store_true", help=argparse.SUPPRESS)  # internal: run one case here
-    return ap.parse_args()
+    a = ap.parse_args()
+    if a.time_inputs is None:
+        a.time_inputs = 2 if a.objective == "meanflow" else 1
+    if a.objective == "meanflow" and a.time_inputs != 2:
+        ap.error("--objective meanflow needs a u(z, r, t) model (--time-inputs 2)")
+    return a
 
 
 def cores():
@@ -90,6 +113,8 @@ def count_flops_hooks(model, args_fn):
 def run_case(a):
     import torch
     import torch.nn.functional as F
+    if a.objective == "meanflow":
+        from functorch import jvp  # torch 1.13 (torch.func.jvp from 2.0)
     from unet_ref import UNetCfg, UNetRef, forward_flops
 
     threads = a.threads if a.threads > 0 else cores()
@@ -117,7 +142,42 @@ def run_case(a):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
     x, _, _, lab = inputs(a.batch)
 
-    def train_step():
+    n_eq = min(a.batch, int(round(a.flow_ratio * a.batch)))  # as obj_family_setup: lround(ratio * B)
+    n_iv = a.batch - n_eq
+
+    def logit_normal(n):
+        return torch.sigmoid(a.time_mu + a.time_sigma * torch.randn(n))
+
+    def weighted_err(u, tgt):
+        e = (u - tgt).pow(2).flatten(1).sum(1)                     # reduction sum (per row, over pixels)
+        w = (e.detach() + a.weight_c).pow(-a.weight_p)            # adaptive weight, stop-gradient
+        return (w * e).sum()
+
+    def meanflow_step():
+        t0_, t1_ = logit_normal(a.batch), logit_normal(a.batch)
+        t, r = torch.maximum(t0_, t1_), torch.minimum(t0_, t1_)
+        eps = torch.randn_like(x)
+        tb = t.view(-1, 1, 1, 1)
+        z = (1 - tb) * x + tb * eps
+        v = eps - x
+        loss = 0.0
+        if n_eq > 0:  # rows with r = t: flow matching on u(z, t, t)
+            te = t[:n_eq]
+            loss = loss + weighted_err(model(z[:n_eq], te, te, lab[:n_eq] if lab is not None else None), v[:n_eq])
+        if n_iv > 0:  # rows with r < t: u and du/dt along (v, 0, 1) in one forward-mode pass
+            zi, ti, ri, vi = z[n_eq:], t[n_eq:], r[n_eq:], v[n_eq:]
+            li = lab[n_eq:] if lab is not None else None
+            u, dudt = jvp(lambda zz, tt, rr: model(zz, tt, rr, li), (zi, ti, ri),
+                          (vi, torch.ones_like(ti), torch.zeros_like(ri)))
+            u_tgt = (vi - (ti - ri).view(-1, 1, 1, 1) * dudt).detach()
+            loss = loss + weighted_err(u, u_tgt)
+        loss = loss / a.batch
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def fm_step():
         t = torch.rand(a.batch)
         r = t * torch.rand(a.batch) if cfg.time_inputs == 2 else None
         eps = torch.randn_like(x)
@@ -129,6 +189,7 @@ def run_case(a):
         opt.step()
         return loss
 
+    train_step = meanflow_step if a.objective == "meanflow" else fm_step
     model.train()
     for _ in range(a.warmup):
         train_step()
@@ -157,7 +218,8 @@ def run_case(a):
                 peak_mib=round(peak_mib, 1), threads=threads, groups=cfg.groups, temb=cfg.temb_dim,
                 half=cfg.fourier_half, num_classes=cfg.num_classes, time_inputs=cfg.time_inputs,
                 image=[C, H, W], batch=a.batch, sample_batch=a.sample_batch, steps=a.steps,
-                torch=torch.__version__)
+                objective=a.objective, torch=torch.__version__,
+                **(dict(flow_ratio=a.flow_ratio, jvp_rows=n_iv) if a.objective == "meanflow" else {}))
 
 
 def main():
