@@ -124,6 +124,17 @@ void obj_cond_drop(const obj_cond *c, mf_obj_batch *b) {
 }
 
 /* ---- the family ------------------------------------------------------------------------------ */
+int obj_fm_read(obj_family *f, const mf_node *train, mf_unet_cfg *cfg, const char *objective) {
+    f->one_time = true;
+    f->ratio = 1.0f;
+    f->logit_normal = strcmp(mf_cfg_str(train, "time_dist"), "logit_normal") == 0;
+    f->mu = (float)mf_cfg_float(train, "time_mu");
+    f->sigma = (float)mf_cfg_float(train, "time_sigma");
+    f->wt = (obj_weighting){.p = 0.0f, .c = 1.0f, .sum = false};
+    cfg->time_inputs = 1;
+    return obj_cond_read(&f->cond, train, cfg, objective);
+}
+
 int obj_family_read(obj_family *f, const mf_node *train, const char *sec, mf_unet_cfg *cfg) {
     char key[96];
 #define K_(leaf) (snprintf(key, sizeof key, "%s." leaf, sec), key)
@@ -177,7 +188,7 @@ void obj_upload(obj_family *f, float *dst, const float *host, int n) {
     f->env.be->i->write(f->env.be, dst, host, sizeof(float) * (size_t)n);
 }
 
-static void draw(const obj_family *f, uint64_t seed, int64_t step, int sub, float *t, int n) {
+void obj_draw_times(const obj_family *f, uint64_t seed, int64_t step, int sub, float *t, int n) {
     uint64_t key = (uint64_t)step * 128u + (uint64_t)sub;
     if (!f->logit_normal) {
         mf_rng_uniform(seed, MF_RNG_TIME, key, t, n);
@@ -188,12 +199,12 @@ static void draw(const obj_family *f, uint64_t seed, int64_t step, int sub, floa
 }
 
 void obj_family_prepare(obj_family *f, mf_obj_batch *b) {
-    draw(f, b->seed, b->step, 0, b->t, b->n);
+    obj_draw_times(f, b->seed, b->step, 0, b->t, b->n);
     if (f->one_time) {
         memcpy(b->r, b->t, sizeof(float) * (size_t)b->n);
     } else {
         float s[b->n];
-        draw(f, b->seed, b->step, 1, s, b->n);
+        obj_draw_times(f, b->seed, b->step, 1, s, b->n);
         for (int i = 0; i < b->n; i++) {
             float hi = b->t[i] > s[i] ? b->t[i] : s[i], lo = b->t[i] > s[i] ? s[i] : b->t[i];
             b->t[i] = hi;

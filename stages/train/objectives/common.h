@@ -99,6 +99,10 @@ struct obj_family {
 
 /* Reads the family keys of section `sec` ("meanflow") and the guidance keys. */
 int obj_family_read(obj_family *f, const mf_node *train, const char *sec, mf_unet_cfg *cfg);
+/* fm and fm_avgvel: one time per row from train.time_dist / time_mu / time_sigma, r = t, plain MSE. */
+int obj_fm_read(obj_family *f, const mf_node *train, mf_unet_cfg *cfg, const char *objective);
+/* Times of stream `sub` of a step (seed, TIME, 128 step + sub): n values from the family's distribution. */
+void obj_draw_times(const obj_family *f, uint64_t seed, int64_t step, int sub, float *t, int n);
 int obj_family_setup(obj_family *f, const mf_obj_env *env);
 void obj_family_prepare(obj_family *f, mf_obj_batch *b);
 int obj_family_step(obj_family *f, const mf_obj_batch *b, mf_obj_result *res, obj_interval_fn fn, void *self);

@@ -10,14 +10,7 @@
 static int fm_create(const mf_node *train, mf_unet_cfg *cfg, void **state) {
     obj_family *f = mf_xcalloc(1, sizeof *f);
     *state = f;
-    f->one_time = true;
-    f->ratio = 1.0f;
-    f->logit_normal = strcmp(mf_cfg_str(train, "time_dist"), "logit_normal") == 0;
-    f->mu = (float)mf_cfg_float(train, "time_mu");
-    f->sigma = (float)mf_cfg_float(train, "time_sigma");
-    f->wt = (obj_weighting){.p = 0.0f, .c = 1.0f, .sum = false};
-    cfg->time_inputs = 1;
-    return obj_cond_read(&f->cond, train, cfg, "fm");
+    return obj_fm_read(f, train, cfg, "fm");
 }
 
 static int fm_setup(void *st, const mf_obj_env *env) { return obj_family_setup(st, env); }

@@ -8,7 +8,6 @@
 
 #include "common.h"
 #include "mf_error.h"
-#include "mf_rng.h"
 
 typedef struct avg_state {
     obj_family f; /* the flow-matching part, and its buffers */
@@ -22,16 +21,9 @@ static int avg_create(const mf_node *train, mf_unet_cfg *cfg, void **state) {
     avg_state *s = mf_xcalloc(1, sizeof *s);
     *state = s;
     obj_family *f = &s->f;
-    f->one_time = true;
-    f->ratio = 1.0f;
-    f->logit_normal = strcmp(mf_cfg_str(train, "time_dist"), "logit_normal") == 0;
-    f->mu = (float)mf_cfg_float(train, "time_mu");
-    f->sigma = (float)mf_cfg_float(train, "time_sigma");
-    f->wt = (obj_weighting){.p = 0.0f, .c = 1.0f, .sum = false};
     s->lambda = (float)mf_cfg_float(train, "avgvel.lambda");
     s->k = (int)mf_cfg_int(train, "avgvel.k");
-    cfg->time_inputs = 1;
-    return obj_cond_read(&f->cond, train, cfg, "fm_avgvel");
+    return obj_fm_read(f, train, cfg, "fm_avgvel");
 }
 
 static int avg_setup(void *st, const mf_obj_env *env) {
@@ -47,16 +39,6 @@ static int avg_setup(void *st, const mf_obj_env *env) {
 }
 
 static void avg_prepare(void *st, mf_obj_batch *b) { obj_family_prepare(&((avg_state *)st)->f, b); }
-
-static void draw_tk(const obj_family *f, const mf_obj_batch *b, int j, float *t) {
-    uint64_t key = (uint64_t)b->step * 128u + (uint64_t)j;
-    if (!f->logit_normal) {
-        mf_rng_uniform(b->seed, MF_RNG_TIME, key, t, b->n);
-        return;
-    }
-    mf_rng_normal(b->seed, MF_RNG_TIME, key, t, b->n);
-    for (int i = 0; i < b->n; i++) t[i] = 1.0f / (1.0f + expf(-(f->mu + f->sigma * t[i])));
-}
 
 static int no_interval(obj_family *f, void *self, const mf_obj_batch *b, const float *vt, float *ut, const float **u) {
     (void)f, (void)self, (void)b, (void)vt, (void)ut, (void)u;
@@ -98,7 +80,7 @@ static int avg_step(void *st, const mf_obj_batch *b, mf_obj_result *res) {
     float *tks[64];
     for (int j = 0; j < s->k; j++) {
         tks[j] = mf_xmalloc(sizeof(float) * (size_t)b->n);
-        draw_tk(&s->f, b, j + 1, tks[j]);
+        obj_draw_times(&s->f, b->seed, b->step, j + 1, tks[j], b->n);
     }
     double la = avg_term(s, b, (const float *const *)tks);
     for (int j = 0; j < s->k; j++) free(tks[j]);
