@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mf_backend.h"
 #include "mf_json.h"
 #include "mf_log.h"
 #include "mf_plot.h"
@@ -383,6 +384,19 @@ int main(int argc, char **argv) {
         char libs[256];
         mf_library_versions(libs, sizeof libs);
         printf("mfpipe %s (plugin ABI %u; %s)\n", MFPIPE_VERSION, (unsigned)MF_STAGE_ABI_VERSION, libs);
+        /* each backend: what it runs on, or why it cannot be opened here (backend ABI in brackets) */
+        for (int i = 0; mf_backend_names[i]; i++) {
+            mf_backend *be = mf_backend_open(mf_backend_names[i], &(mf_backend_opts){.threads = 0});
+            if (be) {
+                printf("backend %s [ABI %u]: %s\n", mf_backend_names[i], (unsigned)MF_BACKEND_ABI_VERSION,
+                       be->i->version(be));
+                mf_backend_free(be);
+            } else {
+                printf("backend %s [ABI %u]: unavailable: %s\n", mf_backend_names[i],
+                       (unsigned)MF_BACKEND_ABI_VERSION, mf_last_error());
+                mf_error_clear();
+            }
+        }
         rc = 0;
     } else if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         fputs(k_usage, stdout);

@@ -17,6 +17,8 @@ static const mf_key k_runner_keys[] = {
     MF_STR("name", "~", "experiment name: results go to <results_dir>/<name>/ (default: file name)"),
     MF_INT("seed", "0", 0, 9007199254740991.0, "seed of every random stream (data order, init, noise)"),
     MF_ENUM("engine", "auto", "auto|cpu|cuda", "tensor engine: auto (cuda when usable, else cpu), cpu, cuda"),
+    MF_ENUM("precision", "fp32", "fp32|tf32|bf16",
+            "matrix precision: fp32; tf32 (GPU tensor cores); bf16 products, fp32 master weights and reductions"),
     MF_INT("threads", "0", 0, 4096, "CPU worker threads; 0 = all cores"),
     MF_STR("results_dir", "results", "root folder of results"),
     MF_STR("description", "", "free text, copied to the manifest"),
@@ -300,14 +302,8 @@ int mf_experiment_load(mf_experiment *ex, const char *path, char *const *overrid
         ex->threads = (int)th;
         ex->results_dir = mf_cfg_str(ex->root, "results_dir");
         if (!ex->results_dir || !*ex->results_dir) ex->results_dir = "results";
-        const char *eng = mf_cfg_str(ex->root, "engine");
-        if (strcmp(eng, "cuda") == 0) {
-            char where[512];
-            mf_fail("%s: engine: cuda: this build of mfpipe has no CUDA backend yet; use engine: cpu or auto",
-                    mf_node_where(mf_node_child(ex->root, "engine"), where, sizeof where));
-            goto out;
-        }
-        ex->engine = "cpu";
+        ex->engine = mf_cfg_str(ex->root, "engine");       /* resolved when the backend opens */
+        ex->precision = mf_cfg_str(ex->root, "precision");
     }
     rc = 0;
 out:

@@ -1,9 +1,8 @@
 /* mf_plugin.c - finding and loading stage plugins: stage_<kind>.so in the build's plugin folder, then
- * MFPIPE_PLUGIN_PATH; dlopen with RTLD_NOW|RTLD_LOCAL, one entry symbol, ABI version check. */
+ * MFPIPE_PLUGIN_PATH; loaded through core/mf_module.c (one entry symbol, ABI version check). */
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,40 +10,12 @@
 #include <unistd.h>
 
 #include "mf_json.h"
+#include "mf_module.h"
 #include "mf_runner.h"
 
-int mf_plugin_dirs(char ***dirs_out) {
-    char **dirs = NULL;
-    int n = 0;
-    char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len > 0) {
-        exe[len] = '\0';
-        char *d = dirname(exe);
-        dirs = mf_xrealloc(dirs, sizeof *dirs * (size_t)(n + 1));
-        char *rel = mf_xasprintf("%s/../lib/mfpipe/plugins", d);
-        char *canon = realpath(rel, NULL);
-        dirs[n++] = canon ? canon : mf_xstrdup(rel);
-        free(rel);
-    }
-    const char *env = getenv("MFPIPE_PLUGIN_PATH");
-    if (env && *env) {
-        char *copy = mf_xstrdup(env), *save = NULL;
-        for (char *tok = strtok_r(copy, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
-            if (!*tok) continue;
-            dirs = mf_xrealloc(dirs, sizeof *dirs * (size_t)(n + 1));
-            dirs[n++] = mf_xstrdup(tok);
-        }
-        free(copy);
-    }
-    *dirs_out = dirs;
-    return n;
-}
+int mf_plugin_dirs(char ***dirs_out) { return mf_module_dirs("plugins", "MFPIPE_PLUGIN_PATH", dirs_out); }
 
-void mf_plugin_dirs_free(char **dirs, int n) {
-    for (int i = 0; i < n; i++) free(dirs[i]);
-    free(dirs);
-}
+void mf_plugin_dirs_free(char **dirs, int n) { mf_module_dirs_free(dirs, n); }
 
 static int is_stage_file(const struct dirent *d) {
     size_t n = strlen(d->d_name);
@@ -71,44 +42,18 @@ int mf_plugin_files(char ***paths_out) {
 
 int mf_plugin_open(const char *path, mf_plugin *out) {
     memset(out, 0, sizeof *out);
-    dlerror();
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        const char *e = dlerror();
-        return mf_fail("%s: cannot load plugin: %s", path, e ? e : "unknown dlopen error");
-    }
-    dlerror();
-    void *sym = dlsym(h, MF_STAGE_ENTRY_SYMBOL);
-    const char *e = dlerror();
-    if (e || !sym) {
-        mf_fail("%s: not an mfpipe stage plugin: symbol '%s' not found (%s)", path,
-                MF_STAGE_ENTRY_SYMBOL, e ? e : "null symbol");
-        dlclose(h);
-        return -1;
-    }
-    mf_stage_entry_fn entry;
-    memcpy(&entry, &sym, sizeof entry); /* object pointer -> function pointer, as POSIX allows */
-    const mf_stage_api *api = entry();
-    if (!api) {
-        dlclose(h);
-        return mf_fail("%s: %s() returned NULL", path, MF_STAGE_ENTRY_SYMBOL);
-    }
-    if (api->abi_version != MF_STAGE_ABI_VERSION) {
-        mf_fail("%s: plugin ABI version %u, but this mfpipe needs ABI version %u; rebuild the plugin "
-                "against this mfpipe's headers",
-                path, (unsigned)api->abi_version, (unsigned)MF_STAGE_ABI_VERSION);
-        dlclose(h);
-        return -1;
-    }
+    mf_module mod;
+    MF_TRY(mf_module_open(&mod, path, MF_STAGE_ENTRY_SYMBOL, MF_STAGE_ABI_VERSION, "stage plugin"));
+    const mf_stage_api *api = mod.api;
     if (api->struct_size < sizeof(mf_stage_api) || !api->kind || !api->create || !api->run ||
         !api->keys) {
         mf_fail("%s: malformed stage plugin (struct size %u, expected %zu; kind, keys, create and run "
                 "are required)",
                 path, (unsigned)api->struct_size, sizeof(mf_stage_api));
-        dlclose(h);
+        mf_module_close(&mod);
         return -1;
     }
-    out->handle = h;
+    out->handle = mod.handle;
     out->api = api;
     out->kind = mf_xstrdup(api->kind);
     out->path = mf_xstrdup(path);

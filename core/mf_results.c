@@ -13,7 +13,6 @@
 #include <yaml.h>
 #include <zlib.h>
 
-#include "mf_backend.h"
 #include "mf_buildinfo.h"
 #include "mf_io.h"
 #include "mf_json.h"
@@ -101,10 +100,38 @@ int mf_results_status(const char *run_dir, const char *state, const char *stage,
 }
 
 
+/* The runner's own libraries; each backend names its own (mf_backend_i.version, in "backend"). */
 void mf_library_versions(char *buf, size_t cap) {
-    const char *dnnl = mf_cpu_dnnl_version();
-    snprintf(buf, cap, "libyaml %s, libpng %s, zlib %s, %s%s%s", yaml_get_version_string(),
-             png_get_libpng_ver(NULL), zlibVersion(), LUA_RELEASE, dnnl ? ", " : "", dnnl ? dnnl : "");
+    snprintf(buf, cap, "libyaml %s, libpng %s, zlib %s, %s", yaml_get_version_string(), png_get_libpng_ver(NULL),
+             zlibVersion(), LUA_RELEASE);
+}
+
+int mf_results_manifest_backend(const char *run_dir, const char *kind, const char *precision, const char *version) {
+    char *path = mf_xasprintf("%s/manifest.json", run_dir);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int gz = 0, rc = mf_read_file(path, &data, &len, &gz);
+    if (rc == 0) {
+        /* the manifest is one JSON object written by mf_results_manifest: insert before its last '}' */
+        size_t end = len;
+        while (end > 0 && data[end - 1] != '}') end--;
+        if (end == 0) {
+            rc = mf_fail("%s: not a JSON object", path);
+        } else {
+            mf_buf b = {0};
+            mf_buf_printf(&b, "%.*s", (int)(end - 1), (const char *)data);
+            mf_buf_puts(&b, ", \"backend\": {");
+            mf_json_str(&b, "kind", kind);
+            mf_json_str(&b, "precision", precision);
+            mf_json_str(&b, "version", version);
+            mf_buf_puts(&b, "}}\n");
+            rc = mf_write_file_atomic(path, b.s, b.len);
+            mf_buf_free(&b);
+        }
+    }
+    free(data);
+    free(path);
+    return rc;
 }
 
 int mf_results_manifest(const char *run_dir, const mf_experiment *ex, const char *argv_line) {

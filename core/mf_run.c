@@ -58,6 +58,15 @@ const mf_node *mf_run_config(const mf_run *run) { return run->ex->root; }
 const char *mf_run_dir(const mf_run *run) { return run->dir; }
 uint64_t mf_run_seed(const mf_run *run) { return (uint64_t)run->ex->seed; }
 int mf_run_threads(const mf_run *run) { return run->ex->threads; }
+const char *mf_run_engine(const mf_run *run) { return run->ex->engine; }
+const char *mf_run_precision(const mf_run *run) { return run->ex->precision; }
+
+int mf_run_note_backend(mf_run *run, const char *kind, const char *precision, const char *version) {
+    mf_info("engine %s -> %s, precision %s (asked %s): %s", run->ex->engine, kind, precision, run->ex->precision,
+            version);
+    if (!run->dir || run->resuming) return 0; /* a resume keeps the manifest of the run it continues */
+    return mf_results_manifest_backend(run->dir, kind, precision, version);
+}
 bool mf_run_interrupted(const mf_run *run) { return g_interrupted != 0; }
 bool mf_run_resuming(const mf_run *run) { return run->resuming; }
 

@@ -22,6 +22,11 @@ const mf_node *mf_run_config(const mf_run *run);   /* resolved root config */
 const char *mf_run_dir(const mf_run *run);
 uint64_t mf_run_seed(const mf_run *run);
 int mf_run_threads(const mf_run *run);             /* worker threads to use (>= 1) */
+const char *mf_run_engine(const mf_run *run);      /* the engine as asked: "auto", "cpu", "cuda" */
+const char *mf_run_precision(const mf_run *run);   /* the precision as asked: "fp32", "tf32", "bf16" */
+/* The engine layer (engine/mf_model.c) reports the backend it opened for this run: logged, and
+ * recorded in manifest.json as "backend": {kind, precision, version}. */
+int mf_run_note_backend(mf_run *run, const char *kind, const char *precision, const char *version);
 bool mf_run_interrupted(const mf_run *run);        /* SIGINT/SIGTERM received: stop at a safe point */
 /* True when this run continues an existing results folder (`mfpipe resume DIR`): stages with state
  * load their newest checkpoint from it. */

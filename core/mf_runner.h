@@ -56,7 +56,8 @@ typedef struct mf_experiment {
     const char *name;          /* root.name */
     long long seed;
     int threads;               /* resolved (>= 1) */
-    const char *engine;        /* resolved: "cpu" / "cuda" */
+    const char *engine;        /* as asked: "auto" / "cpu" / "cuda" (the run's log and manifest say what opened) */
+    const char *precision;     /* as asked: "fp32" / "tf32" / "bf16" */
     const char *results_dir;
 } mf_experiment;
 
@@ -99,6 +100,9 @@ int mf_results_status(const char *run_dir, const char *state, const char *stage,
 /* manifest.json: version, git revision + dirty, compiler, library versions, engine, host, seed,
  * threads, command line, start time. */
 int mf_results_manifest(const char *run_dir, const mf_experiment *ex, const char *argv_line);
+/* Add "backend": {kind, precision, version} to an existing manifest.json (the backend opens after the
+ * manifest is written, in the first stage that needs it). */
+int mf_results_manifest_backend(const char *run_dir, const char *kind, const char *precision, const char *version);
 /* Library versions as one line ("libyaml 0.2.5, libpng 1.6.39, zlib 1.2.13, Lua 5.4.4"). */
 void mf_library_versions(char *buf, size_t cap);
 

@@ -29,6 +29,7 @@ typedef struct mfcpu_ctx {
     int conv_pb; /* pixel block of a one-sample conv GEMM: 0 = automatic, else forced */
     int avx512;  /* use the AVX-512 code (SiLU, double sums): CPU support, unless MFPIPE_CPU_SIMD=0 */
     struct mfcpu_dnnl *dnnl; /* oneDNN engine, stream and primitive cache (cpu_dnnl.c); NULL: none */
+    char version[256];       /* version(): built on first call */
 } mfcpu_ctx;
 
 static inline mfcpu_ctx *mfcpu(mf_backend *be) { return (mfcpu_ctx *)be->ctx; }

@@ -3,11 +3,13 @@
  * The kernels live in cpu_conv.c, cpu_norm.c, cpu_elem.c and cpu_reduce.c; see docs/cpu-backend.md. */
 #include <cblas.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_internal.h"
 #include "mf_error.h"
+#include "mf_rng.h"
 
 /* ---- memory --------------------------------------------------------------------------------- */
 
@@ -284,6 +286,41 @@ static void cpu_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const 
 
 /* ---- the table ------------------------------------------------------------------------------ */
 
+/* The host's own stream (core/mf_rng.c): bit-identical to what the host would draw. */
+static void cpu_randn(mf_backend *be, uint64_t seed, uint32_t purpose, uint64_t step, int64_t n, float *out) {
+    (void)be;
+    mf_rng_normal(seed, purpose, step, out, n);
+}
+
+static const char *cpu_version(mf_backend *be) {
+    mfcpu_ctx *c = mfcpu(be);
+    if (!c->version[0]) {
+        const char *dnnl = c->dnnl ? mf_cpu_dnnl_version() : NULL;
+        char blas[64];
+        snprintf(blas, sizeof blas, "%s", openblas_get_config());
+        char *sp = strchr(blas, ' ');
+        if (sp && (sp = strchr(sp + 1, ' '))) *sp = '\0'; /* "OpenBLAS 0.3.21" */
+        snprintf(c->version, sizeof c->version, "cpu: %s%s%s, %d threads, %s, %s layout", blas, dnnl ? ", " : "",
+                 dnnl ? dnnl : "", c->threads, c->avx512 ? "AVX-512" : "no AVX-512 (scalar kernels)",
+                 be->cblock == 16 ? "nChw16c" : "NCHW");
+    }
+    return c->version;
+}
+
+static const char *cpu_error(mf_backend *be) {
+    (void)be;
+    return NULL; /* the CPU kernels cannot fail at run time (allocation failures abort) */
+}
+
+/* destroy: the context and workspace (not the tensors still allocated through it). */
+static void cpu_destroy(mf_backend *be) {
+    mfcpu_ctx *c = mfcpu(be);
+    mfcpu_dnnl_free(be);
+    mfcpu_free(be, c->ws);
+    free(c);
+    free(be);
+}
+
 static const mf_backend_i cpu_iface = {
     .name = "cpu",
     .alloc = mfcpu_alloc,
@@ -327,7 +364,10 @@ static const mf_backend_i cpu_iface = {
     .sumsq = mfcpu_sumsq,
     .adamw = mfcpu_adamw,
     .ema = mfcpu_ema,
-    .destroy = NULL, /* mf_backend_free below frees the CPU backend itself */
+    .randn = cpu_randn,
+    .destroy = cpu_destroy,
+    .version = cpu_version,
+    .error = cpu_error,
 };
 
 mf_backend *mf_cpu_backend_new(int threads) {
@@ -348,6 +388,9 @@ mf_backend *mf_cpu_backend_new(int threads) {
     be->i = &cpu_iface;
     be->ctx = c;
     be->threads = threads;
+    be->kind = "cpu";
+    be->host_memory = 1;
+    be->precision = MF_PREC_FP32;
     /* Channel-blocked activations with oneDNN convolutions, unless MFPIPE_CPU_LAYOUT=nchw, or no oneDNN,
      * or a CPU without AVX-512: see docs/cpu-backend.md, "Layouts". */
     const char *lay = getenv("MFPIPE_CPU_LAYOUT");
@@ -355,18 +398,3 @@ mf_backend *mf_cpu_backend_new(int threads) {
     return be;
 }
 
-/* Frees any backend: through its `destroy` entry when it has one (the checked backend, CUDA), else as the
- * CPU backend, which has none: its context and workspace (not the tensors still allocated through it). */
-void mf_backend_free(mf_backend *be) {
-    if (!be) return;
-    if (be->i->destroy) {
-        be->i->destroy(be);
-        return;
-    }
-    MF_ASSERT(be->i == &cpu_iface);
-    mfcpu_ctx *c = mfcpu(be);
-    mfcpu_dnnl_free(be);
-    mfcpu_free(be, c->ws);
-    free(c);
-    free(be);
-}

@@ -10,7 +10,20 @@
  * multiple of it and passes each kernel the layouts of its operands; blk 0 or 1 means NCHW. Everything
  * else (parameters, 2-D tensors, inputs and outputs read by the host) is always plain. "acc" arguments:
  * when acc is non-zero the result is ADDED to the output (gradient accumulation), else it overwrites.
- * Every kernel must be deterministic for a given backend and thread count. */
+ * Every kernel must be deterministic for a given backend and thread count.
+ *
+ * NHWC: a backend whose cblock is negative (the CUDA backend: -8) wants channels-last activations: a
+ * tensor with c channels, c a multiple of -cblock, is kept with blk = c, which the formula above makes
+ * NHWC (element (i, k, p) at (i*hw + p)*c + k). So a kernel's blk is 0/1 (NCHW), 16 (nChw16c) or the
+ * tensor's own channel count (NHWC; for c = 16 the two coincide). The CPU backend uses 0 and 16 only.
+ *
+ * Errors: kernels return nothing. A backend that can fail at run time (a GPU: launch failure, out of
+ * memory inside a library) records the first failure, with the call, file and line, and reports it
+ * through error(); the training loop and the samplers check it after every synchronisation point.
+ *
+ * Opening a backend: mf_backend_open (engine/mf_backend.c, the registry: the only code naming
+ * backends). Backends built as modules (cuda/) export MF_BACKEND_ENTRY_SYMBOL returning an
+ * mf_backend_module; they are loaded with the same loader (core/mf_module.c) and ABI check as plugins. */
 #ifndef MF_BACKEND_H
 #define MF_BACKEND_H
 
@@ -153,23 +166,92 @@ typedef struct mf_backend_i {
     /* e = d*e + (1-d)*p */
     void (*ema)(mf_backend *be, int64_t n, float *e, const float *p, float d);
 
-    /* ---- lifetime -------------------------------------------------------------------------- */
-    /* Frees the backend (mf_backend_free calls it when set; NULL: the CPU backend's own code). */
+    /* ---- random numbers on the backend -------------------------------------------------------- */
+    /* out[j] (j < n) = the j-th value of mf_rng_normal(seed, purpose, step, ., n) (core/mf_rng.c: the
+     * Philox stream, Box-Muller in double on 53-bit uniforms); a GPU's log/sincos may differ from the
+     * host's in the last bit of the double, which the float result almost never shows. */
+    void (*randn)(mf_backend *be, uint64_t seed, uint32_t purpose, uint64_t step, int64_t n, float *out);
+
+    /* ---- lifetime and properties ----------------------------------------------------------------- */
+    /* Frees the backend and everything it allocated. Required. */
     void (*destroy)(mf_backend *be);
+    /* One line naming the backend's device and libraries ("cpu: OpenBLAS 0.3.21, oneDNN 2.6.3, 2
+     * threads, avx512"; "cuda: NVIDIA H200 (sm_90, 139 GiB), driver 13.0, cuDNN 9.x, cuBLAS 13.x").
+     * Required; the string lives as long as the backend. */
+    const char *(*version)(mf_backend *be);
+    /* NULL, or the first run-time failure (sticky) with the failing call, file and line. Required. */
+    const char *(*error)(mf_backend *be);
+
+    /* ---- host staging and graphs (optional: NULL where the backend has none) ---------------------- */
+    /* Host memory the backend copies from fastest (pinned), for inputs written every step. */
+    void *(*host_alloc)(mf_backend *be, size_t bytes);
+    void (*host_free)(mf_backend *be, void *ptr);
+    /* Record the work issued between graph_begin and graph_end (no read() or synchronize() in between)
+     * as one replayable graph: graph_launch re-issues it, with the same pointers and scalar arguments;
+     * a write() recorded in it copies, at each launch, what its host source (from host_alloc) holds
+     * then. graph_begin returns -1 with the reason in error() when it cannot record. */
+    int (*graph_begin)(mf_backend *be);
+    void *(*graph_end)(mf_backend *be);
+    int (*graph_launch)(mf_backend *be, void *graph);
+    void (*graph_free)(mf_backend *be, void *graph);
 } mf_backend_i;
+
+/* Numeric precision of the matrix work (convolutions, linear layers). Normalisation statistics,
+ * reductions, the loss, the optimizer and the JVP's tangent accumulation stay float32 in all three. */
+enum {
+    MF_PREC_FP32 = 0, /* float32 throughout (TF32 off) */
+    MF_PREC_TF32 = 1, /* float32 storage, TF32 tensor-core products (GPU) */
+    MF_PREC_BF16 = 2, /* bfloat16 products with float32 accumulation, float32 master weights */
+};
+const char *mf_precision_name(int precision); /* "fp32", "tf32", "bf16" */
 
 struct mf_backend {
     const mf_backend_i *i;
     void *ctx;
     int threads;
-    int cblock; /* channel block of the activation layout the backend prefers: 0 (NCHW) or 16 */
+    int cblock;      /* activation layout the backend prefers: 0 (NCHW), 16 (nChw16c), -8 (NHWC for
+                        channel counts that are multiples of 8); see the top of this file */
+    int precision;   /* MF_PREC_*: what the backend runs (may be lower than asked, with a warning) */
+    int host_memory; /* 1: tensors are host memory (CPU): no device copy of the data set is needed */
+    const char *kind; /* "cpu", "cuda": the registry name it was opened under */
 };
 
-/* The CPU backend (always built). threads <= 0: all cores. */
+/* ---- opening backends (engine/mf_backend.c) ------------------------------------------------------ */
+typedef struct mf_backend_opts {
+    int threads;   /* CPU worker threads (<= 0: all cores); the GPU backend uses them for host work */
+    int precision; /* MF_PREC_* asked for */
+    int device;    /* GPU ordinal */
+} mf_backend_opts;
+
+/* name: "cpu", "cuda" or "auto" (cuda when its module loads and a GPU is usable, else cpu). NULL with
+ * mf_fail naming the reason (no module, libraries missing, no driver, no device) when it cannot. */
+mf_backend *mf_backend_open(const char *name, const mf_backend_opts *opts);
+/* Why `name` cannot be opened, or NULL when it can (probes without keeping it open); for `mfpipe
+ * version` and the tests' skip messages. The string is static until the next call. */
+const char *mf_backend_probe(const char *name);
+/* Frees any backend (calls its destroy). NULL is fine. */
+void mf_backend_free(mf_backend *be);
+/* The names the registry knows, NULL-terminated. */
+extern const char *const mf_backend_names[];
+
+/* A backend built as a module: the shared object exports this symbol, a function returning a pointer
+ * to its mf_backend_module (the same loader and ABI check as stage plugins: core/mf_module.h). */
+#define MF_BACKEND_ENTRY_SYMBOL "mfpipe_backend_entry"
+#define MF_BACKEND_ABI_VERSION 1u /* bump on any change to mf_backend_i, mf_backend or the opts */
+typedef struct mf_backend_module {
+    uint32_t abi_version; /* MF_BACKEND_ABI_VERSION; first field */
+    uint32_t struct_size; /* sizeof(mf_backend_i), checked against the host's */
+    const char *name;     /* "cuda" */
+    /* Open device opts->device; NULL with the reason written to why (e.g. "no CUDA device: ...",
+     * "CUDA driver too old: ..."). */
+    mf_backend *(*open)(const mf_backend_opts *opts, char *why, size_t why_cap);
+} mf_backend_module;
+typedef const mf_backend_module *(*mf_backend_entry_fn)(void);
+
+/* The CPU backend (cpu/, always built). threads <= 0: all cores. Prefer mf_backend_open("cpu"). */
 mf_backend *mf_cpu_backend_new(int threads);
 /* "oneDNN X.Y.Z" when the CPU backend was built with oneDNN, else NULL (for manifests and --version) */
 const char *mf_cpu_dnnl_version(void);
-void mf_backend_free(mf_backend *be);
 /* The checked backend (mf_backend_check.c): wraps `inner` (and owns it from then on); its tensors are
  * PROT_NONE except while a kernel runs, so host code that dereferences one dies with SIGSEGV. Used by
  * the tests (MFPIPE_CHECKED_BACKEND=1) to prove no code outside a backend touches tensor memory. */

@@ -16,13 +16,8 @@
 mf_backend *mf_checked_backend_new(mf_backend *inner);
 void mf_checked_backend_free(mf_backend *be);
 
-/* Every entry of mf_backend_i must be wrapped below. This catches an entry appended to the table
- * (the last entry is `destroy` once the header has it, announced by MF_BACKEND_HAS_DESTROY). */
-#ifdef MF_BACKEND_HAS_DESTROY
-#define CK_LAST_ENTRY destroy
-#else
-#define CK_LAST_ENTRY ema
-#endif
+/* Every entry of mf_backend_i must be wrapped below. This catches an entry appended to the table. */
+#define CK_LAST_ENTRY graph_free
 _Static_assert(sizeof(mf_backend_i) ==
                    offsetof(mf_backend_i, CK_LAST_ENTRY) + sizeof(((mf_backend_i *)0)->CK_LAST_ENTRY),
                "mf_backend_i has an entry after the last one known here: wrap it in mf_backend_check.c");
@@ -363,7 +358,16 @@ static void ck_ema(mf_backend *be, int64_t n, float *e, const float *p, float d)
     ck_leave(be);
 }
 
+static void ck_randn(mf_backend *be, uint64_t seed, uint32_t purpose, uint64_t step, int64_t n, float *out) {
+    mf_backend *in = ck_enter(be);
+    in->i->randn(in, seed, purpose, step, n, out);
+    ck_leave(be);
+}
+static const char *ck_version(mf_backend *be) { return ck(be)->inner->i->version(ck(be)->inner); }
+static const char *ck_error(mf_backend *be) { return ck(be)->inner->i->error(ck(be)->inner); }
+
 /* ---- the table ------------------------------------------------------------------------------ */
+/* host_alloc and the graph entries are left NULL: the checked backend runs everything eagerly. */
 
 static const mf_backend_i check_iface = {
     .name = "checked",
@@ -408,9 +412,10 @@ static const mf_backend_i check_iface = {
     .sumsq = ck_sumsq,
     .adamw = ck_adamw,
     .ema = ck_ema,
-#ifdef MF_BACKEND_HAS_DESTROY
+    .randn = ck_randn,
     .destroy = mf_checked_backend_free,
-#endif
+    .version = ck_version,
+    .error = ck_error,
 };
 
 /* Wrap `inner` (which the new backend owns from here on: freeing the wrapper frees it). The
@@ -426,6 +431,9 @@ mf_backend *mf_checked_backend_new(mf_backend *inner) {
     be->ctx = c;
     be->threads = inner->threads;
     be->cblock = inner->cblock;
+    be->precision = inner->precision;
+    be->host_memory = inner->host_memory;
+    be->kind = inner->kind;
     return be;
 }
 

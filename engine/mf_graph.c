@@ -166,9 +166,11 @@ static mf_gnode *N_(mf_graph *g, int id) {
 }
 
 /* The layout of a computed activation with c channels: blocked when the backend wants blocks and c is a
- * multiple of its block. Inputs, outputs read by the host and 2-D values stay NCHW. */
+ * multiple of its block; NHWC (blk = c) when the backend's cblock is -k and c is a multiple of k (see
+ * mf_backend.h). Inputs, outputs read by the host and 2-D values stay NCHW. */
 static int act_blk(const mf_graph *g, int c) {
     const int b = g->be->cblock;
+    if (b < 0) return c > 1 && c % -b == 0 ? c : 0;
     return b > 1 && c % b == 0 ? b : 0;
 }
 

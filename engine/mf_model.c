@@ -13,18 +13,27 @@
 
 static void backend_free_void(void *p) { mf_backend_free(p); }
 
+/* The run's backend, opened on first use from the experiment's engine, precision and threads (the
+ * registry, engine/mf_backend.c, resolves "auto"); the runner logs it and adds it to the manifest.
+ * MFPIPE_CHECKED_BACKEND=1 wraps it in the checked backend (tests). */
 mf_backend *mf_run_backend(mf_run *run) {
     void *found = mf_artifact_get(run, "backend", MF_ART_BACKEND);
     if (found) return found;
     mf_error_clear(); /* "no artifact" is expected on first use */
-    mf_backend *be = mf_cpu_backend_new(mf_run_threads(run));
-    if (!be) {
-        mf_fail("cannot create the cpu backend");
+    const char *prec = mf_run_precision(run);
+    int p = MF_PREC_FP32;
+    if (prec && strcmp(prec, "tf32") == 0) p = MF_PREC_TF32;
+    else if (prec && strcmp(prec, "bf16") == 0) p = MF_PREC_BF16;
+    mf_backend_opts o = {.threads = mf_run_threads(run), .precision = p, .device = 0};
+    mf_backend *be = mf_backend_open(mf_run_engine(run), &o);
+    if (!be) return NULL;
+    const char *checked = getenv("MFPIPE_CHECKED_BACKEND");
+    if (checked && strcmp(checked, "1") == 0) be = mf_checked_backend_new(be); /* owns the backend */
+    if (mf_run_note_backend(run, be->kind, mf_precision_name(be->precision), be->i->version(be)) != 0 ||
+        mf_artifact_put(run, "backend", MF_ART_BACKEND, be, backend_free_void) != 0) {
+        mf_backend_free(be);
         return NULL;
     }
-    const char *checked = getenv("MFPIPE_CHECKED_BACKEND");
-    if (checked && strcmp(checked, "1") == 0) be = mf_checked_backend_new(be); /* owns the cpu backend */
-    mf_artifact_put(run, "backend", MF_ART_BACKEND, be, backend_free_void);
     return be;
 }
 

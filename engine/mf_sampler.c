@@ -2,7 +2,6 @@
  * grids, adaptive Dormand-Prince 5(4), MeanFlow's k-step average-velocity sampler, and the by-name
  * registry that also loads sampler plugins (sampler_<name>.so) from the plugin folders. */
 #include <dirent.h>
-#include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 
 #include "mf_error.h"
 #include "mf_json.h"
+#include "mf_module.h"
 #include "mf_runner.h"
 #include "mf_sampler.h"
 
@@ -510,50 +510,25 @@ int mf_sampler_list(const mf_sampler **out, int cap) {
 
 /* Load sampler_<name>.so from path and register it. The handle stays open for the process. */
 static const mf_sampler *load_plugin(const char *path, const char *name) {
-    dlerror();
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        const char *e = dlerror();
-        mf_fail("%s: cannot load sampler plugin: %s", path, e ? e : "unknown dlopen error");
+    mf_module mod;
+    if (mf_module_open(&mod, path, "mfpipe_sampler_entry", MF_SAMPLER_ABI_VERSION, "sampler plugin") != 0)
         return NULL;
-    }
-    dlerror();
-    void *sym = dlsym(h, "mfpipe_sampler_entry");
-    const char *e = dlerror();
-    const mf_sampler_plugin *p = NULL;
-    if (e || !sym) {
-        mf_fail("%s: not an mfpipe sampler plugin: symbol 'mfpipe_sampler_entry' not found (%s)", path,
-                e ? e : "null symbol");
-    } else {
-        const mf_sampler_plugin *(*entry)(void);
-        memcpy(&entry, &sym, sizeof entry); /* object pointer -> function pointer, as POSIX allows */
-        p = entry();
-        if (!p) {
-            mf_fail("%s: mfpipe_sampler_entry() returned NULL", path);
-        } else if (p->abi_version != MF_SAMPLER_ABI_VERSION) {
-            mf_fail("%s: sampler plugin ABI version %u, but this mfpipe needs ABI version %u; rebuild "
-                    "the plugin against this mfpipe's headers",
-                    path, (unsigned)p->abi_version, (unsigned)MF_SAMPLER_ABI_VERSION);
-            p = NULL;
-        } else if (!p->sampler || !p->sampler->run || !p->sampler->name) {
-            mf_fail("%s: malformed sampler plugin (sampler, its name and run are required)", path);
-            p = NULL;
-        } else if (strcmp(p->sampler->name, name) != 0) {
-            mf_fail("%s: plugin says it is sampler '%s', but its file name says '%s'", path,
-                    p->sampler->name, name);
-            p = NULL;
-        } else if (mf_sampler_register(p->sampler) != 0) {
-            mf_error_prefix("%s", path);
-            p = NULL;
-        }
+    const mf_sampler_plugin *p = mod.api;
+    if (!p->sampler || !p->sampler->run || !p->sampler->name) {
+        mf_fail("%s: malformed sampler plugin (sampler, its name and run are required)", path);
+        p = NULL;
+    } else if (strcmp(p->sampler->name, name) != 0) {
+        mf_fail("%s: plugin says it is sampler '%s', but its file name says '%s'", path, p->sampler->name, name);
+        p = NULL;
+    } else if (mf_sampler_register(p->sampler) != 0) {
+        mf_error_prefix("%s", path);
+        p = NULL;
     }
     if (!p) {
-#ifndef MF_NO_DLCLOSE
-        dlclose(h);
-#endif
+        mf_module_close(&mod);
         return NULL;
     }
-    return p->sampler; /* h is kept open: the sampler's code lives in it */
+    return p->sampler; /* the module stays open: the sampler's code lives in it */
 }
 
 /* "euler, heun, ..." plus sampler plugins present in the folders but not loaded yet. */
