@@ -96,7 +96,10 @@ static mf_backend *open_named(const char *name, const mf_backend_opts *o) {
                     mf_precision_name(o->precision));
     } else if (strcmp(name, "cuda") == 0) {
         const mf_backend_module *m = load_module(name);
-        if (!m) return NULL;
+        if (!m) {
+            mf_error_prefix("engine %s: ", name);
+            return NULL;
+        }
         char why[512] = "";
         be = m->open(o, why, sizeof why);
         if (!be) {

@@ -30,7 +30,9 @@ typedef struct train_state {
     mf_model *model; /* owned by the run (artifact "model") */
     float *grads, *adam_m, *adam_v; /* backend, flat */
     float *x, *noise;               /* backend, one batch */
-    float *h_x, *h_eps, *h_t, *h_r; /* host, one batch */
+    float *data;                    /* backend: the training images (n, C, H, W), or NULL: gathered on the host */
+    int32_t *h_idx;                 /* host: the batch's example indices (for the gather on the backend) */
+    float *h_x, *h_t, *h_r;         /* host, one batch */
     int32_t *h_y;
     uint8_t *h_drop;
     int64_t *perm, perm_epoch;

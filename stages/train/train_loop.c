@@ -76,16 +76,19 @@ void train_free_buffers(train_state *s) {
         k->free(s->be, s->adam_v);
         k->free(s->be, s->x);
         k->free(s->be, s->noise);
+        k->free(s->be, s->data);
     }
+    free(s->h_idx);
+    s->h_idx = NULL;
+    s->data = NULL;
     free(s->h_x);
-    free(s->h_eps);
     free(s->h_t);
     free(s->h_r);
     free(s->h_y);
     free(s->h_drop);
     free(s->perm);
     s->grads = s->adam_m = s->adam_v = s->x = s->noise = NULL;
-    s->h_x = s->h_eps = s->h_t = s->h_r = NULL;
+    s->h_x = s->h_t = s->h_r = NULL;
     s->h_y = NULL;
     s->h_drop = NULL;
     s->perm = NULL;
@@ -93,7 +96,9 @@ void train_free_buffers(train_state *s) {
 }
 
 /* The batch of step `step`: examples in the seeded epoch order and noise, on the backend; the
- * objective then draws its times (and class dropout). */
+ * objective then draws its times (and class dropout). The noise is drawn by the backend (the same
+ * Philox stream everywhere); the images are gathered there from its copy of the data set (a GPU), or
+ * on the host and written (the CPU, whose tensors are host memory anyway). */
 static void make_batch(train_state *s, const mf_dataset *ds, uint64_t seed, int64_t step, mf_obj_batch *b) {
     int64_t n = ds->train.n, img = (int64_t)ds->C * ds->H * ds->W;
     int64_t idx[s->batch];
@@ -105,14 +110,49 @@ static void make_batch(train_state *s, const mf_dataset *ds, uint64_t seed, int6
         }
         idx[i] = s->perm[g % n];
     }
-    mf_dataset_gather(ds, &ds->train, idx, s->batch, s->h_x, s->h_y);
-    mf_rng_normal(seed, MF_RNG_NOISE, (uint64_t)step, s->h_eps, img * s->batch);
     const mf_backend_i *k = s->be->i;
-    k->write(s->be, s->x, s->h_x, sizeof(float) * (size_t)(img * s->batch));
-    k->write(s->be, s->noise, s->h_eps, sizeof(float) * (size_t)(img * s->batch));
+    if (s->data) {
+        for (int i = 0; i < s->batch; i++) s->h_idx[i] = (int32_t)idx[i];
+        if (s->h_y)
+            for (int i = 0; i < s->batch; i++) s->h_y[i] = ds->train.y ? ds->train.y[idx[i]] : -1;
+        k->embed(s->be, s->batch, (int)img, s->h_idx, s->data, s->x);
+    } else {
+        mf_dataset_gather(ds, &ds->train, idx, s->batch, s->h_x, s->h_y);
+        k->write(s->be, s->x, s->h_x, sizeof(float) * (size_t)(img * s->batch));
+    }
+    k->randn(s->be, seed, MF_RNG_NOISE, (uint64_t)step, img * s->batch, s->noise);
     *b = (mf_obj_batch){.n = s->batch, .img = img, .x = s->x, .eps = s->noise, .t = s->h_t, .r = s->h_r,
                         .labels = s->h_y, .dropped = s->h_drop, .seed = seed, .step = step};
     s->obj->prepare(s->obj_state, b);
+}
+
+/* The training images on the backend, when its tensors are not host memory (or MFPIPE_DEVICE_DATA=1,
+ * which tests the path on the CPU). Falls back to the host gather when they do not fit. */
+static void upload_data(train_state *s, const mf_dataset *ds) {
+    const char *force = getenv("MFPIPE_DEVICE_DATA");
+    bool want = !s->be->host_memory || (force && strcmp(force, "1") == 0);
+    if (force && strcmp(force, "0") == 0) want = false;
+    int64_t img = (int64_t)ds->C * ds->H * ds->W, nf = img * ds->train.n;
+    if (!want || img > INT32_MAX || ds->train.n > INT32_MAX) return;
+    s->data = s->be->i->alloc(s->be, sizeof(float) * (size_t)nf);
+    if (!s->data) {
+        mf_error_clear();
+        mf_warn("train: the %lld training images (%.0f MiB) do not fit on the %s backend; gathering batches on "
+                "the host",
+                (long long)ds->train.n, (double)nf * 4 / 1048576.0, s->be->kind);
+        return;
+    }
+    s->be->i->write(s->be, s->data, ds->train.x, sizeof(float) * (size_t)nf);
+    s->h_idx = mf_xmalloc(sizeof(int32_t) * (size_t)s->batch);
+    mf_info("train: %lld training images (%.0f MiB) on the %s backend; batches are gathered there",
+            (long long)ds->train.n, (double)nf * 4 / 1048576.0, s->be->kind);
+}
+
+/* A backend's run-time failure (a GPU kernel, a library call), as the stage's error. */
+static int backend_failed(const train_state *s, int64_t step) {
+    const char *e = s->be->i->error(s->be);
+    if (!e) return 0;
+    return mf_fail("step %lld: the %s backend failed: %s", (long long)step, s->be->kind, e);
 }
 
 static int checkpoint_dir(mf_run *run, char *dir, size_t cap) {
@@ -324,9 +364,9 @@ static int setup(train_state *s, mf_run *run, const mf_dataset *ds) {
     mf_obj_env env = {.be = s->be, .cfg = &m->cfg, .batch = s->batch, .steps = s->steps, .params = m->params,
                       .grads = s->grads};
     MF_TRY(s->obj->setup(s->obj_state, &env));
+    upload_data(s, ds);
 
     s->h_x = mf_xmalloc(sizeof(float) * (size_t)n);
-    s->h_eps = mf_xmalloc(sizeof(float) * (size_t)n);
     s->h_t = mf_xmalloc(sizeof(float) * (size_t)s->batch);
     s->h_r = mf_xmalloc(sizeof(float) * (size_t)s->batch);
     s->h_y = s->cfg.num_classes > 0 ? mf_xmalloc(sizeof(int32_t) * (size_t)s->batch) : NULL;
@@ -392,6 +432,7 @@ int train_run(void *state, mf_run *run) {
             rc = mf_error_prefix("step %lld: ", (long long)step + 1);
             break;
         }
+        if ((rc = backend_failed(s, step + 1)) != 0) break;
         double loss = res.loss;
         if (step + 1 == nan_step) loss = NAN, res.nonfinite = "loss";
         if (!isfinite(loss) && !res.nonfinite) res.nonfinite = "loss";
@@ -468,6 +509,7 @@ int train_run(void *state, mf_run *run) {
         }
     }
     mf_progress_end(pg);
+    if (rc == 0) rc = backend_failed(s, m->step);
     if (rc != 0 || mf_run_interrupted(run)) return rc;
     MF_TRY(save_checkpoint(s, run));
     ev.step = m->step;
