@@ -71,7 +71,7 @@ static __global__ void map_k(F f, int64_t n, const float *a, const float *b, flo
 template <class F>
 static void map_run(mf_backend *be, const char *name, F f, int64_t n, const float *a, const float *b, float *o,
                     int read_o) {
-    if (n <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || mfcu_enter(be)) return;
     const int vec = (!a || al16(a)) && (!b || al16(b)) && al16(o);
     map_k<F><<<mfcu_blocks(vec ? (n + 3) / 4 : n, THREADS), THREADS, 0, mfcu_stream(be)>>>(f, n, a, b, o, read_o, vec);
     MFCU_LAUNCHED(be, name);
@@ -137,7 +137,7 @@ static dim3 rows_grid(int rows, int64_t cols) {
 
 void mfcu_rows_axpby(mf_backend *be, int n, int64_t d, const float *a, const float *x, const float *b,
                      const float *y, float *z) {
-    if (n <= 0 || d <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || d <= 0 || mfcu_enter(be)) return;
     const int two = b && y;
     const int vec = d % 4 == 0 && al16(x) && al16(z) && (!two || al16(y));
     rows_axpby_k<<<rows_grid(n, d), THREADS, 0, mfcu_stream(be)>>>(n, d, a, x, b, y, z, two, vec);
@@ -152,7 +152,7 @@ static __global__ void add_bias_rows_k(int rows, int cols, const float *__restri
     }
 }
 void mfcu_add_bias_rows(mf_backend *be, int rows, int cols, const float *bias, float *y) {
-    if (rows <= 0 || cols <= 0 || mfcu_failed(be)) return;
+    if (rows <= 0 || cols <= 0 || mfcu_enter(be)) return;
     add_bias_rows_k<<<rows_grid(rows, cols), THREADS, 0, mfcu_stream(be)>>>(rows, cols, bias, y);
     MFCU_LAUNCHED(be, "add_bias_rows");
 }
@@ -182,7 +182,7 @@ static __global__ void add_channel_k(I total, I B, I bhw, const float *x, const 
 }
 void mfcu_add_channel(mf_backend *be, int n, int c, int hw, const float *x, const float *e, float *y, int blk) {
     const int64_t total = (int64_t)n * c * hw;
-    if (total <= 0 || mfcu_failed(be)) return;
+    if (total <= 0 || mfcu_enter(be)) return;
     const int B = cblk(blk);
     const int vec = al16(x) && al16(y) && (B % 4 == 0 || (B == 1 && hw % 4 == 0));
     const unsigned grid = mfcu_blocks(vec ? total / 4 : total, THREADS);
@@ -202,7 +202,7 @@ static __global__ void pow_weight_k(int n, const float *__restrict__ e, float c,
     }
 }
 void mfcu_pow_weight(mf_backend *be, int n, const float *e, float c, float p, float scale, float *w) {
-    if (n <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || mfcu_enter(be)) return;
     pow_weight_k<<<mfcu_blocks(n, THREADS), THREADS, 0, mfcu_stream(be)>>>(n, e, c, p, scale, w);
     MFCU_LAUNCHED(be, "pow_weight");
 }
@@ -271,7 +271,7 @@ static void copy2d(mf_backend *be, int64_t rows, int64_t width, const float *src
 
 void mfcu_copy_channels(mf_backend *be, int n, int hw, int nc, const float *src, int src_c, int src_c0,
                         int src_blk, float *dst, int dst_c, int dst_c0, int dst_blk, int acc) {
-    if (n <= 0 || hw <= 0 || nc <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || hw <= 0 || nc <= 0 || mfcu_enter(be)) return;
     const int sb = cblk(src_blk), db = cblk(dst_blk);
     acc = acc ? 1 : 0;
     /* a layout with one channel block per pixel (NHWC) keeps the nc channels of a pixel contiguous */
@@ -365,7 +365,7 @@ static void upsample_launch(mf_backend *be, int bwd, int64_t planes, int h, int 
 
 static void upsample_run(mf_backend *be, int bwd, int n, int c, int h, int w, const float *in, float *out, int acc,
                          int blk) {
-    if (n <= 0 || c <= 0 || h <= 0 || w <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || c <= 0 || h <= 0 || w <= 0 || mfcu_enter(be)) return;
     const int B = cblk(blk);
     const int64_t planes = (int64_t)n * (c / B);
     if (B % 4 == 0 && al16(in) && al16(out)) upsample_launch<4>(be, bwd, planes, h, w, B, in, out, acc);
@@ -399,7 +399,7 @@ static __global__ void embed_k(int n, int dim, const int32_t *__restrict__ idx, 
     }
 }
 void mfcu_embed(mf_backend *be, int n, int dim, const int32_t *idx, const float *table, float *y) {
-    if (n <= 0 || dim <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || dim <= 0 || mfcu_enter(be)) return;
     const int32_t *d_idx = stage_idx(be, n, idx, "embed");
     if (!d_idx) return;
     embed_k<<<mfcu_blocks((int64_t)n * dim, THREADS), THREADS, 0, mfcu_stream(be)>>>(n, dim, d_idx, table, y);
@@ -415,7 +415,7 @@ static __global__ void embed_bwd_k(int n, int dim, const int32_t *__restrict__ i
     }
 }
 void mfcu_embed_bwd(mf_backend *be, int n, int dim, const int32_t *idx, const float *dy, float *dtable) {
-    if (n <= 0 || dim <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || dim <= 0 || mfcu_enter(be)) return;
     const int32_t *d_idx = stage_idx(be, n, idx, "embed_bwd");
     if (!d_idx) return;
     embed_bwd_k<<<mfcu_blocks(dim, 128), 128, 0, mfcu_stream(be)>>>(n, dim, d_idx, dy, dtable);
@@ -444,13 +444,13 @@ static __global__ void fourier_k(int n, int half, const float *__restrict__ t, c
     }
 }
 void mfcu_fourier(mf_backend *be, int n, int half, const float *t, const float *freq, float *y) {
-    if (n <= 0 || half <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || half <= 0 || mfcu_enter(be)) return;
     fourier_k<<<mfcu_blocks((int64_t)n * half, THREADS), THREADS, 0, mfcu_stream(be)>>>(n, half, t, freq, NULL, y);
     MFCU_LAUNCHED(be, "fourier");
 }
 void mfcu_fourier_jvp(mf_backend *be, int n, int half, const float *t, const float *freq, const float *tt,
                       float *ty) {
-    if (n <= 0 || half <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || half <= 0 || mfcu_enter(be)) return;
     fourier_k<<<mfcu_blocks((int64_t)n * half, THREADS), THREADS, 0, mfcu_stream(be)>>>(n, half, t, freq, tt, ty);
     MFCU_LAUNCHED(be, "fourier_jvp");
 }

@@ -394,7 +394,7 @@ static void gn_fwd(mf_backend *be, int n, int c, int hw, int g, float eps, const
                    const float *beta, float *y, float *mean, float *rstd, int blk, int silu) {
     gn_args A;
     gn_scr s;
-    if (mfcu_failed(be) || !gn_plan(be, &A, n, c, hw, g, blk, silu ? "gn_silu" : "groupnorm")) return;
+    if (mfcu_enter(be) || !gn_plan(be, &A, n, c, hw, g, blk, silu ? "gn_silu" : "groupnorm")) return;
     A.x = x, A.gamma = gamma, A.beta = beta, A.silu = silu;
     if (!gn_scratch(be, &A, 0, &s) || !launch_partial(be, &A, P_STATS, s.part) ||
         !launch_finish(be, &A, P_STATS, eps, &s, mean, rstd))
@@ -407,7 +407,7 @@ static void gn_bwd(mf_backend *be, int n, int c, int hw, int g, const float *x, 
                    int acc, int blk, int silu) {
     gn_args A;
     gn_scr s;
-    if (mfcu_failed(be) || (!dx && !dgamma && !dbeta)) return;
+    if ((!dx && !dgamma && !dbeta) || mfcu_enter(be)) return;
     if (!gn_plan(be, &A, n, c, hw, g, blk, silu ? "gn_silu_bwd" : "groupnorm_bwd")) return;
     A.x = x, A.t = dy, A.gamma = gamma, A.beta = silu ? beta : NULL, A.mean = mean, A.rstd = rstd, A.silu = silu;
     if (!gn_scratch(be, &A, 1, &s) || !launch_partial(be, &A, P_BWD, s.part) ||
@@ -424,7 +424,7 @@ static void gn_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x, 
                    const float *mean, const float *rstd, const float *tx, float *ty, int blk, int silu) {
     gn_args A;
     gn_scr s;
-    if (mfcu_failed(be) || !gn_plan(be, &A, n, c, hw, g, blk, silu ? "gn_silu_jvp" : "groupnorm_jvp")) return;
+    if (mfcu_enter(be) || !gn_plan(be, &A, n, c, hw, g, blk, silu ? "gn_silu_jvp" : "groupnorm_jvp")) return;
     A.x = x, A.t = tx, A.gamma = gamma, A.beta = silu ? beta : NULL, A.mean = mean, A.rstd = rstd, A.silu = silu;
     if (!gn_scratch(be, &A, 0, &s) || !launch_partial(be, &A, P_JVP, s.part) ||
         !launch_finish(be, &A, P_JVP, 0.0f, &s, NULL, NULL))
@@ -473,7 +473,7 @@ static __global__ void sum_finish_k(gn_args A, const double2 *__restrict__ part,
 void mfcu_sum_channel(mf_backend *be, int n, int c, int hw, const float *dy, float *de, int acc, int blk) {
     gn_args A;
     gn_scr s;
-    if (mfcu_failed(be) || !gn_plan(be, &A, n, c, hw, c, blk, "sum_channel")) return;
+    if (mfcu_enter(be) || !gn_plan(be, &A, n, c, hw, c, blk, "sum_channel")) return;
     A.x = dy;
     if (!gn_scratch(be, &A, 0, &s) || !launch_partial(be, &A, P_SUM, s.part)) return;
     sum_finish_k<<<mfcu_blocks(A.NC, THREADS), THREADS, 0, mfcu_stream(be)>>>(A, s.part, de, acc ? 1 : 0);

@@ -113,7 +113,7 @@ static void sq_rows(mf_backend *be, const row_plan *P, const float *a, const flo
 }
 
 void mfcu_row_sq_err(mf_backend *be, int n, int64_t d, const float *x, const float *y, float *e) {
-    if (n <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || mfcu_enter(be)) return;
     if (d <= 0) {
         mfcu_fill(be, e, 0.0f, n);
         return;
@@ -124,44 +124,40 @@ void mfcu_row_sq_err(mf_backend *be, int n, int64_t d, const float *x, const flo
     sq_rows(be, &P, x, y, part, NULL, e);
 }
 
-/* Reads the n row sums back to the host (a synchronisation point). */
+/* Device results back to the host: the interface's synchronisation points (never while a graph is
+ * recorded). Non-zero on failure (recorded). */
+static int read_back(mf_backend *be, void *host, const void *dev, size_t bytes) {
+    if (mfcu_failed(be)) return 1;
+    if (mfcu_capturing(be)) {
+        mfcu_record_error(be, __FILE__, __LINE__, "read back", "a host result while a graph is recorded");
+        return 1;
+    }
+    return MFCU_CHECK(be, cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, mfcu_stream(be))) || mfcu_sync(be);
+}
+
+/* out (host) gets the n row sums; zeros where the backend has failed (the caller checks error()). */
 void mfcu_sq_err_rows(mf_backend *be, int n, int64_t d, const float *a, const float *b, double *out) {
     if (n <= 0) return;
-    if (mfcu_failed(be)) { /* the caller checks error() after this point; give it defined values */
-        for (int i = 0; i < n; i++) out[i] = 0.0;
-        return;
-    }
-    if (d <= 0) {
-        for (int i = 0; i < n; i++) out[i] = 0.0;
-        return;
-    }
+    for (int i = 0; i < n; i++) out[i] = 0.0;
+    if (d <= 0 || mfcu_enter(be)) return;
     const row_plan P = plan_rows(n, d);
     const size_t ob = round256(sizeof(double) * (size_t)n);
     char *scr = (char *)mfcu_scratch(be, ob + (P.S > 1 ? sizeof(double) * (size_t)n * P.S : 0));
-    if (!scr) {
-        for (int i = 0; i < n; i++) out[i] = 0.0;
-        return;
-    }
+    if (!scr) return;
     double *dout = (double *)scr, *part = P.S > 1 ? (double *)(scr + ob) : NULL;
     sq_rows(be, &P, a, b, part, dout, NULL);
-    cudaStream_t st = mfcu_stream(be);
-    if (mfcu_failed(be) || MFCU_CHECK(be, cudaMemcpyAsync(out, dout, sizeof(double) * (size_t)n, cudaMemcpyDeviceToHost, st)) ||
-        MFCU_CHECK(be, cudaStreamSynchronize(st)))
+    if (read_back(be, out, dout, sizeof(double) * (size_t)n))
         for (int i = 0; i < n; i++) out[i] = 0.0;
 }
 
 double mfcu_sumsq(mf_backend *be, int64_t n, const float *x) {
-    if (n <= 0 || mfcu_failed(be)) return 0.0;
+    if (n <= 0 || mfcu_enter(be)) return 0.0;
     const row_plan P = plan_rows(1, n);
     double *scr = (double *)mfcu_scratch(be, sizeof(double) * (size_t)(1 + P.S));
     if (!scr) return 0.0;
     sq_rows(be, &P, x, NULL, scr + 1, scr, NULL);
     double s = 0.0;
-    cudaStream_t st = mfcu_stream(be);
-    if (mfcu_failed(be) || MFCU_CHECK(be, cudaMemcpyAsync(&s, scr, sizeof(double), cudaMemcpyDeviceToHost, st)) ||
-        MFCU_CHECK(be, cudaStreamSynchronize(st)))
-        return 0.0;
-    return s;
+    return read_back(be, &s, scr, sizeof(double)) ? 0.0 : s;
 }
 
 /* ---- sum_rows: dbias[j] += sum_r dy[r, j], rows in order in double ----------------------------------
@@ -190,7 +186,7 @@ static __global__ void colsum_fin_k(int cols, int S, const double *__restrict__ 
 }
 
 void mfcu_sum_rows(mf_backend *be, int rows, int cols, const float *dy, float *dbias) {
-    if (rows <= 0 || cols <= 0 || mfcu_failed(be)) return;
+    if (rows <= 0 || cols <= 0 || mfcu_enter(be)) return;
     int64_t S = ((int64_t)1 << 17) / cols + 1;
     const int64_t smax = rows / 16 > 1 ? rows / 16 : 1;
     if (S > smax) S = smax;
@@ -249,7 +245,7 @@ static __global__ void adamw_k(int64_t n, adamw_s a, float *__restrict__ p, cons
 
 void mfcu_adamw(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v, float lr, float b1,
                 float b2, float eps, float wd, int64_t step, float gscale) {
-    if (n <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || mfcu_enter(be)) return;
     if (step < 1) {
         mfcu_record_error(be, __FILE__, __LINE__, "adamw", "step must be >= 1");
         return;
@@ -292,7 +288,7 @@ static __global__ void ema_k(int64_t n, float *__restrict__ e, const float *__re
 }
 
 void mfcu_ema(mf_backend *be, int64_t n, float *e, const float *p, float d) {
-    if (n <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || mfcu_enter(be)) return;
     const int vec = al16(e) && al16(p);
     ema_k<<<mfcu_blocks(vec ? (n + 3) / 4 : n, THREADS), THREADS, 0, mfcu_stream(be)>>>(n, e, p, d,
                                                                                        (float)(1.0 - (double)d), vec);

@@ -69,7 +69,7 @@ static __global__ void randn_k(uint64_t seed, uint32_t purpose, uint64_t step, i
 }
 
 void mfcu_randn(mf_backend *be, uint64_t seed, uint32_t purpose, uint64_t step, int64_t n, float *out) {
-    if (n <= 0 || mfcu_failed(be)) return;
+    if (n <= 0 || mfcu_enter(be)) return;
     if (n > (int64_t)2 * ((int64_t)UINT32_MAX + 1)) {
         mfcu_record_error(be, __FILE__, __LINE__, "randn", "more values than the Philox stream has blocks");
         return;
