@@ -51,7 +51,8 @@ static __device__ inline void ic_saved(const gn_args &A, int64_t ic, float *mf, 
 
 /* The contribution of one element to the two partial sums (s1, s2) of `mode`; K: the chunk's shift
  * (P_STATS), m = (double)mf. */
-static __device__ inline void accum(int mode, int silu, float xv, float tv, double K, double m, float mf, float a,
+template <int mode>
+static __device__ inline void accum(int silu, float xv, float tv, double K, double m, float mf, float a,
                                     float b, double *s1, double *s2) {
     if (mode == P_STATS) {
         const double d = (double)xv - K;
@@ -74,7 +75,8 @@ static __device__ inline double2 part_value(int mode, double s1, double s2, doub
 
 /* Blocked / NHWC (B > 1): one thread per (chunk s, pair ic), t = s*NC + ic; consecutive threads read
  * consecutive channels of a pixel; it walks the chunk's pixels in order. */
-static __global__ void part_col_k(gn_args A, int mode, double2 *__restrict__ part) {
+template <int mode>
+static __global__ void part_col_k(gn_args A, double2 *__restrict__ part) {
     const int64_t total = A.NC * A.S;
     for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += (int64_t)gridDim.x * blockDim.x) {
         const int s = (int)(t / A.NC);
@@ -89,7 +91,7 @@ static __global__ void part_col_k(gn_args A, int mode, double2 *__restrict__ par
         double s1 = 0.0, s2 = 0.0;
 #pragma unroll 8
         for (int p = 0; p < p1 - p0; p++)
-            accum(mode, A.silu, xp[(int64_t)p * A.B], tp ? tp[(int64_t)p * A.B] : 0.0f, K, md, mf, a, b, &s1, &s2);
+            accum<mode>(A.silu, xp[(int64_t)p * A.B], tp ? tp[(int64_t)p * A.B] : 0.0f, K, md, mf, a, b, &s1, &s2);
         part[t] = part_value(mode, s1, s2, K, p1 - p0);
     }
 }
@@ -108,7 +110,8 @@ static __device__ inline double block_sum(double v, double *sh) {
 }
 
 /* NCHW (B == 1): one block per (chunk s, pair ic) = blockIdx.x; the plane's pixels are contiguous. */
-static __global__ void part_row_k(gn_args A, int mode, double2 *__restrict__ part) {
+template <int mode>
+static __global__ void part_row_k(gn_args A, double2 *__restrict__ part) {
     __shared__ double sh[THREADS / 32];
     const int64_t t = blockIdx.x;
     const int s = (int)(t / A.NC);
@@ -121,7 +124,7 @@ static __global__ void part_row_k(gn_args A, int mode, double2 *__restrict__ par
     const double K = mode == P_STATS ? (double)xp[0] : 0.0, md = (double)mf;
     double s1 = 0.0, s2 = 0.0;
     for (int p = threadIdx.x; p < p1 - p0; p += blockDim.x)
-        accum(mode, A.silu, xp[p], tp ? tp[p] : 0.0f, K, md, mf, a, b, &s1, &s2);
+        accum<mode>(A.silu, xp[p], tp ? tp[p] : 0.0f, K, md, mf, a, b, &s1, &s2);
     s1 = block_sum(s1, sh);
     s2 = block_sum(s2, sh);
     if (threadIdx.x == 0) part[t] = part_value(mode, s1, s2, K, p1 - p0);
@@ -356,14 +359,23 @@ static int gn_scratch(mf_backend *be, const gn_args *A, int with_ab, gn_scr *s) 
     return 1;
 }
 
-static int launch_partial(mf_backend *be, const gn_args *A, int mode, double2 *part) {
+template <int mode>
+static int launch_partial_m(mf_backend *be, const gn_args *A, double2 *part) {
     cudaStream_t st = mfcu_stream(be);
     if (A->B > 1) {
-        part_col_k<<<mfcu_blocks(A->NC * A->S, THREADS), THREADS, 0, st>>>(*A, mode, part);
+        part_col_k<mode><<<mfcu_blocks(A->NC * A->S, THREADS), THREADS, 0, st>>>(*A, part);
         return !MFCU_LAUNCHED(be, "groupnorm partial sums (blocked)");
     }
-    part_row_k<<<(unsigned)(A->NC * A->S), THREADS, 0, st>>>(*A, mode, part);
+    part_row_k<mode><<<(unsigned)(A->NC * A->S), THREADS, 0, st>>>(*A, part);
     return !MFCU_LAUNCHED(be, "groupnorm partial sums (NCHW)");
+}
+static int launch_partial(mf_backend *be, const gn_args *A, int mode, double2 *part) {
+    switch (mode) {
+    case P_STATS: return launch_partial_m<P_STATS>(be, A, part);
+    case P_SUM: return launch_partial_m<P_SUM>(be, A, part);
+    case P_BWD: return launch_partial_m<P_BWD>(be, A, part);
+    default: return launch_partial_m<P_JVP>(be, A, part);
+    }
 }
 
 static int launch_finish(mf_backend *be, const gn_args *A, int mode, float eps, const gn_scr *s, float *mean,
