@@ -58,6 +58,9 @@ double mfcu_sumsq(mf_backend *be, int64_t n, const float *x);
 void mfcu_adamw(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v, float lr, float b1,
                 float b2, float eps, float wd, int64_t step, float gscale);
 void mfcu_ema(mf_backend *be, int64_t n, float *e, const float *p, float d);
+/* adamw_step (mf_backend.h): sumsq, clip scale and adamw on the device, the scalars in st */
+void mfcu_adamw_step(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v, float *st,
+                     float b1, float b2, float eps, float wd, float clip);
 
 /* ---- cuda_rng.cu: standard normals from the Philox stream (core/mf_rng.c's mf_rng_normal) ------- */
 void mfcu_randn(mf_backend *be, uint64_t seed, uint32_t purpose, uint64_t step, int64_t n, float *out);

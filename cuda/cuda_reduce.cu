@@ -1,6 +1,7 @@
 /* cuda_reduce.cu - the CUDA backend's reductions (sum_rows, row_sq_err, sq_err_rows, sumsq), accumulated
  * in double with fixed partitions and fixed block trees (bit-identical run to run), and the optimiser
- * updates (AdamW, EMA) with the CPU backend's operation order and rounding (no FMA contraction). */
+ * updates (AdamW, the synchronisation-free adamw_step, EMA) with the CPU backend's operation order and
+ * rounding (no FMA contraction). */
 #include <math.h>
 
 #include "cuda_internal.h"
@@ -264,6 +265,70 @@ void mfcu_adamw(mf_backend *be, int64_t n, float *p, const float *grad, float *m
     const int vec = al16(p) && al16(grad) && al16(m) && al16(v);
     adamw_k<<<mfcu_blocks(vec ? (n + 3) / 4 : n, THREADS), THREADS, 0, mfcu_stream(be)>>>(n, a, p, grad, m, v, vec);
     MFCU_LAUNCHED(be, "adamw");
+}
+
+/* ---- adamw_step: sumsq, the clip scale and adamw without a host synchronisation ------------------ */
+
+typedef struct adamw_dev {
+    int go; /* 0: the gradient norm is not finite, nothing is updated */
+    adamw_s a;
+} adamw_dev;
+
+/* One thread: the norm from the double sum, st's bookkeeping and the step's scalars (mfcpu_adamw_step,
+ * with mfcpu_adamw's double-precision scalars) */
+static __global__ void adamw_prep_k(const double *__restrict__ ss, float *__restrict__ st, float b1, float b2,
+                                    float eps, float wd, float clip, adamw_dev *__restrict__ out) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    const double g = sqrt(ss[0]);
+    st[MF_OPT_ST_GNORM] = (float)g;
+    if (!isfinite(g)) {
+        if (st[MF_OPT_ST_FIRST_SKIP] < 0.0f) st[MF_OPT_ST_FIRST_SKIP] = st[MF_OPT_ST_STEP];
+        st[MF_OPT_ST_SKIPPED] += 1.0f;
+        out->go = 0;
+        return;
+    }
+    const double c = (double)clip;
+    const float gscale = (!(c > 0) || g <= c) ? 1.0f : (float)(c / (g + 1e-6));
+    const float t = st[MF_OPT_ST_T] + 1.0f;
+    const double step = (double)(int64_t)t, lr = (double)st[MF_OPT_ST_LR];
+    const double bc1 = 1.0 - pow((double)b1, step), bc2 = 1.0 - pow((double)b2, step);
+    out->a = adamw_s{b1,
+                     b2,
+                     (float)(1.0 - (double)b1),
+                     (float)(1.0 - (double)b2),
+                     eps,
+                     (float)(1.0 - lr * (double)wd),
+                     (float)(lr / bc1),
+                     (float)sqrt(bc2),
+                     gscale};
+    out->go = 1;
+    st[MF_OPT_ST_T] = t;
+}
+
+static __global__ void adamw_dev_k(int64_t n, const adamw_dev *__restrict__ ad, float *__restrict__ p,
+                                   const float *__restrict__ grad, float *__restrict__ m, float *__restrict__ v) {
+    if (!ad->go) return;
+    const adamw_s a = ad->a;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        adamw_1(a, p[i], grad[i], m[i], v[i]);
+}
+
+void mfcu_adamw_step(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v, float *st,
+                     float b1, float b2, float eps, float wd, float clip) {
+    if (n <= 0 || mfcu_enter(be)) return;
+    const row_plan P = plan_rows(1, n);
+    /* one scratch: the step's scalars, the sum of squares, its partials */
+    char *scr = (char *)mfcu_scratch(be, 512 + sizeof(double) * (size_t)P.S);
+    if (!scr) return;
+    adamw_dev *ad = (adamw_dev *)scr;
+    double *ss = (double *)(scr + 256), *part = (double *)(scr + 512);
+    sq_rows(be, &P, grad, NULL, part, ss, NULL);
+    if (mfcu_failed(be)) return;
+    cudaStream_t s = mfcu_stream(be);
+    adamw_prep_k<<<1, 32, 0, s>>>(ss, st, b1, b2, eps, wd, clip, ad);
+    if (MFCU_LAUNCHED(be, "adamw_step (scalars)")) return;
+    adamw_dev_k<<<mfcu_blocks(n, THREADS), THREADS, 0, s>>>(n, ad, p, grad, m, v);
+    MFCU_LAUNCHED(be, "adamw_step");
 }
 
 /* e = d e + (1 - d) p, (1 - d) formed in double and rounded once */
