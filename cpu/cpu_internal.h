@@ -194,6 +194,8 @@ MFCPU_HIDDEN double mfcpu_sumsq(mf_backend *be, int64_t n, const float *x);
 MFCPU_HIDDEN void mfcpu_adamw(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v,
                               float lr, float b1, float b2, float eps, float wd, int64_t step, float gscale);
 MFCPU_HIDDEN void mfcpu_ema(mf_backend *be, int64_t n, float *e, const float *p, float d);
+MFCPU_HIDDEN void mfcpu_adamw_step(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v,
+                                   float *st, float b1, float b2, float eps, float wd, float clip);
 /* Sums of contiguous float runs in double, in a fixed order (vectorised over a fixed lane count; simd:
  * the AVX-512 build): sum x; sum (x - m)^2; *a = sum g and *b = sum g (x - m). */
 MFCPU_HIDDEN double mfcpu_dsum(const float *x, int64_t n, int simd);

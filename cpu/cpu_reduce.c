@@ -218,3 +218,21 @@ void mfcpu_ema(mf_backend *be, int64_t n, float *e, const float *p, float d) {
     ema_arg a = {e, p, d, (float)(1.0 - (double)d)};
     mfcpu_par_ranges(be, n, ema_k, &a);
 }
+
+/* adamw_step: sumsq, the clip scale and adamw composed on the host (the CPU's tensors are host
+ * memory), so it equals the loop's own sumsq + adamw bit for bit. */
+void mfcpu_adamw_step(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v, float *st,
+                      float b1, float b2, float eps, float wd, float clip) {
+    const double g = sqrt(mfcpu_sumsq(be, n, grad));
+    st[MF_OPT_ST_GNORM] = (float)g;
+    if (!isfinite(g)) {
+        if (st[MF_OPT_ST_FIRST_SKIP] < 0.0f) st[MF_OPT_ST_FIRST_SKIP] = st[MF_OPT_ST_STEP];
+        st[MF_OPT_ST_SKIPPED] += 1.0f;
+        return;
+    }
+    const double c = (double)clip;
+    const float gscale = (!(c > 0) || g <= c) ? 1.0f : (float)(c / (g + 1e-6));
+    const float t = st[MF_OPT_ST_T] + 1.0f;
+    mfcpu_adamw(be, n, p, grad, m, v, st[MF_OPT_ST_LR], b1, b2, eps, wd, (int64_t)t, gscale);
+    st[MF_OPT_ST_T] = t;
+}

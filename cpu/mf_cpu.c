@@ -364,6 +364,7 @@ static const mf_backend_i cpu_iface = {
     .sumsq = mfcpu_sumsq,
     .adamw = mfcpu_adamw,
     .ema = mfcpu_ema,
+    .adamw_step = mfcpu_adamw_step,
     .randn = cpu_randn,
     .destroy = cpu_destroy,
     .version = cpu_version,

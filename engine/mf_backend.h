@@ -165,6 +165,15 @@ typedef struct mf_backend_i {
                   float b1, float b2, float eps, float wd, int64_t step, float gscale);
     /* e = d*e + (1-d)*p */
     void (*ema)(mf_backend *be, int64_t n, float *e, const float *p, float d);
+    /* The whole optimizer step with no host synchronisation (what a GPU's training loop runs): the
+     * gradient norm g = sqrt(sum grad^2) (double accumulation), and then, if g is finite, adamw with
+     * gscale = clip / (g + 1e-6) where clip > 0 and g > clip (else 1) at Adam step t + 1, t + 1 stored;
+     * if g is not finite nothing changes but the skip count (and the first skipped step). The per-step
+     * scalars live in st (backend, MF_OPT_ST_N floats, see below): the host writes the learning rate
+     * and the step number before the call and reads the rest when it logs. Equals sumsq + adamw on
+     * the same values bit for bit on the CPU. */
+    void (*adamw_step)(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v, float *st,
+                       float b1, float b2, float eps, float wd, float clip);
 
     /* ---- random numbers on the backend -------------------------------------------------------- */
     /* out[j] (j < n) = the j-th value of mf_rng_normal(seed, purpose, step, ., n) (core/mf_rng.c: the
@@ -186,15 +195,30 @@ typedef struct mf_backend_i {
     /* Host memory the backend copies from fastest (pinned), for inputs written every step. */
     void *(*host_alloc)(mf_backend *be, size_t bytes);
     void (*host_free)(mf_backend *be, void *ptr);
-    /* Record the work issued between graph_begin and graph_end (no read() or synchronize() in between)
-     * as one replayable graph: graph_launch re-issues it, with the same pointers and scalar arguments;
-     * a write() recorded in it copies, at each launch, what its host source (from host_alloc) holds
-     * then. graph_begin returns -1 with the reason in error() when it cannot record. */
+    /* Graphs: the work issued between graph_begin and graph_end is recorded, not run (no read() or
+     * synchronize() in between; a write() records the host data as it is at the call). graph_end
+     * returns the recording as a graph: `prev` updated in place when the work has the same shape
+     * (the same kernels in the same order; pointers and scalar arguments may differ), else a new one
+     * (prev freed). graph_launch runs it. Recording a step and launching it costs the host less than
+     * issuing it and lets the device run it without gaps between kernels. graph_begin returns -1 and
+     * graph_end NULL (prev freed) with mf_fail when the backend cannot record (the work recorded so
+     * far is dropped: the caller issues the step again without a graph). */
     int (*graph_begin)(mf_backend *be);
-    void *(*graph_end)(mf_backend *be);
+    void *(*graph_end)(mf_backend *be, void *prev);
     int (*graph_launch)(mf_backend *be, void *graph);
     void (*graph_free)(mf_backend *be, void *graph);
 } mf_backend_i;
+
+/* adamw_step's state floats (backend memory). Counts are floats: exact to 2^24 steps. */
+enum {
+    MF_OPT_ST_LR = 0,       /* in: this step's learning rate */
+    MF_OPT_ST_STEP = 1,     /* in: this step's number (1-based; for the first-skipped record) */
+    MF_OPT_ST_T = 2,        /* Adam's step count (steps taken); starts at 0, kept across steps */
+    MF_OPT_ST_GNORM = 3,    /* out: gradient norm of the last call */
+    MF_OPT_ST_SKIPPED = 4,  /* out: calls skipped as non-finite (the host resets it when it logs) */
+    MF_OPT_ST_FIRST_SKIP = 5, /* out: step number of the first skip since reset, or -1 */
+    MF_OPT_ST_N = 16        /* floats to allocate (the rest is the backend's scratch) */
+};
 
 /* Numeric precision of the matrix work (convolutions, linear layers). Normalisation statistics,
  * reductions, the loss, the optimizer and the JVP's tangent accumulation stay float32 in all three. */

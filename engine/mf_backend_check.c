@@ -358,6 +358,12 @@ static void ck_ema(mf_backend *be, int64_t n, float *e, const float *p, float d)
     ck_leave(be);
 }
 
+static void ck_adamw_step(mf_backend *be, int64_t n, float *p, const float *grad, float *m, float *v, float *st,
+                          float b1, float b2, float eps, float wd, float clip) {
+    mf_backend *in = ck_enter(be);
+    in->i->adamw_step(in, n, p, grad, m, v, st, b1, b2, eps, wd, clip);
+    ck_leave(be);
+}
 static void ck_randn(mf_backend *be, uint64_t seed, uint32_t purpose, uint64_t step, int64_t n, float *out) {
     mf_backend *in = ck_enter(be);
     in->i->randn(in, seed, purpose, step, n, out);
@@ -412,6 +418,7 @@ static const mf_backend_i check_iface = {
     .sumsq = ck_sumsq,
     .adamw = ck_adamw,
     .ema = ck_ema,
+    .adamw_step = ck_adamw_step,
     .randn = ck_randn,
     .destroy = mf_checked_backend_free,
     .version = ck_version,

@@ -7,7 +7,7 @@
  *
  * Lifetime: create() when the stage is created (reads and checks the objective's keys, adjusts the
  * model configuration), setup() once the backend and the parameters exist, then per step prepare()
- * and loss_and_grads(), and destroy(). Adding an objective: one new file with an mf_objective table,
+ * and loss_and_grads() (with b->defer, collect() when the loop logs), and destroy(). Adding an objective: one new file with an mf_objective table,
  * and one line in registry.c. docs/objectives.md has the equations of every objective. */
 #ifndef MF_OBJECTIVE_H
 #define MF_OBJECTIVE_H
@@ -41,6 +41,8 @@ typedef struct mf_obj_batch {
     uint8_t *dropped;     /* host (n): 1 where the label was dropped, or NULL (unconditional) */
     uint64_t seed;
     int64_t step;         /* 0-based step being computed */
+    bool defer;           /* read nothing from the backend: the loss and stats accumulate there until
+                             collect() (the GPU's loop, which synchronises only when it logs) */
 } mf_obj_batch;
 
 #define MF_OBJ_MAX_STATS 8
@@ -73,6 +75,9 @@ typedef struct mf_objective {
     /* Loss and parameter gradients of the batch (gradients added to env->grads). -1 with mf_fail
      * for errors; a non-finite value is not an error (res->nonfinite; the loop decides). */
     int (*loss_and_grads)(void *state, const mf_obj_batch *b, mf_obj_result *res);
+    /* After steps with b->defer: res->loss and every stat are the SUMS over the deferred steps since
+     * the last collect (their count in *steps), and the accumulators restart. One synchronisation. */
+    int (*collect)(void *state, mf_obj_result *res, int64_t *steps);
     /* Bytes of activations, gradients and tangents of the objective's graphs (for the log). */
     size_t (*act_bytes)(void *state);
     void (*destroy)(void *state);

@@ -2,6 +2,7 @@
 #ifndef TRAIN_INTERNAL_H
 #define TRAIN_INTERNAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "mf_config.h"
@@ -38,6 +39,14 @@ typedef struct train_state {
     int64_t *perm, perm_epoch;
     char hash[65];
     int64_t adam_t; /* optimizer steps taken (skipped steps do not count): Adam's bias correction */
+    /* the asynchronous step (train_loop.c: backends whose tensors are not host memory) */
+    bool async, use_graphs, h_st_pinned;
+    float *opt_st;       /* backend: adamw_step's state (MF_OPT_ST_N floats) */
+    float *h_st;         /* host copy of it (pinned where the backend has host_alloc) */
+    void *graph;         /* the step's graph, updated every step */
+    int64_t n_async;     /* asynchronous steps issued by this process (the first two are the warm-up) */
+    double shown_loss, last_gnorm;
+    float last_lr;
 } train_state;
 
 int train_read_config(train_state *s, const mf_node *train, const mf_node *model);

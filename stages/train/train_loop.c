@@ -63,6 +63,7 @@ int train_read_config(train_state *s, const mf_node *t, const mf_node *m) {
     s->final_grid = (int)mf_cfg_int(t, "final_grid");
     s->final_steps = (int)mf_cfg_int(t, "final_steps");
     s->skip_nan = strcmp(mf_cfg_str(t, "on_nan"), "skip") == 0;
+    s->use_graphs = mf_cfg_bool(t, "graphs");
     return 0;
 }
 
@@ -77,7 +78,13 @@ void train_free_buffers(train_state *s) {
         k->free(s->be, s->x);
         k->free(s->be, s->noise);
         k->free(s->be, s->data);
+        k->free(s->be, s->opt_st);
+        if (s->graph) k->graph_free(s->be, s->graph);
+        if (s->h_st_pinned) k->host_free(s->be, s->h_st);
+        else free(s->h_st);
     }
+    s->opt_st = s->h_st = NULL;
+    s->graph = NULL;
     free(s->h_idx);
     s->h_idx = NULL;
     s->data = NULL;
@@ -365,6 +372,11 @@ static int setup(train_state *s, mf_run *run, const mf_dataset *ds) {
                       .grads = s->grads};
     MF_TRY(s->obj->setup(s->obj_state, &env));
     upload_data(s, ds);
+    const char *as = getenv("MFPIPE_ASYNC_STEP");
+    s->async = (!s->be->host_memory || (as && strcmp(as, "1") == 0)) && s->obj->collect && s->be->i->adamw_step;
+    if (as && strcmp(as, "0") == 0) s->async = false;
+    const char *ng = getenv("MFPIPE_NO_GRAPHS");
+    if (ng && strcmp(ng, "1") == 0) s->use_graphs = false;
 
     s->h_x = mf_xmalloc(sizeof(float) * (size_t)n);
     s->h_t = mf_xmalloc(sizeof(float) * (size_t)s->batch);
@@ -395,6 +407,144 @@ static int setup(train_state *s, mf_run *run, const mf_dataset *ds) {
     return rc;
 }
 
+/* One metrics.jsonl line: the means over the steps since the last line. */
+static int log_line(train_state *s, mf_run *run, const mf_model *m, struct timespec t0, double *t_last, int64_t *last_log,
+                    double *loss_acc, int64_t *n_acc, const char *const *stat_name, double *stat_acc, int n_stat,
+                    float lr, double gnorm) {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double el = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    const double n = *n_acc > 0 ? (double)*n_acc : NAN;
+    mf_buf b = {0};
+    mf_json_int(&b, "step", m->step);
+    mf_json_num(&b, "loss", *loss_acc / n);
+    for (int i = 0; i < n_stat; i++) mf_json_num(&b, stat_name[i], stat_acc[i] / n);
+    mf_json_num(&b, "lr", lr);
+    mf_json_num(&b, "grad_norm", gnorm);
+    mf_json_num(&b, "img_per_s", (double)(m->step - *last_log) * s->batch / (el - *t_last > 0 ? el - *t_last : 1e-9));
+    int rc = mf_metrics_append(run, s->instance, b.s);
+    mf_buf_free(&b);
+    *loss_acc = 0;
+    *n_acc = 0;
+    memset(stat_acc, 0, sizeof(double) * MF_OBJ_MAX_STATS);
+    *t_last = el;
+    *last_log = m->step;
+    return rc;
+}
+
+/* After a step: the periodic grid and checkpoint, and the stop on SIGINT/SIGTERM (returns 1 then,
+ * with the checkpoint saved). */
+static int periodic(train_state *s, mf_run *run) {
+    const mf_model *m = s->model;
+    if (s->sample_every > 0 && m->step % s->sample_every == 0 && m->step < s->steps) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "samples/step_%08lld.png", (long long)m->step);
+        MF_TRY(write_grid(s, run, rel, s->sample_n, s->sample_steps));
+    }
+    if (s->ckpt_every > 0 && m->step % s->ckpt_every == 0 && m->step < s->steps) MF_TRY(save_checkpoint(s, run));
+    if (mf_run_interrupted(run)) {
+        mf_warn("interrupted at step %lld: saving a checkpoint", (long long)m->step);
+        MF_TRY(save_checkpoint(s, run));
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- the asynchronous step ------------------------------------------------------------------------
+ * Where the backend's tensors are not host memory (a GPU), a step issues its work and does not wait:
+ * the batch is gathered and the noise drawn on the backend, the objective accumulates its loss there
+ * (b->defer), and adamw_step computes the gradient norm, clips, updates and skips non-finite steps
+ * there, with the learning rate written to its state. The host synchronises when it logs or saves.
+ * With graphs (train.graphs, where the backend has them) each step after the first two (the warm-up,
+ * when libraries pick algorithms and workspaces grow) is recorded and launched as one graph.
+ * MFPIPE_ASYNC_STEP=1 runs this path on the CPU, where it must equal the synchronous one bit for bit. */
+
+static int async_begin(train_state *s) {
+    const mf_backend_i *k = s->be->i;
+    s->opt_st = k->alloc(s->be, sizeof(float) * MF_OPT_ST_N);
+    s->h_st = k->host_alloc ? k->host_alloc(s->be, sizeof(float) * MF_OPT_ST_N) : NULL;
+    s->h_st_pinned = s->h_st != NULL;
+    if (!s->h_st) s->h_st = mf_xcalloc(MF_OPT_ST_N, sizeof(float));
+    if (!s->opt_st) return mf_fail("out of %s memory for the optimizer state", s->be->kind);
+    memset(s->h_st, 0, sizeof(float) * MF_OPT_ST_N);
+    s->h_st[MF_OPT_ST_T] = (float)s->adam_t;
+    s->h_st[MF_OPT_ST_FIRST_SKIP] = -1.0f;
+    k->write(s->be, s->opt_st, s->h_st, sizeof(float) * MF_OPT_ST_N);
+    s->shown_loss = NAN;
+    s->last_gnorm = NAN;
+    s->n_async = 0;
+    if (s->use_graphs && !k->graph_begin) s->use_graphs = false;
+    mf_info("train: asynchronous steps on the %s backend%s", s->be->kind,
+            s->use_graphs ? ", recorded as graphs after two warm-up steps" : "");
+    return 0;
+}
+
+static int async_step(train_state *s, const mf_dataset *ds, uint64_t seed, int64_t step, float lr, int64_t nan_grad_step) {
+    const mf_backend_i *k = s->be->i;
+    mf_model *m = s->model;
+    const bool graph = s->use_graphs && s->n_async >= 2;
+    if (graph && k->graph_begin(s->be) != 0)
+        return mf_error_prefix("step %lld: cannot record the step as a graph (set train.graphs: false): ",
+                               (long long)step + 1);
+    mf_obj_batch ob;
+    mf_obj_result res = {0};
+    make_batch(s, ds, seed, step, &ob);
+    ob.defer = true;
+    k->fill(s->be, s->grads, 0.0f, m->n_params);
+    if (s->obj->loss_and_grads(s->obj_state, &ob, &res) != 0) {
+        if (graph) k->graph_free(s->be, k->graph_end(s->be, NULL));
+        return mf_error_prefix("step %lld: ", (long long)step + 1);
+    }
+    if (step + 1 == nan_grad_step) k->fill(s->be, s->grads, NAN, 1); /* testing aid: a non-finite gradient */
+    /* the step's scalars: a host buffer per step slot, so a recorded write keeps its own values */
+    float hs[2] = {lr, (float)(step + 1)};
+    k->write(s->be, s->opt_st + MF_OPT_ST_LR, hs, sizeof hs);
+    k->adamw_step(s->be, m->n_params, m->params, s->grads, s->adam_m, s->adam_v, s->opt_st, s->b1, s->b2, s->eps,
+                  s->wd, s->clip);
+    if (graph) {
+        s->graph = k->graph_end(s->be, s->graph);
+        if (!s->graph || k->graph_launch(s->be, s->graph) != 0)
+            return mf_error_prefix("step %lld: the step's graph failed (set train.graphs: false): ", (long long)step + 1);
+    }
+    s->n_async++;
+    return backend_failed(s, step + 1);
+}
+
+/* Wait for the issued steps: the objective's sums (*lsum over *nst steps, stats in res) and the
+ * optimizer's state (Adam's step count, the last gradient norm, the skipped steps). Non-finite
+ * gradients were skipped on the backend (weights unchanged); here they stop the run or are reported. */
+static int async_sync(train_state *s, mf_obj_result *res, double *lsum, int64_t *nst) {
+    const mf_backend_i *k = s->be->i;
+    res->n_stats = 0;
+    MF_TRY(s->obj->collect(s->obj_state, res, nst));
+    *lsum = res->loss;
+    k->read(s->be, s->h_st, s->opt_st, sizeof(float) * MF_OPT_ST_N);
+    MF_TRY(backend_failed(s, s->model->step));
+    s->adam_t = (int64_t)s->h_st[MF_OPT_ST_T];
+    const float skipped = s->h_st[MF_OPT_ST_SKIPPED];
+    if (skipped > 0) {
+        const long long first = (long long)s->h_st[MF_OPT_ST_FIRST_SKIP];
+        if (!s->skip_nan)
+            return mf_fail("step %lld: the gradient norm is not finite (%g steps up to step %lld skipped, weights "
+                           "unchanged by them); lower train.optimizer.lr, or set train.on_nan: skip",
+                           first, (double)skipped, (long long)s->model->step);
+        mf_warn("steps %lld to %lld: %g steps with a non-finite gradient norm skipped (train.on_nan: skip)", first,
+                (long long)s->model->step, (double)skipped);
+        /* the window's logged loss includes the skipped steps' (not finite): it is logged as null */
+        float z[2] = {0.0f, -1.0f};
+        k->write(s->be, s->opt_st + MF_OPT_ST_SKIPPED, z, sizeof z);
+    }
+    if (!isfinite(res->loss) && skipped == 0) {
+        if (!s->skip_nan)
+            return mf_fail("step %lld: the %s is not finite in the last %lld steps; lower train.optimizer.lr, or set "
+                           "train.on_nan: skip",
+                           (long long)s->model->step, res->nonfinite ? res->nonfinite : "loss", (long long)*nst);
+        mf_warn("step %lld: the %s is not finite in the last %lld steps", (long long)s->model->step,
+                res->nonfinite ? res->nonfinite : "loss", (long long)*nst);
+    }
+    return 0;
+}
+
 int train_run(void *state, mf_run *run) {
     train_state *s = state;
     mf_dataset *ds = mf_artifact_get(run, "dataset", MF_ART_DATASET);
@@ -422,10 +572,51 @@ int train_run(void *state, mf_run *run) {
     double stat_acc[MF_OBJ_MAX_STATS] = {0};
     const char *stat_name[MF_OBJ_MAX_STATS] = {0};
     int n_stat = 0;
+    if (s->async) MF_TRY(async_begin(s));
     while (m->step < s->steps) {
         int64_t step = m->step;
         mf_obj_batch ob;
         mf_obj_result res = {0};
+        if (s->async) {
+            /* the step is issued (or recorded and launched as a graph) without waiting for it; the host
+             * learns its loss, gradient norm and skips when it logs */
+            float lr = (float)mf_sched_lr(&s->sched, step);
+            if ((rc = async_step(s, ds, seed, step, lr, nan_grad_step)) != 0) break;
+            m->step++;
+            ev.step = m->step;
+            ev.loss = NAN;
+            if (mf_event_emit(run, "train.step", &ev) != 0) {
+                rc = -1;
+                break;
+            }
+            bool log_now = m->step % s->log_every == 0 || m->step == s->steps;
+            bool ckpt_now = s->ckpt_every > 0 && m->step % s->ckpt_every == 0 && m->step < s->steps;
+            if (log_now || ckpt_now || mf_run_interrupted(run)) {
+                double lsum;
+                int64_t nst;
+                if ((rc = async_sync(s, &res, &lsum, &nst)) != 0) break;
+                loss_acc += lsum;
+                n_acc += nst;
+                for (int i = 0; i < res.n_stats; i++) {
+                    stat_name[i] = res.stats[i].name;
+                    stat_acc[i] += res.stats[i].value;
+                }
+                n_stat = res.n_stats;
+                s->last_gnorm = s->h_st[MF_OPT_ST_GNORM];
+                s->last_lr = lr;
+            }
+            char extra[96];
+            snprintf(extra, sizeof extra, "loss=%.4f lr=%.3g", s->shown_loss, (double)lr);
+            mf_progress_update(pg, m->step, extra);
+            if (log_now) {
+                s->shown_loss = n_acc > 0 ? loss_acc / (double)n_acc : NAN;
+                if ((rc = log_line(s, run, m, t0, &t_last, &last_log, &loss_acc, &n_acc, stat_name, stat_acc, n_stat,
+                                   s->last_lr, s->last_gnorm)) != 0)
+                    break;
+            }
+            if ((rc = periodic(s, run)) != 0) break;
+            continue;
+        }
         make_batch(s, ds, seed, step, &ob);
         k->fill(s->be, s->grads, 0.0f, m->n_params);
         if (s->obj->loss_and_grads(s->obj_state, &ob, &res) != 0) {
@@ -475,39 +666,13 @@ int train_run(void *state, mf_run *run) {
         snprintf(extra, sizeof extra, "loss=%.4f lr=%.3g", loss, (double)lr);
         mf_progress_update(pg, m->step, extra);
         if (m->step % s->log_every == 0 || m->step == s->steps) {
-            struct timespec t1;
-            clock_gettime(CLOCK_MONOTONIC, &t1);
-            double el = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-            mf_buf b = {0};
-            mf_json_int(&b, "step", m->step);
-            mf_json_num(&b, "loss", loss_acc / (double)n_acc);
-            for (int i = 0; i < n_stat; i++) mf_json_num(&b, stat_name[i], stat_acc[i] / (double)n_acc);
-            mf_json_num(&b, "lr", lr);
-            mf_json_num(&b, "grad_norm", gnorm);
-            mf_json_num(&b, "img_per_s", (double)(m->step - last_log) * s->batch / (el - t_last > 0 ? el - t_last : 1e-9));
-            rc = mf_metrics_append(run, s->instance, b.s);
-            mf_buf_free(&b);
-            if (rc != 0) break;
-            loss_acc = 0;
-            n_acc = 0;
-            memset(stat_acc, 0, sizeof stat_acc);
-            t_last = el;
-            last_log = m->step;
+            if ((rc = log_line(s, run, m, t0, &t_last, &last_log, &loss_acc, &n_acc, stat_name, stat_acc, n_stat, lr,
+                               gnorm)) != 0)
+                break;
         }
-        if (s->sample_every > 0 && m->step % s->sample_every == 0 && m->step < s->steps) {
-            char rel[64];
-            snprintf(rel, sizeof rel, "samples/step_%08lld.png", (long long)m->step);
-            if ((rc = write_grid(s, run, rel, s->sample_n, s->sample_steps)) != 0) break;
-        }
-        if (s->ckpt_every > 0 && m->step % s->ckpt_every == 0 && m->step < s->steps) {
-            if ((rc = save_checkpoint(s, run)) != 0) break;
-        }
-        if (mf_run_interrupted(run)) {
-            mf_warn("interrupted at step %lld: saving a checkpoint", (long long)m->step);
-            rc = save_checkpoint(s, run);
-            break;
-        }
+        if ((rc = periodic(s, run)) != 0) break;
     }
+    if (rc == 1) rc = 0; /* interrupted, checkpoint saved */
     mf_progress_end(pg);
     if (rc == 0) rc = backend_failed(s, m->step);
     if (rc != 0 || mf_run_interrupted(run)) return rc;

@@ -66,6 +66,7 @@ static const mf_key base_keys[] = {
     MF_INT("final_grid", "100", 0, 1024, "images in the grid written at the end (0: none)"),
     MF_INT("final_steps", "20", 1, 1000, "sampler steps for the final grid"),
     MF_ENUM("on_nan", "stop", "stop|skip", "non-finite loss: stop the run, or skip the step"),
+    MF_BOOL("graphs", "true", "record each step as one graph where the backend can (CUDA graphs; after 2 warm-up steps)"),
     MF_KEY_END,
 };
 
@@ -113,7 +114,7 @@ static void train_destroy(void *state) {
  * what happens at a non-finite step. */
 static const char *const k_train_resume_free[] = {"steps", "log_every", "checkpoint_every", "keep_checkpoints",
                                                   "sample_every", "sample_n", "sample_steps", "sample_method",
-                                                  "final_grid", "final_steps", "on_nan", NULL};
+                                                  "final_grid", "final_steps", "on_nan", "graphs", NULL};
 
 static mf_stage_api train_api = {
     .abi_version = MF_STAGE_ABI_VERSION,

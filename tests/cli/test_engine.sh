@@ -2,7 +2,10 @@
 # present is one clear error naming the reason; `engine: auto` says what it opened (log and
 # manifest); a precision the backend does not run falls back with a warning; the batch gathered on
 # the backend from its copy of the data set (MFPIPE_DEVICE_DATA=1, the GPU's path) trains bit for bit
-# like the host gather; `mfpipe version` lists each backend or why it is unavailable.
+# like the host gather; the asynchronous step (the GPU's loop: loss accumulated on the backend,
+# adamw_step, sync only when logging; MFPIPE_ASYNC_STEP=1 runs it on the CPU) trains bit for bit like
+# the synchronous one for every objective, resumes the same, and skips or stops on a non-finite
+# gradient; `mfpipe version` lists each backend or why it is unavailable.
 source "$(dirname "$0")/lib.sh"
 cd "$TMP"
 make_mnist_dir "$TMP/mn" 128 16
@@ -49,5 +52,46 @@ check "device gather is logged" grep -q 'training images (.* MiB) on the cpu bac
 check "same checkpoint bytes" cmp -s "$TMP/host/checkpoints/ckpt_00000012.mfc" "$TMP/dev/checkpoints/ckpt_00000012.mfc"
 strip() { sed 's/"img_per_s":[^,}]*//; s/"time":[^,}]*//' "$1" | grep '"stage":"train"' | grep '"loss"'; }
 check "same losses" diff <(strip "$TMP/host/metrics.jsonl") <(strip "$TMP/dev/metrics.jsonl")
+
+# same_means A B: the train lines of two metrics.jsonl files hold the same keys, and every number but
+# time and img_per_s agrees to 1e-5 relative (the asynchronous loop sums per row in float)
+same_means() {
+  paste -d'\n' <(grep '"stage":"train".*"loss"' "$1") <(grep '"stage":"train".*"loss"' "$2") | awk '
+    { gsub(/[{}"]/, ""); n = split($0, kv, ","); delete cur
+      for (i = 1; i <= n; i++) { split(kv[i], p, ":"); cur[p[1]] = p[2] } }
+    NR % 2 == 1 { delete prev; for (k in cur) prev[k] = cur[k]; next }
+    { lines++
+      for (k in cur) {
+        if (k == "time" || k == "img_per_s" || k == "stage") continue
+        if (!(k in prev)) { print "missing " k; bad = 1; continue }
+        a = prev[k] + 0; b = cur[k] + 0; d = a - b; if (d < 0) d = -d
+        m = a < 0 ? -a : a; if (m < 1) m = 1
+        if (d > 1e-5 * m) { print k ": " prev[k] " vs " cur[k]; bad = 1 } } }
+    END { if (lines != 3) { print "lines: " lines; bad = 1 }; exit bad }'
+}
+# the asynchronous step = the synchronous step, bit for bit, for every objective
+for o in fm fm_avgvel meanflow imeanflow alphaflow; do
+  MFPIPE_ASYNC_STEP=0 expect_ok sync-$o "$MFPIPE" run -q exp.yaml engine=cpu train.objective=$o --out "$TMP/s_$o"
+  MFPIPE_ASYNC_STEP=1 expect_ok async-$o "$MFPIPE" run -q exp.yaml engine=cpu train.objective=$o --out "$TMP/a_$o"
+  check "async $o: same checkpoint bytes" cmp -s "$TMP/s_$o/checkpoints/ckpt_00000012.mfc" "$TMP/a_$o/checkpoints/ckpt_00000012.mfc"
+  # the logged means agree to float accumulation (the async sums per row across steps in float)
+  check "async $o: same logged means" same_means "$TMP/s_$o/metrics.jsonl" "$TMP/a_$o/metrics.jsonl"
+done
+check "async is logged" grep -q 'asynchronous steps on the cpu backend' "$TMP/a_fm/log.txt"
+# resume on the asynchronous path (Adam's step count comes back from the backend's state)
+MFPIPE_ASYNC_STEP=1 expect_ok async-6 "$MFPIPE" run -q exp.yaml engine=cpu train.steps=6 --out "$TMP/ar"
+MFPIPE_ASYNC_STEP=1 expect_ok async-resume "$MFPIPE" resume "$TMP/ar" train.steps=12 -q
+MFPIPE_ASYNC_STEP=0 expect_ok sync-6 "$MFPIPE" run -q exp.yaml engine=cpu train.steps=6 --out "$TMP/sr"
+MFPIPE_ASYNC_STEP=0 expect_ok sync-resume "$MFPIPE" resume "$TMP/sr" train.steps=12 -q
+check "async resume = sync resume" cmp -s "$TMP/ar/checkpoints/ckpt_00000012.mfc" "$TMP/sr/checkpoints/ckpt_00000012.mfc"
+# a non-finite gradient: skipped on the backend, then a stop naming the step, or a warning with skip
+MFPIPE_ASYNC_STEP=1 MFPIPE_DEBUG_NAN_GRAD_STEP=3 expect_fail async-nan "step 3: the gradient norm is not finite" \
+  "$MFPIPE" run -q exp.yaml engine=cpu --out "$TMP/an"
+MFPIPE_ASYNC_STEP=1 MFPIPE_DEBUG_NAN_GRAD_STEP=3 expect_ok async-nan-skip "$MFPIPE" run -q exp.yaml engine=cpu \
+  train.on_nan=skip --out "$TMP/as"
+check "skip is reported" grep -q 'steps 3 to 4: 1 steps with a non-finite gradient norm skipped' "$TMP/as/log.txt"
+MFPIPE_ASYNC_STEP=0 MFPIPE_DEBUG_NAN_GRAD_STEP=3 expect_ok sync-nan-skip "$MFPIPE" run -q exp.yaml engine=cpu \
+  train.on_nan=skip --out "$TMP/ss"
+check "async skip = sync skip" cmp -s "$TMP/as/checkpoints/ckpt_00000012.mfc" "$TMP/ss/checkpoints/ckpt_00000012.mfc"
 
 finish

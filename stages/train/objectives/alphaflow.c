@@ -19,6 +19,7 @@ typedef struct alpha_state {
     double a0, a1, sharp;
     int64_t begin, end; /* end 0: train.steps */
     double alpha;       /* this step's */
+    double alpha_acc;   /* sum over deferred steps since the last collect */
 } alpha_state;
 
 static const mf_key alpha_keys[] = {
@@ -97,9 +98,17 @@ static void alpha_prepare(void *st, mf_obj_batch *b) { obj_family_prepare(&((alp
 static int alpha_step(void *st, const mf_obj_batch *b, mf_obj_result *res) {
     alpha_state *s = st;
     s->alpha = alphaflow_alpha(s, b->step, s->f.env.steps);
+    if (b->defer) s->alpha_acc += s->alpha;
     res->n_stats = 0;
     res->stats[res->n_stats++] = (mf_obj_stat){"alpha", s->alpha};
     return obj_family_step(&s->f, b, res, alpha_interval, s);
+}
+static int alpha_collect(void *st, mf_obj_result *res, int64_t *steps) {
+    alpha_state *s = st;
+    res->n_stats = 0;
+    res->stats[res->n_stats++] = (mf_obj_stat){"alpha", s->alpha_acc};
+    s->alpha_acc = 0;
+    return obj_family_collect(&s->f, res, steps);
 }
 static size_t alpha_bytes(void *st) { return obj_family_act_bytes(&((alpha_state *)st)->f); }
 static void alpha_destroy(void *st) {
@@ -118,6 +127,7 @@ const mf_objective mf_objective_alphaflow = {
     .setup = alpha_setup,
     .prepare = alpha_prepare,
     .loss_and_grads = alpha_step,
+    .collect = alpha_collect,
     .act_bytes = alpha_bytes,
     .destroy = alpha_destroy,
 };

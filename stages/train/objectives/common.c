@@ -175,8 +175,11 @@ int obj_family_setup(obj_family *f, const mf_obj_env *env) {
     f->TAN = balloc(f, ni, &fail), f->AUX = balloc(f, ni, &fail);
     f->E = balloc(f, B, &fail), f->W = balloc(f, B, &fail), f->CA = balloc(f, B, &fail);
     f->CB = balloc(f, B, &fail), f->ONES = balloc(f, B, &fail);
+    f->ACC_WE = balloc(f, B, &fail), f->ACC_E = balloc(f, B, &fail);
     if (fail) return mf_fail("out of %s memory for the objective's buffers", env->be->i->name);
     env->be->i->fill(env->be, f->ONES, 1.0f, B);
+    env->be->i->fill(env->be, f->ACC_WE, 0.0f, B);
+    env->be->i->fill(env->be, f->ACC_E, 0.0f, B);
     f->h_a = mf_xmalloc(sizeof(float) * (size_t)B), f->h_b = mf_xmalloc(sizeof(float) * (size_t)B);
     f->h_e = mf_xmalloc(sizeof(float) * (size_t)B), f->h_w = mf_xmalloc(sizeof(float) * (size_t)B);
     f->h_null = mf_xmalloc(sizeof(int32_t) * (size_t)B);
@@ -242,6 +245,8 @@ static void guided_target(obj_family *f, obj_net *net, const mf_obj_batch *b, in
     }
 }
 
+static void family_stats(obj_family *f, double loss, const float *e, mf_obj_result *res);
+
 int obj_family_step(obj_family *f, const mf_obj_batch *b, mf_obj_result *res, obj_interval_fn fn, void *self) {
     mf_backend *be = f->env.be;
     const mf_backend_i *k = be->i;
@@ -273,14 +278,35 @@ int obj_family_step(obj_family *f, const mf_obj_batch *b, mf_obj_result *res, ob
         obj_rows_loss(be, &f->wt, B, ni, d, 1.0f, u, f->UT + off, f->E + ne, f->W + ne, f->DO + off);
         obj_net_backward(&f->iv, f->DO + off);
     }
+    if (b->defer) {
+        /* ACC_WE = W E + ACC_WE, ACC_E += E: read by obj_family_collect */
+        k->rows_axpby(be, B, 1, f->W, f->E, f->ONES, f->ACC_WE, f->ACC_WE);
+        k->axpby(be, B, 1.0f, f->E, 1.0f, f->ACC_E);
+        f->n_deferred++;
+        res->loss = NAN;
+        res->nonfinite = NULL;
+        return 0;
+    }
     k->read(be, f->h_e, f->E, sizeof(float) * (size_t)B);
     k->read(be, f->h_w, f->W, sizeof(float) * (size_t)B);
-    double loss = 0, all = 0, eq = 0, iv = 0;
+    double loss = 0;
+    for (int i = 0; i < B; i++) loss += 0.5 * (double)f->h_w[i] * (double)f->h_e[i];
+    family_stats(f, loss, f->h_e, res);
+    return 0;
+}
+
+/* The family stats of per-row errors E (sums over the steps when deferred) beside the loss; names the
+ * first non-finite value on the way when the loss is not finite. */
+static void family_stats(obj_family *f, double loss, const float *e, mf_obj_result *res) {
+    mf_backend *be = f->env.be;
+    const mf_backend_i *k = be->i;
+    const int B = f->env.batch, ne = f->n_eq, ni = f->n_iv;
+    const int64_t d = f->d, off = (int64_t)ne * d;
+    double all = 0, eq = 0, iv = 0;
     for (int i = 0; i < B; i++) {
-        loss += 0.5 * (double)f->h_w[i] * (double)f->h_e[i];
-        all += f->h_e[i];
-        if (i < ne) eq += f->h_e[i];
-        else iv += f->h_e[i];
+        all += e[i];
+        if (i < ne) eq += e[i];
+        else iv += e[i];
     }
     res->loss = loss;
     res->nonfinite = NULL;
@@ -297,6 +323,22 @@ int obj_family_step(obj_family *f, const mf_obj_batch *b, mf_obj_result *res, ob
         else if (ni > 0 && !isfinite(k->sumsq(be, (int64_t)ni * d, f->UT + off))) res->nonfinite = "target";
         else res->nonfinite = "loss";
     }
+}
+
+int obj_family_collect(obj_family *f, mf_obj_result *res, int64_t *steps) {
+    mf_backend *be = f->env.be;
+    const mf_backend_i *k = be->i;
+    const int B = f->env.batch;
+    /* ACC_WE already holds W E: its sum with unit weights is the loss sum */
+    k->read(be, f->h_w, f->ACC_WE, sizeof(float) * (size_t)B);
+    k->read(be, f->h_e, f->ACC_E, sizeof(float) * (size_t)B);
+    double loss = 0;
+    for (int i = 0; i < B; i++) loss += 0.5 * (double)f->h_w[i];
+    family_stats(f, loss, f->h_e, res);
+    *steps = f->n_deferred;
+    f->n_deferred = 0;
+    k->fill(be, f->ACC_WE, 0.0f, B);
+    k->fill(be, f->ACC_E, 0.0f, B);
     return 0;
 }
 
@@ -305,7 +347,8 @@ size_t obj_family_act_bytes(const obj_family *f) { return f->eq.g.act_bytes + f-
 void obj_family_free(obj_family *f) {
     if (f->env.be) {
         mf_backend *be = f->env.be;
-        float *bufs[] = {f->Z, f->V, f->VT, f->UN, f->UC, f->UT, f->DO, f->TAN, f->AUX, f->E, f->W, f->CA, f->CB, f->ONES};
+        float *bufs[] = {f->Z,  f->V,  f->VT, f->UN, f->UC,   f->UT,   f->DO,   f->TAN,
+                         f->AUX, f->E, f->W,  f->CA, f->CB, f->ONES, f->ACC_WE, f->ACC_E};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->i->free(be, bufs[i]);
     }
     obj_net_free(&f->eq);

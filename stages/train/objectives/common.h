@@ -80,6 +80,8 @@ struct obj_family {
     int64_t d;
     float *Z, *V, *VT, *UN, *UC, *UT, *DO, *TAN, *AUX; /* backend, batch rows (TAN, AUX: n_iv rows) */
     float *E, *W, *CA, *CB, *ONES;                     /* backend, batch floats */
+    float *ACC_WE, *ACC_E;  /* backend, batch floats: sums over deferred steps of W E and E per row */
+    int64_t n_deferred;     /* steps accumulated there since the last collect */
     float *h_a, *h_b, *h_e, *h_w;                      /* host, batch floats */
     int32_t *h_null;                                   /* host: the null class, batch entries */
     const char *probe;     /* set by the interval fn: what to blame first when the loss is not finite */
@@ -106,6 +108,9 @@ void obj_draw_times(const obj_family *f, uint64_t seed, int64_t step, int sub, f
 int obj_family_setup(obj_family *f, const mf_obj_env *env);
 void obj_family_prepare(obj_family *f, mf_obj_batch *b);
 int obj_family_step(obj_family *f, const mf_obj_batch *b, mf_obj_result *res, obj_interval_fn fn, void *self);
+/* The deferred loss and family stats (sums over f->n_deferred steps), then the accumulators restart.
+ * Stats are appended to res after the n_stats already there. */
+int obj_family_collect(obj_family *f, mf_obj_result *res, int64_t *steps);
 size_t obj_family_act_bytes(const obj_family *f);
 void obj_family_free(obj_family *f);
 /* meanflow.c, shared with imeanflow.c: du/dt of the interval rows along (tz, 0, 1) into f->TAN, by

@@ -23,6 +23,10 @@ static int fm_interval(obj_family *f, void *self, const mf_obj_batch *b, const f
 static int fm_step(void *st, const mf_obj_batch *b, mf_obj_result *res) {
     return obj_family_step(st, b, res, fm_interval, NULL);
 }
+static int fm_collect(void *st, mf_obj_result *res, int64_t *steps) {
+    res->n_stats = 0;
+    return obj_family_collect(st, res, steps);
+}
 static size_t fm_bytes(void *st) { return obj_family_act_bytes(st); }
 static void fm_destroy(void *st) {
     if (!st) return;
@@ -40,6 +44,7 @@ const mf_objective mf_objective_fm = {
     .setup = fm_setup,
     .prepare = fm_prepare,
     .loss_and_grads = fm_step,
+    .collect = fm_collect,
     .act_bytes = fm_bytes,
     .destroy = fm_destroy,
 };

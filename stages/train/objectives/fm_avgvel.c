@@ -14,6 +14,7 @@ typedef struct avg_state {
     float lambda;
     int k;
     float *vbar, *E2, *W2; /* backend */
+    float *ACC_E2;         /* backend, batch: sum of E2 over deferred steps */
     float *tk;             /* host, batch */
 } avg_state;
 
@@ -33,8 +34,11 @@ static int avg_setup(void *st, const mf_obj_env *env) {
     s->vbar = k->alloc(env->be, sizeof(float) * (size_t)((int64_t)env->batch * s->f.d));
     s->E2 = k->alloc(env->be, sizeof(float) * (size_t)env->batch);
     s->W2 = k->alloc(env->be, sizeof(float) * (size_t)env->batch);
+    s->ACC_E2 = k->alloc(env->be, sizeof(float) * (size_t)env->batch);
     s->tk = mf_xmalloc(sizeof(float) * (size_t)env->batch);
-    if (!s->vbar || !s->E2 || !s->W2) return mf_fail("out of %s memory for the objective's buffers", k->name);
+    if (!s->vbar || !s->E2 || !s->W2 || !s->ACC_E2)
+        return mf_fail("out of %s memory for the objective's buffers", k->name);
+    k->fill(env->be, s->ACC_E2, 0.0f, env->batch);
     return 0;
 }
 
@@ -48,7 +52,7 @@ static int no_interval(obj_family *f, void *self, const mf_obj_batch *b, const f
 
 /* The average-velocity term for given extra times tk (K sets of b->n, host): used by the step and by
  * the reference test. Adds its gradient; returns L_avg. */
-static double avg_term(avg_state *s, const mf_obj_batch *b, const float *const *tk) {
+static double avg_term(avg_state *s, const mf_obj_batch *b, const float *const *tk) { /* NaN when deferred */
     obj_family *f = &s->f;
     mf_backend *be = f->env.be;
     const mf_backend_i *k = be->i;
@@ -67,6 +71,10 @@ static double avg_term(avg_state *s, const mf_obj_batch *b, const float *const *
     const float *u1 = obj_net_forward(&f->eq, b->eps, f->h_a, f->h_a, b->labels);
     obj_rows_loss(be, &f->wt, B, B, f->d, s->lambda, u1, s->vbar, s->E2, s->W2, f->DO);
     obj_net_backward(&f->eq, f->DO);
+    if (b->defer) {
+        k->axpby(be, B, 1.0f, s->E2, 1.0f, s->ACC_E2);
+        return NAN;
+    }
     k->read(be, f->h_e, s->E2, sizeof(float) * (size_t)B);
     double sum = 0;
     for (int i = 0; i < B; i++) sum += f->h_e[i];
@@ -90,13 +98,30 @@ static int avg_step(void *st, const mf_obj_batch *b, mf_obj_result *res) {
     return 0;
 }
 
+static int avg_collect(void *st, mf_obj_result *res, int64_t *steps) {
+    avg_state *s = st;
+    obj_family *f = &s->f;
+    mf_backend *be = f->env.be;
+    const int B = f->env.batch;
+    res->n_stats = 0;
+    MF_TRY(obj_family_collect(f, res, steps));
+    be->i->read(be, f->h_e, s->ACC_E2, sizeof(float) * (size_t)B);
+    be->i->fill(be, s->ACC_E2, 0.0f, B);
+    double sum = 0;
+    for (int i = 0; i < B; i++) sum += f->h_e[i];
+    const double la = sum / ((double)B * f->d); /* the sum over the steps of each step's L_avg */
+    res->loss += s->lambda * la;
+    res->stats[res->n_stats++] = (mf_obj_stat){"avgvel_loss", la};
+    if (!isfinite(res->loss) && !res->nonfinite) res->nonfinite = "loss";
+    return 0;
+}
 static size_t avg_bytes(void *st) { return obj_family_act_bytes(&((avg_state *)st)->f); }
 static void avg_destroy(void *st) {
     avg_state *s = st;
     if (!s) return;
     if (s->f.env.be) {
         mf_backend *be = s->f.env.be;
-        be->i->free(be, s->vbar), be->i->free(be, s->E2), be->i->free(be, s->W2);
+        be->i->free(be, s->vbar), be->i->free(be, s->E2), be->i->free(be, s->W2), be->i->free(be, s->ACC_E2);
     }
     free(s->tk);
     obj_family_free(&s->f);
@@ -124,6 +149,7 @@ const mf_objective mf_objective_fm_avgvel = {
     .setup = avg_setup,
     .prepare = avg_prepare,
     .loss_and_grads = avg_step,
+    .collect = avg_collect,
     .act_bytes = avg_bytes,
     .destroy = avg_destroy,
 };

@@ -39,6 +39,10 @@ static void imean_prepare(void *st, mf_obj_batch *b) { obj_family_prepare(st, b)
 static int imean_step(void *st, const mf_obj_batch *b, mf_obj_result *res) {
     return obj_family_step(st, b, res, imean_interval, NULL);
 }
+static int imean_collect(void *st, mf_obj_result *res, int64_t *steps) {
+    res->n_stats = 0;
+    return obj_family_collect(st, res, steps);
+}
 static size_t imean_bytes(void *st) { return obj_family_act_bytes(st); }
 static void imean_destroy(void *st) {
     if (!st) return;
@@ -56,6 +60,7 @@ const mf_objective mf_objective_imeanflow = {
     .setup = imean_setup,
     .prepare = imean_prepare,
     .loss_and_grads = imean_step,
+    .collect = imean_collect,
     .act_bytes = imean_bytes,
     .destroy = imean_destroy,
 };

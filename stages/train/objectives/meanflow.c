@@ -87,6 +87,10 @@ static int mean_step(void *st, const mf_obj_batch *b, mf_obj_result *res) {
     mean_state *s = st;
     return obj_family_step(&s->f, b, res, mean_interval, s);
 }
+static int mean_collect(void *st, mf_obj_result *res, int64_t *steps) {
+    res->n_stats = 0;
+    return obj_family_collect(&((mean_state *)st)->f, res, steps);
+}
 static size_t mean_bytes(void *st) { return obj_family_act_bytes(&((mean_state *)st)->f); }
 static void mean_destroy(void *st) {
     if (!st) return;
@@ -104,6 +108,7 @@ const mf_objective mf_objective_meanflow = {
     .setup = mean_setup,
     .prepare = mean_prepare,
     .loss_and_grads = mean_step,
+    .collect = mean_collect,
     .act_bytes = mean_bytes,
     .destroy = mean_destroy,
 };
