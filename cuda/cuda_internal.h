@@ -1,13 +1,15 @@
 /* cuda_internal.h - what the CUDA backend's files share: the error-checking macros, the stream, the
  * library handles, the scratch and staging areas, and the layout index. The runtime (mf_cuda.cu)
  * implements these; the kernels (cuda_kernels.h) and the dense work (cuda_dense.cu) use them. Nothing
- * here is visible outside cuda/. All mfcu_* functions are C++ functions (nvcc), not extern "C". */
+ * here is visible outside cuda/. All mfcu_* functions are C++ functions (nvcc), not extern "C".
+ *
+ * The cuBLAS / cuDNN part (check macros, handles) is declared only where MFCU_LIBS is defined before this
+ * header: cublas_v2.h brings cuda_fp16.h's global `half`, which would shadow the interface's `half`
+ * parameters (-Wshadow) in the kernel files. */
 #ifndef MF_CUDA_INTERNAL_H
 #define MF_CUDA_INTERNAL_H
 
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
-#include <cudnn.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +35,9 @@ static inline int mfcu_check_(mf_backend *be, cudaError_t e, const char *file, i
 /* After every kernel launch: the launch's own error (bad configuration, no kernel image for this GPU). */
 #define MFCU_LAUNCHED(be, name) mfcu_check_((be), cudaGetLastError(), __FILE__, __LINE__, name)
 
+#ifdef MFCU_LIBS
+#include <cublas_v2.h>
+#include <cudnn.h>
 /* Check a cuBLAS / cuDNN call the same way (the message is the library's status name). */
 #define MFCU_CUBLAS(be, expr) mfcu_cublas_check_((be), (expr), __FILE__, __LINE__, #expr)
 static inline int mfcu_cublas_check_(mf_backend *be, cublasStatus_t s, const char *file, int line,
@@ -48,12 +53,13 @@ static inline int mfcu_cudnn_check_(mf_backend *be, cudnnStatus_t s, const char 
     mfcu_record_error(be, file, line, expr, cudnnGetErrorString(s));
     return 1;
 }
-
-/* The backend's stream: every kernel, copy and library call of the backend runs on it, in order. */
-cudaStream_t mfcu_stream(mf_backend *be);
 /* The library handles, bound to the stream (cuBLAS: host pointer mode, its own workspace). */
 cublasHandle_t mfcu_cublas(mf_backend *be);
 cudnnHandle_t mfcu_cudnn(mf_backend *be);
+#endif
+
+/* The backend's stream: every kernel, copy and library call of the backend runs on it, in order. */
+cudaStream_t mfcu_stream(mf_backend *be);
 /* Non-zero while a graph is being recorded (graph_begin .. graph_end): no allocation, no host sync. */
 int mfcu_capturing(mf_backend *be);
 /* Wait for the stream (host synchronisation); records an error instead while a graph is recorded.
