@@ -35,6 +35,8 @@ typedef struct ck_ctx {
     size_t page;
     size_t cur_bytes, peak_bytes; /* mapped pages */
     int depth;                    /* > 0 while a kernel runs (memory unprotected) */
+    int recording;                /* between graph_begin and graph_end (MFPIPE_CHECKED_GRAPHS=1) */
+    long graphs_recorded;
 } ck_ctx;
 
 static ck_ctx *ck(mf_backend *be) { return (ck_ctx *)be->ctx; }
@@ -58,6 +60,14 @@ static void ck_protect_all(ck_ctx *c, int prot) {
 }
 
 /* Unprotect every live tensor and return the inner backend; ck_leave() protects them again. */
+/* A host synchronisation while a graph is being recorded: a real backend could not record it. */
+static void ck_no_sync(mf_backend *be, const char *what) {
+    if (!ck(be)->recording) return;
+    fprintf(stderr, "mfpipe: checked backend: %s while recording a graph (a step recorded as a graph must not "
+                    "synchronise with the host)\n", what);
+    abort();
+}
+
 static mf_backend *ck_enter(mf_backend *be) {
     ck_ctx *c = ck(be);
     if (c->depth++ == 0) ck_protect_all(c, PROT_READ | PROT_WRITE);
@@ -126,6 +136,7 @@ static void ck_write(mf_backend *be, void *dst, const void *host_src, size_t byt
     ck_leave(be);
 }
 static void ck_read(mf_backend *be, void *host_dst, const void *src, size_t bytes) {
+    ck_no_sync(be, "read()");
     mf_backend *in = ck_enter(be);
     in->i->read(in, host_dst, src, bytes);
     ck_leave(be);
@@ -141,6 +152,7 @@ static void ck_fill(mf_backend *be, float *dst, float value, int64_t n) {
     ck_leave(be);
 }
 static void ck_synchronize(mf_backend *be) {
+    ck_no_sync(be, "synchronize()");
     mf_backend *in = ck_enter(be);
     in->i->synchronize(in);
     ck_leave(be);
@@ -320,6 +332,7 @@ static void ck_fourier_jvp(mf_backend *be, int n, int half, const float *t, cons
 /* ---- reductions and optimiser --------------------------------------------------------------- */
 
 static void ck_sq_err_rows(mf_backend *be, int n, int64_t d, const float *a, const float *b, double *out) {
+    ck_no_sync(be, "sq_err_rows()");
     mf_backend *in = ck_enter(be);
     in->i->sq_err_rows(in, n, d, a, b, out);
     ck_leave(be);
@@ -341,6 +354,7 @@ static void ck_pow_weight(mf_backend *be, int n, const float *e, float c, float 
     ck_leave(be);
 }
 static double ck_sumsq(mf_backend *be, int64_t n, const float *x) {
+    ck_no_sync(be, "sumsq()");
     mf_backend *in = ck_enter(be);
     double s = in->i->sumsq(in, n, x);
     ck_leave(be);
@@ -371,6 +385,27 @@ static void ck_randn(mf_backend *be, uint64_t seed, uint32_t purpose, uint64_t s
 }
 static const char *ck_version(mf_backend *be) { return ck(be)->inner->i->version(ck(be)->inner); }
 static const char *ck_error(mf_backend *be) { return ck(be)->inner->i->error(ck(be)->inner); }
+
+/* Graphs, emulated (MFPIPE_CHECKED_GRAPHS=1): the work between graph_begin and graph_end runs at
+ * once, as the CPU runs it, and any host synchronisation in between aborts: the CPU tests prove that
+ * the steps the GPU records contain none. graph_launch has nothing left to do. */
+static int ck_graph_begin(mf_backend *be) {
+    MF_ASSERT(!ck(be)->recording);
+    ck(be)->recording = 1;
+    return 0;
+}
+static void *ck_graph_end(mf_backend *be, void *prev) {
+    ck_ctx *c = ck(be);
+    MF_ASSERT(c->recording);
+    c->recording = 0;
+    c->graphs_recorded++;
+    return prev ? prev : (void *)c; /* any non-NULL handle */
+}
+static int ck_graph_launch(mf_backend *be, void *graph) {
+    MF_ASSERT(!ck(be)->recording && graph);
+    return 0;
+}
+static void ck_graph_free(mf_backend *be, void *graph) { (void)be, (void)graph; }
 
 /* ---- the table ------------------------------------------------------------------------------ */
 /* host_alloc and the graph entries are left NULL: the checked backend runs everything eagerly. */
@@ -424,6 +459,59 @@ static const mf_backend_i check_iface = {
     .version = ck_version,
     .error = ck_error,
 };
+static const mf_backend_i check_iface_graphs = {
+    .name = "checked",
+    .alloc = ck_alloc,
+    .free = ck_free,
+    .write = ck_write,
+    .read = ck_read,
+    .copy = ck_copy,
+    .fill = ck_fill,
+    .synchronize = ck_synchronize,
+    .peak_bytes = ck_peak_bytes,
+    .gemm = ck_gemm,
+    .conv2d = ck_conv2d,
+    .conv2d_bwd_data = ck_conv2d_bwd_data,
+    .conv2d_bwd_filter = ck_conv2d_bwd_filter,
+    .groupnorm = ck_groupnorm,
+    .groupnorm_bwd = ck_groupnorm_bwd,
+    .groupnorm_jvp = ck_groupnorm_jvp,
+    .gn_silu = ck_gn_silu,
+    .gn_silu_bwd = ck_gn_silu_bwd,
+    .gn_silu_jvp = ck_gn_silu_jvp,
+    .silu = ck_silu,
+    .silu_bwd = ck_silu_bwd,
+    .silu_jvp = ck_silu_jvp,
+    .axpby = ck_axpby,
+    .add2 = ck_add2,
+    .add_channel = ck_add_channel,
+    .sum_channel = ck_sum_channel,
+    .sum_rows = ck_sum_rows,
+    .add_bias_rows = ck_add_bias_rows,
+    .copy_channels = ck_copy_channels,
+    .upsample2x = ck_upsample2x,
+    .upsample2x_bwd = ck_upsample2x_bwd,
+    .embed = ck_embed,
+    .embed_bwd = ck_embed_bwd,
+    .fourier = ck_fourier,
+    .fourier_jvp = ck_fourier_jvp,
+    .sq_err_rows = ck_sq_err_rows,
+    .rows_axpby = ck_rows_axpby,
+    .row_sq_err = ck_row_sq_err,
+    .pow_weight = ck_pow_weight,
+    .sumsq = ck_sumsq,
+    .adamw = ck_adamw,
+    .ema = ck_ema,
+    .adamw_step = ck_adamw_step,
+    .randn = ck_randn,
+    .destroy = mf_checked_backend_free,
+    .version = ck_version,
+    .error = ck_error,
+    .graph_begin = ck_graph_begin,
+    .graph_end = ck_graph_end,
+    .graph_launch = ck_graph_launch,
+    .graph_free = ck_graph_free,
+};
 
 /* Wrap `inner` (which the new backend owns from here on: freeing the wrapper frees it). The
  * wrapper reports inner's thread count. NULL (inner left alone) if inner is NULL. */
@@ -434,7 +522,8 @@ mf_backend *mf_checked_backend_new(mf_backend *inner) {
     ck_ctx *c = mf_xcalloc(1, sizeof *c);
     c->inner = inner;
     c->page = page > 0 ? (size_t)page : 4096;
-    be->i = &check_iface;
+    const char *gr = getenv("MFPIPE_CHECKED_GRAPHS");
+    be->i = gr && strcmp(gr, "1") == 0 ? &check_iface_graphs : &check_iface;
     be->ctx = c;
     be->threads = inner->threads;
     be->cblock = inner->cblock;
@@ -448,8 +537,9 @@ mf_backend *mf_checked_backend_new(mf_backend *inner) {
  * then frees the inner backend and the wrapper. */
 void mf_checked_backend_free(mf_backend *be) {
     if (!be) return;
-    MF_ASSERT(be->i == &check_iface);
+    MF_ASSERT(be->i == &check_iface || be->i == &check_iface_graphs);
     ck_ctx *c = ck(be);
+    if (be->i == &check_iface_graphs) fprintf(stderr, "mfpipe: checked backend: %ld graphs recorded\n", c->graphs_recorded);
     MF_ASSERT(c->depth == 0);
     for (int i = 0; i < c->n_reg; i++) munmap(c->reg[i].base, c->reg[i].len);
     free(c->reg);

@@ -62,10 +62,14 @@ int mf_infer_init(mf_infer *inf, mf_backend *be, const mf_unet_cfg *cfg, int bat
     return mf_graph_finalize(&inf->g, inf->ids.out, false, need_tan);
 }
 
-void mf_infer_free(mf_infer *inf) { mf_graph_free(&inf->g); }
+void mf_infer_free(mf_infer *inf) {
+    if (inf->graph) inf->be->i->graph_free(inf->be, inf->graph);
+    inf->graph = NULL;
+    mf_graph_free(&inf->g);
+}
 
-const float *mf_infer_eval(mf_infer *inf, const float *params, const float *z, const float *t, const float *r,
-                           const int32_t *labels) {
+static void infer_issue(mf_infer *inf, const float *params, const float *z, const float *t, const float *r,
+                        const int32_t *labels) {
     mf_graph *g = &inf->g;
     const mf_backend_i *k = inf->be->i;
     mf_graph_set_params(g, params);
@@ -75,6 +79,32 @@ const float *mf_infer_eval(mf_infer *inf, const float *params, const float *z, c
     if (inf->ids.r >= 0) k->write(inf->be, g->nodes[inf->ids.r].out, r, sizeof(float) * (size_t)inf->batch);
     if (inf->ids.labels >= 0) mf_graph_set_labels(g, labels);
     mf_graph_forward(g);
+}
+
+const float *mf_infer_eval(mf_infer *inf, const float *params, const float *z, const float *t, const float *r,
+                           const int32_t *labels) {
+    mf_graph *g = &inf->g;
+    const mf_backend_i *k = inf->be->i;
+    if (!inf->no_graph && (!k->graph_begin || (getenv("MFPIPE_NO_GRAPHS") && strcmp(getenv("MFPIPE_NO_GRAPHS"), "1") == 0)))
+        inf->no_graph = true;
+    /* the first two evaluations run eagerly (libraries choose algorithms and grow workspaces then) */
+    if (inf->no_graph || inf->evals++ < 2) {
+        infer_issue(inf, params, z, t, r, labels);
+        return g->nodes[inf->ids.out].out;
+    }
+    if (k->graph_begin(inf->be) == 0) {
+        infer_issue(inf, params, z, t, r, labels);
+        inf->graph = k->graph_end(inf->be, inf->graph);
+        if (inf->graph && k->graph_launch(inf->be, inf->graph) == 0) return g->nodes[inf->ids.out].out;
+    }
+    /* the evaluation is pure: issue it again without a graph, and keep to that */
+    mf_warn("sampling: the %s backend cannot run the network as a graph (%s); running it eagerly", inf->be->kind,
+            mf_last_error());
+    mf_error_clear();
+    if (inf->graph) k->graph_free(inf->be, inf->graph);
+    inf->graph = NULL;
+    inf->no_graph = true;
+    infer_issue(inf, params, z, t, r, labels);
     return g->nodes[inf->ids.out].out;
 }
 

@@ -71,6 +71,11 @@ typedef struct mf_infer {
     mf_unet ids;
     int batch;
     mf_backend *be;
+    /* graphs (backends that have them, unless MFPIPE_NO_GRAPHS=1): every evaluation after the first
+     * two is recorded and launched as one graph, updated in place */
+    void *graph;
+    int64_t evals;
+    bool no_graph;
 } mf_infer;
 
 int mf_infer_init(mf_infer *inf, mf_backend *be, const mf_unet_cfg *cfg, int batch, bool need_tan);

@@ -94,4 +94,27 @@ MFPIPE_ASYNC_STEP=0 MFPIPE_DEBUG_NAN_GRAD_STEP=3 expect_ok sync-nan-skip "$MFPIP
   train.on_nan=skip --out "$TMP/ss"
 check "async skip = sync skip" cmp -s "$TMP/as/checkpoints/ckpt_00000012.mfc" "$TMP/ss/checkpoints/ckpt_00000012.mfc"
 
+# graphs: with the checked backend's emulation (MFPIPE_CHECKED_GRAPHS=1) every training step after
+# the warm-up and every sampling evaluation is recorded, and a host synchronisation inside one
+# aborts: the asynchronous step and the network evaluation never wait for the backend
+cat >expg.yaml <<Y
+name: cg
+seed: 3
+threads: 2
+stages: [data, train, sample]
+data: {dataset: mnist, root: $TMP/mn, verify: false}
+model: {channels: 8, channel_mult: [1, 2], res_blocks: 1, groups: 4, time_embed: {dim: 16, frequencies: 4}}
+train: {steps: 12, batch: 8, log_every: 4, checkpoint_every: 12, sample_every: 6, sample_n: 4, sample_steps: 3, final_grid: 4, final_steps: 3}
+sample: {n: 16, steps: 4, batch: 8}
+Y
+for o in fm meanflow; do
+  MFPIPE_CHECKED_BACKEND=1 MFPIPE_CHECKED_GRAPHS=1 MFPIPE_ASYNC_STEP=1 expect_ok graphs-$o "$MFPIPE" run -q expg.yaml \
+    engine=cpu train.objective=$o --out "$TMP/g_$o"
+  n=$(sed -n 's/.*checked backend: \([0-9]*\) graphs recorded.*/\1/p' "$TMP/err")
+  check "graphs-$o: steps and evaluations recorded (${n:-none})" test "${n:-0}" -ge 20
+  check "graphs-$o: the log says so" grep -q 'recorded as graphs after two warm-up steps' "$TMP/g_$o/log.txt"
+done
+MFPIPE_ASYNC_STEP=1 expect_ok graphs-ref "$MFPIPE" run -q expg.yaml engine=cpu train.objective=fm --out "$TMP/g_ref"
+check "recorded run = plain run" cmp -s "$TMP/g_fm/checkpoints/ckpt_00000012.mfc" "$TMP/g_ref/checkpoints/ckpt_00000012.mfc"
+
 finish
