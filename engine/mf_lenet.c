@@ -124,6 +124,8 @@ int mf_featnet_run(mf_featnet *f, const float *x, int64_t n, float *feat, float 
         }
     }
     free(in), free(hf), free(hl);
+    const char *be_err = f->be->i->error(f->be);
+    if (be_err) return mf_fail("features: the %s backend failed: %s", f->be->kind, be_err);
     return 0;
 }
 

@@ -229,6 +229,8 @@ int mf_generate(mf_model *m, const float *params, const mf_gen_opts *o, int n, f
     free(lab);
     free(rs);
     mf_infer_free(&inf);
+    const char *be_err = be->i->error(be);
+    if (rc == 0 && be_err) rc = mf_fail("sampling: the %s backend failed: %s", be->kind, be_err);
     return rc;
 }
 
