@@ -1,6 +1,7 @@
 /* mf_cuda.cu - the CUDA backend's runtime: the module entry and open(), the context (stream, memory pool,
  * cuBLAS and cuDNN handles), tracked device memory, host<->device copies through pinned staging, the
  * scratch slots and staging ring, the sticky error, graphs, and the mf_backend_i table. */
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -560,8 +561,23 @@ static int pick_device(const mf_backend_opts *opts, cudaDeviceProp *prop, char *
         return -1;
     }
     if (e == cudaErrorInsufficientDriver) {
-        say(why, cap, "CUDA driver too old for this runtime (CUDA %d.%d): update the NVIDIA driver", rt / 1000,
-            rt % 1000 / 10);
+        /* the runtime says this both when the driver is older than it and when there is no driver at all
+         * (libcuda.so.1 missing, as on a machine with the toolkit only): tell the two apart */
+        void *drv = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+        if (!drv) drv = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+        if (!drv) {
+            say(why, cap, "no NVIDIA driver (libcuda.so.1 not found)");
+            return -1;
+        }
+        dlclose(drv);
+        int dv = 0;
+        if (cudaDriverGetVersion(&dv) == cudaSuccess && dv > 0)
+            say(why, cap, "CUDA driver too old for this runtime (the driver supports CUDA %d.%d, the runtime is CUDA "
+                "%d.%d): update the NVIDIA driver", dv / 1000, dv % 1000 / 10, rt / 1000, rt % 1000 / 10);
+        else
+            say(why, cap, "CUDA driver too old for this runtime (CUDA %d.%d): update the NVIDIA driver", rt / 1000,
+                rt % 1000 / 10);
+        (void)cudaGetLastError();
         return -1;
     }
     if (e != cudaSuccess) {
