@@ -50,6 +50,7 @@ struct mfcu_ctx {
     size_t hring_off = 0;
     cudaEvent_t hseg_ev[MFCU_HOST_SEGS] = {};
     int hseg_busy[MFCU_HOST_SEGS] = {};
+    int hseg_cur = -1; /* the segment the host ring's fill is in (waited for in this lap); -1 at a lap's start */
     std::unordered_map<void *, size_t> live; /* device allocations -> bytes */
     size_t cur_bytes = 0, peak_bytes = 0;
     std::vector<host_block> hosts; /* host_alloc blocks (pinned) */
@@ -269,16 +270,22 @@ static int h2d_recorded(mf_backend *be, void *dst, const void *src, size_t bytes
 }
 
 /* Copy n <= MFCU_HOST_RING/2 bytes of host memory to dst through the pinned host ring: the host buffer is
- * free again on return, and the DMA overlaps whatever the host does next. A ring segment is reused only
- * after the event recorded behind the last copy out of it has completed. */
+ * free again on return, and the DMA overlaps whatever the host does next. The ring is filled in laps; a
+ * segment is waited for (the event recorded behind the last copy out of it in the previous lap) only
+ * when the fill enters it, not for every copy that lands in the segment being filled: those follow
+ * earlier copies of this lap that read other bytes of it (waiting there would make every small write
+ * wait for all the work queued before it). */
 static int hring_put(mf_backend *be, void *dst, const void *src, size_t n) {
     mfcu_ctx *c = ctx(be);
     const size_t seg = MFCU_HOST_RING / MFCU_HOST_SEGS;
-    if (c->hring_off + n > MFCU_HOST_RING) c->hring_off = 0;
+    if (c->hring_off + n > MFCU_HOST_RING) {
+        c->hring_off = 0;
+        c->hseg_cur = -1; /* a new lap: segment 0 holds the previous lap's bytes */
+    }
     const size_t a = c->hring_off, b = a + n;
     const int s0 = (int)(a / seg), s1 = (int)((b - 1) / seg);
     for (int s = s0; s <= s1; s++) {
-        if (!c->hseg_busy[s]) continue;
+        if (s == c->hseg_cur || !c->hseg_busy[s]) continue; /* entered (and waited for) in this lap */
         if (MFCU_CHECK(be, cudaEventSynchronize(c->hseg_ev[s]))) return 1;
         c->hseg_busy[s] = 0;
     }
@@ -288,6 +295,7 @@ static int hring_put(mf_backend *be, void *dst, const void *src, size_t n) {
         if (MFCU_CHECK(be, cudaEventRecord(c->hseg_ev[s], c->stream))) return 1;
         c->hseg_busy[s] = 1;
     }
+    c->hseg_cur = s1;
     c->hring_off = round_up(b, MFCU_ALIGN);
     return 0;
 }
