@@ -34,6 +34,8 @@ struct host_block {
     size_t bytes;
 };
 
+struct mfcu_graph;
+
 struct mfcu_ctx {
     int device = 0;
     cudaDeviceProp prop{};
@@ -56,8 +58,11 @@ struct mfcu_ctx {
     std::vector<host_block> hosts; /* host_alloc blocks (pinned) */
     int capturing = 0;
     char cap_err[256] = {};      /* why the recording in progress cannot become a graph ("" if it can) */
-    int graphs = 0;              /* graphs made and not freed: they hold scratch and ring pointers */
+    std::vector<mfcu_graph *> graphs; /* graphs made and not freed (destroy frees them too): they hold
+                                         scratch and ring pointers */
     std::vector<void *> retired; /* scratch / rings replaced while graphs lived: freed with the last one */
+    std::vector<void *> deferred, hdeferred; /* device / pinned frees asked for while recording: done at
+                                                graph_end (the recording is dropped then) */
     int failed = 0;
     char err[768] = {};
     char version[384] = {};
@@ -77,10 +82,26 @@ size_t round_up(size_t b, size_t a) { return (b + a - 1) / a * a; }
 
 /* ---- errors ------------------------------------------------------------------------------------ */
 
+static void capture_refuse(mf_backend *be, const char *fmt, ...) MF_PRINTF(2, 3);
+
 void mfcu_record_error(mf_backend *be, const char *file, int line, const char *expr, const char *msg) {
     mfcu_ctx *c = ctx(be);
     const char *base = strrchr(file, '/');
     base = base ? base + 1 : file;
+    if (!c->failed && c->capturing) {
+        /* a call that failed because the recording was invalidated (something in it cannot be captured, or
+         * it was invalidated by an earlier call) is a refusal of the graph, not a failure of the backend:
+         * graph_end drops the recording and the caller issues the work again without a graph (where a real
+         * failure shows up as one) */
+        cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+        const cudaError_t qe = cudaStreamIsCapturing(c->stream, &cs);
+        if (qe == cudaSuccess && cs == cudaStreamCaptureStatusInvalidated) {
+            capture_refuse(be, "%s:%d: %s: %s", base, line, expr, msg ? msg : "?");
+            (void)cudaGetLastError();
+            return;
+        }
+        if (qe != cudaSuccess) (void)cudaGetLastError();
+    }
     if (c->failed) { /* keep the first; later ones (usually consequences) only at debug level */
         mf_debug("cuda: also: %s:%d: %s: %s", base, line, expr, msg ? msg : "?");
         return;
@@ -102,7 +123,6 @@ int mfcu_failed(mf_backend *be) { return ctx(be)->failed; }
 
 /* While recording: note why the recording cannot become a graph (graph_end reports it with mf_fail and
  * drops the recording; the backend itself stays usable). */
-static void capture_refuse(mf_backend *be, const char *fmt, ...) MF_PRINTF(2, 3);
 static void capture_refuse(mf_backend *be, const char *fmt, ...) {
     mfcu_ctx *c = ctx(be);
     if (c->cap_err[0]) return;
@@ -185,8 +205,9 @@ static void dev_free(mf_backend *be, void *p) {
         MFCU_FAIL(be, "free", "free of %p, which this backend did not allocate", p);
         return;
     }
-    if (c->capturing) {
-        capture_refuse(be, "a device free while recording (the memory is kept)");
+    if (c->capturing) { /* freed at graph_end, after the recording (which is dropped) */
+        capture_refuse(be, "a device free while recording");
+        c->deferred.push_back(p);
         return;
     }
     c->cur_bytes -= it->second;
@@ -209,7 +230,7 @@ static size_t cu_peak_bytes(mf_backend *be) { return ctx(be)->peak_bytes; }
 static void retire(mf_backend *be, void *p) {
     mfcu_ctx *c = ctx(be);
     if (!p) return;
-    if (c->graphs > 0) c->retired.push_back(p);
+    if (!c->graphs.empty()) c->retired.push_back(p);
     else dev_free(be, p);
 }
 
@@ -401,8 +422,9 @@ static void cu_host_free(mf_backend *be, void *ptr) {
     if (!ptr) return;
     for (size_t i = 0; i < c->hosts.size(); i++) {
         if (c->hosts[i].p != (char *)ptr) continue;
-        if (c->capturing) {
-            capture_refuse(be, "a pinned host free while recording (the memory is kept)");
+        if (c->capturing) { /* freed at graph_end, after the recording (which is dropped) */
+            capture_refuse(be, "a pinned host free while recording");
+            c->hdeferred.push_back(ptr);
             return;
         }
         c->hosts.erase(c->hosts.begin() + (long)i);
@@ -412,14 +434,17 @@ static void cu_host_free(mf_backend *be, void *ptr) {
     MFCU_FAIL(be, "host_free", "host_free of %p, which host_alloc did not return", ptr);
 }
 
-/* ---- graphs --------------------------------------------------------------------------------------- */
+/* ---- graphs ---------------------------------------------------------------------------------------
+ * Graph failures are not backend failures: graph_begin / graph_end report them with mf_fail (the caller
+ * runs the step without a graph, or stops); a CUDA error on the way is recorded as usual, except the ones
+ * that only say the recording was invalidated (mfcu_record_error turns those into a refusal). */
 
-/* Graph failures are not backend failures: graph_begin / graph_end report them with mf_fail (the caller
- * runs the step without a graph, or stops); a CUDA error on the way is recorded as usual. */
 static int cu_graph_begin(mf_backend *be) {
     mfcu_ctx *c = ctx(be);
-    if (mfcu_enter(be)) return mf_fail("cuda: cannot record a graph: %s", c->err);
+    if (mfcu_enter(be)) return mf_fail("cuda: cannot record a graph: %s", c->failed ? c->err : "no device");
     if (c->capturing) return mf_fail("cuda: graph_begin while a graph is being recorded");
+    /* thread-local: only this thread's unsafe calls (a synchronous copy, cudaMalloc) invalidate it, not a
+     * host thread's that has nothing to do with the backend */
     if (MFCU_CHECK(be, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal)))
         return mf_fail("cuda: cannot record a graph: %s", c->err);
     c->capturing = 1;
@@ -429,18 +454,43 @@ static int cu_graph_begin(mf_backend *be) {
 
 static void cu_graph_free(mf_backend *be, void *graph);
 
-/* Instantiate g as a new graph (g is consumed); NULL with mf_fail. */
+/* Scratch and rings replaced while graphs lived go back to the pool once no graph is left. */
+static void flush_retired(mf_backend *be) {
+    mfcu_ctx *c = ctx(be);
+    if (c->capturing || !c->graphs.empty()) return;
+    for (void *p : c->retired) dev_free(be, p);
+    c->retired.clear();
+}
+
+/* Destroy a graph's executable and graph (no synchronisation: an executable still running is freed by
+ * CUDA when its launch completes) and forget it. */
+static void graph_destroy(mf_backend *be, mfcu_graph *gr) {
+    mfcu_ctx *c = ctx(be);
+    if (gr->exec) MFCU_CHECK(be, cudaGraphExecDestroy(gr->exec));
+    if (gr->graph) MFCU_CHECK(be, cudaGraphDestroy(gr->graph));
+    for (size_t i = 0; i < c->graphs.size(); i++)
+        if (c->graphs[i] == gr) {
+            c->graphs.erase(c->graphs.begin() + (long)i);
+            break;
+        }
+    free(gr);
+}
+
+/* Instantiate g as a new graph (g is consumed); NULL with mf_fail (not a backend failure). */
 static mfcu_graph *graph_new(mf_backend *be, cudaGraph_t g) {
     cudaGraphExec_t x = NULL;
-    if (MFCU_CHECK(be, cudaGraphInstantiate(&x, g, 0))) {
+    const cudaError_t e = cudaGraphInstantiate(&x, g, 0);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
         (void)cudaGraphDestroy(g);
-        mf_fail("cuda: cannot instantiate the graph: %s", ctx(be)->err);
+        mf_fail("cuda: cannot instantiate the graph: cudaGraphInstantiate: %s (%s)", cudaGetErrorString(e),
+                cudaGetErrorName(e));
         return NULL;
     }
     mfcu_graph *gr = (mfcu_graph *)mf_xmalloc(sizeof *gr);
     gr->graph = g;
     gr->exec = x;
-    ctx(be)->graphs++;
+    ctx(be)->graphs.push_back(gr);
     return gr;
 }
 
@@ -452,28 +502,41 @@ static void *cu_graph_end(mf_backend *be, void *prev) {
         return NULL;
     }
     (void)use_device(be);
+    /* always end the capture, also an invalidated one: that takes the stream out of capture mode */
     cudaGraph_t g = NULL;
-    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    const cudaError_t e = cudaStreamEndCapture(c->stream, &g);
     c->capturing = 0;
-    if (e != cudaSuccess || c->failed || c->cap_err[0]) {
-        if (e != cudaSuccess && !c->cap_err[0]) mfcu_check_(be, e, __FILE__, __LINE__, "cudaStreamEndCapture");
+    if (e != cudaSuccess) {
         (void)cudaGetLastError();
+        capture_refuse(be, "cudaStreamEndCapture: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    }
+    /* the frees asked for while recording (each refused the recording) */
+    for (void *p : c->deferred) dev_free(be, p);
+    c->deferred.clear();
+    for (void *p : c->hdeferred) cu_host_free(be, p);
+    c->hdeferred.clear();
+    if (e != cudaSuccess || c->failed || c->cap_err[0] || !g) {
         if (g) (void)cudaGraphDestroy(g);
         cu_graph_free(be, prev);
-        mf_fail("cuda: the step cannot be recorded as a graph: %s", c->cap_err[0] ? c->cap_err : c->err);
+        flush_retired(be);
+        mf_fail("cuda: the step cannot be recorded as a graph: %s",
+                c->cap_err[0] ? c->cap_err : c->failed ? c->err : "no graph");
         return NULL;
     }
-    if (prev) { /* same kernels in the same order: update the executable in place (in-flight launches keep
-                   the old parameters) */
+    if (prev) { /* same kernels in the same order: update the executable in place (launches already queued
+                   keep the old parameters) */
         mfcu_graph *pg = (mfcu_graph *)prev;
         cudaGraphExecUpdateResultInfo info;
         memset(&info, 0, sizeof info);
-        if (cudaGraphExecUpdate(pg->exec, g, &info) == cudaSuccess) {
+        const cudaError_t ue = cudaGraphExecUpdate(pg->exec, g, &info);
+        if (ue == cudaSuccess) {
             MFCU_CHECK(be, cudaGraphDestroy(pg->graph));
             pg->graph = g;
             return pg;
         }
         (void)cudaGetLastError(); /* a different shape of work: not an error, a new graph */
+        mf_debug("cuda: graph update refused (%s, result %d): instantiating anew", cudaGetErrorName(ue),
+                 (int)info.result);
         cu_graph_free(be, prev);
     }
     return graph_new(be, g);
@@ -490,19 +553,9 @@ static int cu_graph_launch(mf_backend *be, void *graph) {
 
 static void cu_graph_free(mf_backend *be, void *graph) {
     if (!graph) return;
-    mfcu_graph *gr = (mfcu_graph *)graph;
-    mfcu_ctx *c = ctx(be);
     (void)use_device(be);
-    /* a launch of it may still be running: wait for it before destroying the executable (rare: the end
-     * of a run, or a step of a new shape). Not possible while recording (graph_free is not used then). */
-    if (!c->capturing) (void)MFCU_CHECK(be, cudaStreamSynchronize(c->stream));
-    MFCU_CHECK(be, cudaGraphExecDestroy(gr->exec));
-    MFCU_CHECK(be, cudaGraphDestroy(gr->graph));
-    free(gr);
-    if (c->graphs > 0 && --c->graphs == 0) {
-        for (void *p : c->retired) dev_free(be, p);
-        c->retired.clear();
-    }
+    graph_destroy(be, (mfcu_graph *)graph);
+    flush_retired(be); /* stream-ordered: after the graph's last launch */
 }
 
 /* ---- lifetime ----------------------------------------------------------------------------------------- */
@@ -519,6 +572,7 @@ static void teardown(mf_backend *be) {
         c->capturing = 0;
     }
     if (c->stream) (void)cudaStreamSynchronize(c->stream);
+    while (!c->graphs.empty()) graph_destroy(be, c->graphs.back()); /* graphs the caller did not free */
     mfcu_dense_free(be);
     if (c->blas) (void)cublasDestroy(c->blas);
     if (c->dnn) (void)cudnnDestroy(c->dnn);
