@@ -226,15 +226,17 @@ static int conv_check(mf_backend *be, const mf_conv_shape *s, conv_lay *L) {
 }
 
 /* ---- the algorithm cache ------------------------------------------------------------------------------------
- * One entry per (direction, shape, layout L), made on first use: descriptors, and the first algorithm of
- * cuDNN's heuristic ranking (cudnnGet*_v7: no timing, so the choice, and the results, are the same in every
- * run) that is deterministic, fits DENSE_WS_CAP and, for fp32, runs FMA math (no TF32). A precision with no
- * such algorithm for a shape (bf16 on an odd shape) falls back to fp32 for that shape, with a warning. */
+ * One entry per (direction, shape, wanted layout L), made on first use: descriptors, and the first algorithm
+ * of cuDNN's heuristic ranking (cudnnGet*_v7: no timing, so the choice, and the results, are the same in
+ * every run) that is deterministic, fits DENSE_WS_CAP, whose workspace query succeeds and, for fp32, runs FMA
+ * math (no TF32). Where the precision has no such algorithm in L it tries NCHW, then fp32 (with a warning),
+ * so an entry records the layout and type it runs in. */
 
 enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_FILTER };
 
 struct conv_algo {
-    int dir, n, ci, h, w, co, k, stride, pad, nhwc;
+    int dir, n, ci, h, w, co, k, stride, pad, nhwc; /* the key (nhwc: the layout asked for) */
+    int run_nhwc;           /* the layout it runs in */
     int bf;                 /* runs in bf16 (else fp32 data, tf32 or fp32 math) */
     cudnnTensorDescriptor_t xd, yd;
     cudnnFilterDescriptor_t wd;
@@ -279,11 +281,17 @@ static int same_key(const conv_algo *a, const conv_algo *b) {
            a->k == b->k && a->stride == b->stride && a->pad == b->pad && a->nhwc == b->nhwc;
 }
 
-/* Descriptors for a->bf's data type and the math type `math`. */
+/* cuDNN 9 reports "this configuration is not supported" with a family of codes (CUDNN_STATUS_NOT_SUPPORTED_*,
+ * 3000..3999), and the legacy queries some unsupported algorithm / layout combinations as BAD_PARAM_*. */
+static int dnn_unsupported(cudnnStatus_t st) { return (st >= 3000 && st < 4000) || (st >= 2000 && st < 3000); }
+
+/* Descriptors for a->bf's data type, layout a->run_nhwc and the math type `math`. */
 static int algo_descs(mf_backend *be, conv_algo *a, cudnnMathType_t math) {
     const cudnnDataType_t dt = a->bf ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
-    const cudnnTensorFormat_t f = a->nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+    const cudnnTensorFormat_t f = a->run_nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
     const int ho = (a->h + 2 * a->pad - a->k) / a->stride + 1, wo = (a->w + 2 * a->pad - a->k) / a->stride + 1;
+    /* dims in NCHW order whatever the format (cuDNN derives the strides from the format); the filter in
+     * format NHWC is KRSC */
     return MFCU_CUDNN(be, cudnnCreateTensorDescriptor(&a->xd)) || MFCU_CUDNN(be, cudnnCreateTensorDescriptor(&a->yd)) ||
            MFCU_CUDNN(be, cudnnCreateFilterDescriptor(&a->wd)) ||
            MFCU_CUDNN(be, cudnnCreateConvolutionDescriptor(&a->cd)) ||
@@ -296,52 +304,69 @@ static int algo_descs(mf_backend *be, conv_algo *a, cudnnMathType_t math) {
            MFCU_CUDNN(be, cudnnSetConvolutionMathType(a->cd, math));
 }
 
-/* A candidate of the heuristics' list is usable. */
+/* A candidate of the heuristics' list is usable: never a conversion to fp16 (ALLOW_CONVERSION), and for fp32
+ * FMA math only. */
 static int usable(cudnnStatus_t st, cudnnDeterminism_t det, size_t mem, cudnnMathType_t mt, int fp32) {
     return st == CUDNN_STATUS_SUCCESS && det == CUDNN_DETERMINISTIC && mem <= DENSE_WS_CAP &&
-           (!fp32 || mt == CUDNN_FMA_MATH || mt == CUDNN_DEFAULT_MATH);
+           mt != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION && (!fp32 || mt == CUDNN_FMA_MATH || mt == CUDNN_DEFAULT_MATH);
 }
 
-/* The heuristics' first usable algorithm for a->dir: a->algo and its math type; 0, 1 (none), -1 (error). */
-static int algo_pick(mf_backend *be, conv_algo *a, int fp32, cudnnMathType_t *mt) {
+struct algo_cand {
+    int algo;
+    cudnnMathType_t mt;
+};
+enum { MAX_CANDS = 16 };
+
+/* The heuristics' usable candidates for a->dir, in their order, then the algorithm that is always
+ * deterministic (with the descriptor's math type `math`); 0, -1 (error recorded). */
+static int algo_cands(mf_backend *be, conv_algo *a, int fp32, cudnnMathType_t math, algo_cand *c, int *nc) {
     cudnnHandle_t h = mfcu_cudnn(be);
     int got = 0;
+    cudnnStatus_t st;
+    *nc = 0;
+#define ADD_CAND(al, m)                                                                                     \
+    do {                                                                                                    \
+        int dup_ = 0;                                                                                       \
+        for (int q_ = 0; q_ < *nc; q_++) dup_ |= c[q_].algo == (int)(al) && c[q_].mt == (m);                \
+        if (!dup_ && *nc < MAX_CANDS) c[(*nc)++] = algo_cand{(int)(al), (m)};                               \
+    } while (0)
     if (a->dir == DIR_FWD) {
         cudnnConvolutionFwdAlgoPerf_t p[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        if (MFCU_CUDNN(be, cudnnGetConvolutionForwardAlgorithm_v7(h, a->xd, a->wd, a->cd, a->yd,
-                                                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, p)))
-            return -1;
-        for (int i = 0; i < got; i++)
-            if (usable(p[i].status, p[i].determinism, p[i].memory, p[i].mathType, fp32)) {
-                a->algo = (int)p[i].algo, *mt = p[i].mathType;
-                return 0;
-            }
+        st = cudnnGetConvolutionForwardAlgorithm_v7(h, a->xd, a->wd, a->cd, a->yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                    &got, p);
+        if (st == CUDNN_STATUS_SUCCESS)
+            for (int i = 0; i < got; i++)
+                if (usable(p[i].status, p[i].determinism, p[i].memory, p[i].mathType, fp32))
+                    ADD_CAND(p[i].algo, p[i].mathType);
+        if (st == CUDNN_STATUS_SUCCESS || dnn_unsupported(st)) ADD_CAND(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, math);
     } else if (a->dir == DIR_BWD_DATA) {
         cudnnConvolutionBwdDataAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-        if (MFCU_CUDNN(be, cudnnGetConvolutionBackwardDataAlgorithm_v7(h, a->wd, a->yd, a->cd, a->xd,
-                                                                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, p)))
-            return -1;
-        for (int i = 0; i < got; i++) {
-            /* FFT data gradients of strided convolutions were wrong in some cuDNN releases (PyTorch skips them) */
-            const int fft = p[i].algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT ||
-                            p[i].algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING;
-            if (!(fft && a->stride > 1) && usable(p[i].status, p[i].determinism, p[i].memory, p[i].mathType, fp32)) {
-                a->algo = (int)p[i].algo, *mt = p[i].mathType;
-                return 0;
+        st = cudnnGetConvolutionBackwardDataAlgorithm_v7(h, a->wd, a->yd, a->cd, a->xd,
+                                                         CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, p);
+        if (st == CUDNN_STATUS_SUCCESS)
+            for (int i = 0; i < got; i++) {
+                /* FFT data gradients of strided convolutions were wrong in some cuDNN releases (PyTorch skips
+                 * them) */
+                const int fft = p[i].algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT ||
+                                p[i].algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING;
+                if (!(fft && a->stride > 1) && usable(p[i].status, p[i].determinism, p[i].memory, p[i].mathType, fp32))
+                    ADD_CAND(p[i].algo, p[i].mathType);
             }
-        }
+        if (st == CUDNN_STATUS_SUCCESS || dnn_unsupported(st)) ADD_CAND(CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, math);
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-        if (MFCU_CUDNN(be, cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                               h, a->xd, a->yd, a->cd, a->wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, p)))
-            return -1;
-        for (int i = 0; i < got; i++)
-            if (usable(p[i].status, p[i].determinism, p[i].memory, p[i].mathType, fp32)) {
-                a->algo = (int)p[i].algo, *mt = p[i].mathType;
-                return 0;
-            }
+        st = cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, a->xd, a->yd, a->cd, a->wd,
+                                                           CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, p);
+        if (st == CUDNN_STATUS_SUCCESS)
+            for (int i = 0; i < got; i++)
+                if (usable(p[i].status, p[i].determinism, p[i].memory, p[i].mathType, fp32))
+                    ADD_CAND(p[i].algo, p[i].mathType);
+        if (st == CUDNN_STATUS_SUCCESS || dnn_unsupported(st)) ADD_CAND(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, math);
     }
-    return 1;
+#undef ADD_CAND
+    if (st != CUDNN_STATUS_SUCCESS && !dnn_unsupported(st))
+        return MFCU_CUDNN(be, st) ? -1 : 0; /* a real failure of the heuristics' query */
+    return 0;
 }
 
 /* The workspace of a->algo as the descriptors stand; 0, 1 (not supported), -1 (error). */
@@ -357,31 +382,30 @@ static int algo_ws(mf_backend *be, conv_algo *a) {
     else
         st = cudnnGetConvolutionBackwardFilterWorkspaceSize(h, a->xd, a->yd, a->cd, a->wd,
                                                             (cudnnConvolutionBwdFilterAlgo_t)a->algo, &a->ws);
-    if (st == CUDNN_STATUS_NOT_SUPPORTED || st == CUDNN_STATUS_BAD_PARAM) return 1;
+    if (dnn_unsupported(st)) return 1;
     return MFCU_CUDNN(be, st) ? -1 : (a->ws > DENSE_WS_CAP ? 1 : 0);
 }
 
-/* Fill a (key set) for precision prec: 0, 1 (no algorithm), -1 (error recorded). */
-static int algo_make(mf_backend *be, conv_algo *a, int prec) {
+/* Fill a (key set) for precision prec in layout run_nhwc: 0, 1 (no algorithm), -1 (error recorded). */
+static int algo_make(mf_backend *be, conv_algo *a, int prec, int run_nhwc) {
     a->bf = prec == MF_PREC_BF16;
+    a->run_nhwc = run_nhwc;
     const int fp32 = prec == MF_PREC_FP32;
     /* fp32: FMA only (TF32 off). tf32: DEFAULT (cuDNN then may use TF32 on sm_80+; ALLOW_CONVERSION could
      * also down-convert fp32 data to fp16). bf16: tensor cores on bf16 data. */
     const cudnnMathType_t math = fp32 ? CUDNN_FMA_MATH : prec == MF_PREC_TF32 ? CUDNN_DEFAULT_MATH : CUDNN_TENSOR_OP_MATH;
     if (algo_descs(be, a, math)) return -1;
-    cudnnMathType_t mt = math;
-    int r = algo_pick(be, a, fp32, &mt);
-    if (r == 1) { /* nothing deterministic in the ranking: the algorithms that always are */
-        a->algo = a->dir == DIR_FWD ? (int)CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM
-                                    : a->dir == DIR_BWD_DATA ? (int)CUDNN_CONVOLUTION_BWD_DATA_ALGO_1
-                                                             : (int)CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
-        r = 0;
+    algo_cand c[MAX_CANDS];
+    int nc = 0;
+    if (algo_cands(be, a, fp32, math, c, &nc)) return -1;
+    for (int i = 0; i < nc; i++) {
+        a->algo = c[i].algo;
+        /* run with the algorithm's own math type (what the heuristics ranked), except: never TF32 in fp32 */
+        if (MFCU_CUDNN(be, cudnnSetConvolutionMathType(a->cd, fp32 ? CUDNN_FMA_MATH : c[i].mt))) return -1;
+        const int r = algo_ws(be, a);
+        if (r <= 0) return r;
     }
-    if (r != 0) return r;
-    /* run with the algorithm's own math type (what the heuristics ranked), except: never TF32 in fp32 */
-    if (fp32) mt = CUDNN_FMA_MATH;
-    if (MFCU_CUDNN(be, cudnnSetConvolutionMathType(a->cd, mt))) return -1;
-    return algo_ws(be, a);
+    return 1;
 }
 
 static const char *dir_name(int dir) {
@@ -400,15 +424,20 @@ static conv_algo *get_algo(mf_backend *be, int dir, const mf_conv_shape *s, int 
     a.stride = s->stride, a.pad = s->pad, a.nhwc = nhwc;
     for (int i = 0; i < d->n; i++)
         if (same_key(&d->e[i], &a)) return &d->e[i];
+    /* the precision asked for in L, then in NCHW, then fp32 in L, then fp32 in NCHW */
     const int prec = mfcu_precision(be);
-    int r = algo_make(be, &a, prec);
-    if (r == 1 && prec != MF_PREC_FP32) {
+    const int tries[4][2] = {{prec, nhwc}, {prec, 0}, {MF_PREC_FP32, nhwc}, {MF_PREC_FP32, 0}};
+    int r = 1, t = 0;
+    for (; t < 4 && r == 1; t++) {
+        if ((t == 1 || t == 3) && !nhwc) continue;      /* NCHW was L */
+        if (t >= 2 && prec == MF_PREC_FP32) break;     /* fp32 was asked for */
         algo_destroy(&a);
-        mf_warn("cuda: no deterministic %s %s algorithm for conv n%d %d->%d %dx%d k%d s%d (%s): this one runs fp32",
-                mf_precision_name(prec), dir_name(dir), s->n, s->ci, s->co, s->h, s->w, s->k, s->stride,
-                nhwc ? "NHWC" : "NCHW");
-        r = algo_make(be, &a, MF_PREC_FP32);
+        r = algo_make(be, &a, tries[t][0], tries[t][1]);
     }
+    if (r == 0 && (a.run_nhwc != nhwc || tries[t - 1][0] != prec)) /* t - 1: the try that succeeded */
+        mf_warn("cuda: no deterministic %s %s algorithm for conv n%d %d->%d %dx%d k%d s%d in %s: this one runs %s %s",
+                mf_precision_name(prec), dir_name(dir), s->n, s->ci, s->co, s->h, s->w, s->k, s->stride,
+                nhwc ? "NHWC" : "NCHW", mf_precision_name(tries[t - 1][0]), a.run_nhwc ? "NHWC" : "NCHW");
     if (r != 0) {
         if (r == 1) {
             char m[160];
@@ -430,7 +459,7 @@ static conv_algo *get_algo(mf_backend *be, int dir, const mf_conv_shape *s, int 
         d->e = e, d->cap = cap;
     }
     mf_debug("cuda: conv %s n%d %d->%d %dx%d k%d s%d %s %s: algorithm %d, workspace %zu", dir_name(dir), s->n, s->ci,
-             s->co, s->h, s->w, s->k, s->stride, nhwc ? "NHWC" : "NCHW", a.bf ? "bf16" : "fp32", a.algo, a.ws);
+             s->co, s->h, s->w, s->k, s->stride, a.run_nhwc ? "NHWC" : "NCHW", a.bf ? "bf16" : "fp32", a.algo, a.ws);
     d->e[d->n] = a;
     return &d->e[d->n++];
 }
@@ -445,6 +474,7 @@ struct conv_run {
     conv_algo *a;
     int64_t nx, ny, nw;
     size_t es; /* bytes of an element of the convolution's data type */
+    int wt;    /* the filter needs a temporary: bf16, or KRSC (NHWC) where that differs from KCRS */
 };
 
 static int conv_begin(mf_backend *be, int dir, const mf_conv_shape *s, conv_run *r) {
@@ -452,10 +482,17 @@ static int conv_begin(mf_backend *be, int dir, const mf_conv_shape *s, conv_run 
     r->s = s;
     r->a = get_algo(be, dir, s, r->L.nhwc);
     if (!r->a) return 1;
+    if (r->a->run_nhwc != r->L.nhwc) { /* runs in NCHW: the NHWC operands go through temporaries */
+        r->L.nhwc = r->a->run_nhwc;
+        r->L.cx = r->L.lx != r->L.nhwc;
+        r->L.cy = r->L.ly != r->L.nhwc;
+    }
     r->nx = (int64_t)s->n * s->ci * s->h * s->w;
     r->ny = (int64_t)s->n * s->co * s->ho * s->wo;
     r->nw = (int64_t)s->co * s->ci * s->k * s->k;
     r->es = r->a->bf ? sizeof(bf16) : sizeof(float);
+    /* KRSC and KCRS are the same bytes for a 1x1 filter or one input channel */
+    r->wt = r->a->bf || (r->L.nhwc && s->k > 1 && s->ci > 1);
     return 0;
 }
 
@@ -479,7 +516,7 @@ void mfcu_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, const f
                  float *y) {
     conv_run r;
     if (conv_begin(be, DIR_FWD, s, &r)) return;
-    const int bf = r.a->bf, nx_t = bf || r.L.cx, w_t = bf || r.L.nhwc, y_t = bf || r.L.cy;
+    const int bf = r.a->bf, nx_t = bf || r.L.cx, w_t = r.wt, y_t = bf || r.L.cy;
     const int64_t hwx = (int64_t)s->h * s->w, hwy = (int64_t)s->ho * s->wo, kk = (int64_t)s->k * s->k;
     carve cv;
     const int px = cv.add(nx_t ? r.es * (size_t)r.nx : 0), pw = cv.add(w_t ? r.es * (size_t)r.nw : 0);
@@ -504,7 +541,7 @@ void mfcu_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const float *d
                           int acc) {
     conv_run r;
     if (conv_begin(be, DIR_BWD_DATA, s, &r)) return;
-    const int bf = r.a->bf, dy_t = bf || r.L.cy, w_t = bf || r.L.nhwc, dx_t = bf || r.L.cx;
+    const int bf = r.a->bf, dy_t = bf || r.L.cy, w_t = r.wt, dx_t = bf || r.L.cx;
     const int64_t hwx = (int64_t)s->h * s->w, hwy = (int64_t)s->ho * s->wo, kk = (int64_t)s->k * s->k;
     carve cv;
     const int py = cv.add(dy_t ? r.es * (size_t)r.ny : 0), pw = cv.add(w_t ? r.es * (size_t)r.nw : 0);
@@ -530,7 +567,7 @@ void mfcu_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float 
                             float *dbias) {
     conv_run r;
     if (conv_begin(be, DIR_BWD_FILTER, s, &r)) return;
-    const int bf = r.a->bf, x_t = bf || r.L.cx, dy_t = bf || r.L.cy, dw_t = bf || r.L.nhwc;
+    const int bf = r.a->bf, x_t = bf || r.L.cx, dy_t = bf || r.L.cy, dw_t = r.wt;
     const int64_t hwx = (int64_t)s->h * s->w, hwy = (int64_t)s->ho * s->wo, kk = (int64_t)s->k * s->k;
     carve cv;
     const int px = cv.add(x_t ? r.es * (size_t)r.nx : 0), py = cv.add(dy_t ? r.es * (size_t)r.ny : 0);
