@@ -45,6 +45,7 @@ typedef struct train_state {
     float *h_st;         /* host copy of it (pinned where the backend has host_alloc) */
     void *graph;         /* the step's graph, updated every step */
     int64_t n_async;     /* asynchronous steps issued by this process (the first two are the warm-up) */
+    int64_t n_issued;    /* ... since the last collect */
     double shown_loss, last_gnorm;
     float last_lr;
 } train_state;

@@ -479,34 +479,53 @@ static int async_begin(train_state *s) {
     return 0;
 }
 
-static int async_step(train_state *s, const mf_dataset *ds, uint64_t seed, int64_t step, float lr, int64_t nan_grad_step) {
+/* Issue one step: make the batch, the objective's passes (deferred), the optimizer step. */
+static int async_issue(train_state *s, const mf_dataset *ds, uint64_t seed, int64_t step, float lr, int64_t nan_grad_step) {
     const mf_backend_i *k = s->be->i;
     mf_model *m = s->model;
-    const bool graph = s->use_graphs && s->n_async >= 2;
-    if (graph && k->graph_begin(s->be) != 0)
-        return mf_error_prefix("step %lld: cannot record the step as a graph (set train.graphs: false): ",
-                               (long long)step + 1);
     mf_obj_batch ob;
     mf_obj_result res = {0};
     make_batch(s, ds, seed, step, &ob);
     ob.defer = true;
     k->fill(s->be, s->grads, 0.0f, m->n_params);
-    if (s->obj->loss_and_grads(s->obj_state, &ob, &res) != 0) {
-        if (graph) k->graph_free(s->be, k->graph_end(s->be, NULL));
-        return mf_error_prefix("step %lld: ", (long long)step + 1);
-    }
+    if (s->obj->loss_and_grads(s->obj_state, &ob, &res) != 0) return mf_error_prefix("step %lld: ", (long long)step + 1);
     if (step + 1 == nan_grad_step) k->fill(s->be, s->grads, NAN, 1); /* testing aid: a non-finite gradient */
-    /* the step's scalars: a host buffer per step slot, so a recorded write keeps its own values */
+    /* the step's scalars (a recorded write keeps the values it had at the call) */
     float hs[2] = {lr, (float)(step + 1)};
     k->write(s->be, s->opt_st + MF_OPT_ST_LR, hs, sizeof hs);
     k->adamw_step(s->be, m->n_params, m->params, s->grads, s->adam_m, s->adam_v, s->opt_st, s->b1, s->b2, s->eps,
                   s->wd, s->clip);
-    if (graph) {
-        s->graph = k->graph_end(s->be, s->graph);
-        if (!s->graph || k->graph_launch(s->be, s->graph) != 0)
-            return mf_error_prefix("step %lld: the step's graph failed (set train.graphs: false): ", (long long)step + 1);
+    return 0;
+}
+
+static int async_step(train_state *s, const mf_dataset *ds, uint64_t seed, int64_t step, float lr, int64_t nan_grad_step) {
+    const mf_backend_i *k = s->be->i;
+    bool graph = s->use_graphs && s->n_async >= 2;
+    if (graph && k->graph_begin(s->be) != 0) {
+        mf_warn("step %lld: the %s backend cannot record the step as a graph (%s); steps run without graphs", (long long)step + 1,
+                s->be->kind, mf_last_error());
+        mf_error_clear();
+        s->use_graphs = graph = false;
     }
+    int rc = async_issue(s, ds, seed, step, lr, nan_grad_step);
+    if (graph) {
+        void *g = k->graph_end(s->be, s->graph);
+        s->graph = g;
+        if (rc == 0 && (!g || k->graph_launch(s->be, g) != 0)) {
+            /* the recording was dropped: issue the step again, eagerly, and keep to that (the objective
+             * counted the dropped step: the loop's own step count is what the means divide by) */
+            mf_warn("step %lld: the step's graph failed on the %s backend (%s); steps run without graphs",
+                    (long long)step + 1, s->be->kind, mf_last_error());
+            mf_error_clear();
+            if (g) k->graph_free(s->be, g);
+            s->graph = NULL;
+            s->use_graphs = false;
+            rc = async_issue(s, ds, seed, step, lr, nan_grad_step);
+        }
+    }
+    if (rc != 0) return rc;
     s->n_async++;
+    s->n_issued++;
     return backend_failed(s, step + 1);
 }
 
@@ -517,6 +536,8 @@ static int async_sync(train_state *s, mf_obj_result *res, double *lsum, int64_t 
     const mf_backend_i *k = s->be->i;
     res->n_stats = 0;
     MF_TRY(s->obj->collect(s->obj_state, res, nst));
+    *nst = s->n_issued; /* the steps issued since the last collect */
+    s->n_issued = 0;
     *lsum = res->loss;
     k->read(s->be, s->h_st, s->opt_st, sizeof(float) * MF_OPT_ST_N);
     MF_TRY(backend_failed(s, s->model->step));
