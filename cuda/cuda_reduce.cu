@@ -125,14 +125,18 @@ void mfcu_row_sq_err(mf_backend *be, int n, int64_t d, const float *x, const flo
     sq_rows(be, &P, x, y, part, NULL, e);
 }
 
-/* Device results back to the host: the interface's synchronisation points (never while a graph is
- * recorded). Non-zero on failure (recorded). */
+/* The host-result entries are synchronisation points: while a graph is recorded they issue nothing and
+ * refuse the recording the way read() does (mfcu_sync notes it; graph_end then fails and the caller
+ * issues the work again eagerly), instead of recording a sticky backend failure or capturing a copy
+ * into pageable host memory. Non-zero when refused. */
+static int refuse_while_recording(mf_backend *be) {
+    if (!mfcu_capturing(be)) return 0;
+    (void)mfcu_sync(be); /* while recording: refuses it, returns non-zero */
+    return 1;
+}
+/* Device results back to the host. Non-zero on failure (recorded). */
 static int read_back(mf_backend *be, void *host, const void *dev, size_t bytes) {
-    if (mfcu_failed(be)) return 1;
-    if (mfcu_capturing(be)) {
-        mfcu_record_error(be, __FILE__, __LINE__, "read back", "a host result while a graph is recorded");
-        return 1;
-    }
+    if (mfcu_failed(be) || refuse_while_recording(be)) return 1;
     return MFCU_CHECK(be, cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, mfcu_stream(be))) || mfcu_sync(be);
 }
 
@@ -140,7 +144,7 @@ static int read_back(mf_backend *be, void *host, const void *dev, size_t bytes) 
 void mfcu_sq_err_rows(mf_backend *be, int n, int64_t d, const float *a, const float *b, double *out) {
     if (n <= 0) return;
     for (int i = 0; i < n; i++) out[i] = 0.0;
-    if (d <= 0 || mfcu_enter(be)) return;
+    if (d <= 0 || mfcu_enter(be) || refuse_while_recording(be)) return;
     const row_plan P = plan_rows(n, d);
     const size_t ob = round256(sizeof(double) * (size_t)n);
     char *scr = (char *)mfcu_scratch(be, ob + (P.S > 1 ? sizeof(double) * (size_t)n * P.S : 0));
@@ -152,7 +156,7 @@ void mfcu_sq_err_rows(mf_backend *be, int n, int64_t d, const float *a, const fl
 }
 
 double mfcu_sumsq(mf_backend *be, int64_t n, const float *x) {
-    if (n <= 0 || mfcu_enter(be)) return 0.0;
+    if (n <= 0 || mfcu_enter(be) || refuse_while_recording(be)) return 0.0;
     const row_plan P = plan_rows(1, n);
     double *scr = (double *)mfcu_scratch(be, sizeof(double) * (size_t)(1 + P.S));
     if (!scr) return 0.0;
