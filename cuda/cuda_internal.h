@@ -62,8 +62,8 @@ cudnnHandle_t mfcu_cudnn(mf_backend *be);
 cudaStream_t mfcu_stream(mf_backend *be);
 /* Non-zero while a graph is being recorded (graph_begin .. graph_end): no allocation, no host sync. */
 int mfcu_capturing(mf_backend *be);
-/* Wait for the stream (host synchronisation); records an error instead while a graph is recorded.
- * Returns non-zero on failure. */
+/* Wait for the stream (host synchronisation). While a graph is recorded it refuses the recording
+ * instead (graph_end then returns NULL; no sticky error). Returns non-zero on failure or refusal. */
 int mfcu_sync(mf_backend *be);
 
 /* Device scratch of at least `bytes`, valid until the next mfcu_scratch call (work on the stream is
@@ -77,7 +77,7 @@ enum { MFCU_SLOT_KERNELS = 0, MFCU_SLOT_DENSE = 1, MFCU_SCRATCH_SLOTS = 2 };
 void *mfcu_scratch_at(mf_backend *be, int slot, size_t bytes);
 /* Copy `bytes` of host data to a device staging ring and return the device pointer (valid for work
  * issued after it; the host buffer may be reused at once). For host-side index arrays (embed). While a
- * graph is recorded the host data must be host_alloc memory (it is copied again at each launch). */
+ * graph is recorded the data is snapshotted at the call, as write() does (the graph carries it). */
 const void *mfcu_stage(mf_backend *be, const void *host, size_t bytes);
 /* The precision the backend runs (MF_PREC_*). */
 int mfcu_precision(mf_backend *be);
