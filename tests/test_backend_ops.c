@@ -351,13 +351,35 @@ static void test_conv(void) {
 typedef struct gshape {
     int n, c, hw, g;
 } gshape;
+/* the last two: NCHW pairs of more than 8192 pixels (a GPU splits such a (sample, group) reduction into
+ * chunks: several partial sums per pair), one of them with hw not a multiple of 4 */
 static const gshape gn_shapes[] = {{2, 16, 64, 8}, {3, 32, 49, 8}, {2, 64, 16, 8}, {2, 8, 25, 4}, {2, 24, 9, 8},
-                                   {2, 3, 10, 3},  {2, 3, 10, 1},  {1, 48, 36, 8}, {2, 64, 4, 32}, {2, 1, 7, 1}};
+                                   {2, 3, 10, 3},  {2, 3, 10, 1},  {1, 48, 36, 8}, {2, 64, 4, 32}, {2, 1, 7, 1},
+                                   {2, 8, 9000, 2}, {1, 4, 8197, 2}};
 
-/* fused: 0 groupnorm, 1 gn_silu */
+/* The three GroupNorm entries of one kind (fused: 0 groupnorm, 1 gn_silu) on one backend; groupnorm's
+ * backward and JVP take no beta (ignored here). */
+static void gn_fwd(mf_backend *be, int fused, const gshape *s, const float *x, const float *gm, const float *bb, float *y,
+                   float *mean, float *rstd, int blk) {
+    if (fused) be->i->gn_silu(be, s->n, s->c, s->hw, s->g, 1e-5f, x, gm, bb, y, mean, rstd, blk);
+    else be->i->groupnorm(be, s->n, s->c, s->hw, s->g, 1e-5f, x, gm, bb, y, mean, rstd, blk);
+}
+static void gn_bwd(mf_backend *be, int fused, const gshape *s, const float *x, const float *gm, const float *bb,
+                   const float *mean, const float *rstd, const float *dy, float *dx, float *dg, float *db, int acc, int blk) {
+    if (fused) be->i->gn_silu_bwd(be, s->n, s->c, s->hw, s->g, x, gm, bb, mean, rstd, dy, dx, dg, db, acc, blk);
+    else be->i->groupnorm_bwd(be, s->n, s->c, s->hw, s->g, x, gm, mean, rstd, dy, dx, dg, db, acc, blk);
+}
+static void gn_jvp(mf_backend *be, int fused, const gshape *s, const float *x, const float *gm, const float *bb,
+                   const float *mean, const float *rstd, const float *tx, float *ty, int blk) {
+    if (fused) be->i->gn_silu_jvp(be, s->n, s->c, s->hw, s->g, x, gm, bb, mean, rstd, tx, ty, blk);
+    else be->i->groupnorm_jvp(be, s->n, s->c, s->hw, s->g, x, gm, mean, rstd, tx, ty, blk);
+}
+
+/* fused: 0 groupnorm, 1 gn_silu. Besides the plain calls: gamma and beta NULL (scale 1, shift 0: the
+ * CPU and CUDA kernels read them as optional, the graph does not pass NULL today), and the backward with
+ * dx NULL (parameter gradients only) and with one of dgamma / dbeta NULL. */
 static void test_gn_one(const gshape *s, int v, int fused) {
     const int n = s->n, c = s->c, hw = s->hw, g = s->g, bt = vblk(v, c), br = pref_blk(R, c);
-    const float eps = 1e-5f;
     char shp[96];
     snprintf(shp, sizeof shp, "n%d c%d hw%d g%d layout %d", n, c, hw, g, bt);
     const char *names[2][3] = {{"groupnorm", "groupnorm_bwd", "groupnorm_jvp"}, {"gn_silu", "gn_silu_bwd", "gn_silu_jvp"}};
@@ -365,51 +387,66 @@ static void test_gn_one(const gshape *s, int v, int fused) {
     ten y = tact(NULL, n, c, hw, bt, br), mean = tplain(NULL, (int64_t)n * g), rstd = tplain(NULL, (int64_t)n * g);
 
     case_begin(names[fused][0], "%s", shp);
-    if (fused) {
-        T->i->gn_silu(T, n, c, hw, g, eps, x.t, gm.t, bb.t, y.t, mean.t, rstd.t, bt);
-        R->i->gn_silu(R, n, c, hw, g, eps, x.r, gm.r, bb.r, y.r, mean.r, rstd.r, br);
-    } else {
-        T->i->groupnorm(T, n, c, hw, g, eps, x.t, gm.t, bb.t, y.t, mean.t, rstd.t, bt);
-        R->i->groupnorm(R, n, c, hw, g, eps, x.r, gm.r, bb.r, y.r, mean.r, rstd.r, br);
-    }
+    gn_fwd(T, fused, s, x.t, gm.t, bb.t, y.t, mean.t, rstd.t, bt);
+    gn_fwd(R, fused, s, x.r, gm.r, bb.r, y.r, mean.r, rstd.r, br);
     cmp("y", &y, TOL_ELEM);
     cmp("mean", &mean, TOL_ELEM);
     cmp("rstd", &rstd, TOL_ELEM);
+    ten y1 = tact(NULL, n, c, hw, bt, br), mean1 = tplain(NULL, (int64_t)n * g), rstd1 = tplain(NULL, (int64_t)n * g);
+    gn_fwd(T, fused, s, x.t, NULL, NULL, y1.t, mean1.t, rstd1.t, bt);
+    gn_fwd(R, fused, s, x.r, NULL, NULL, y1.r, mean1.r, rstd1.r, br);
+    cmp("y(nullgb)", &y1, TOL_ELEM);
+    cmp("mean(nullgb)", &mean1, TOL_ELEM);
+    cmp("rstd(nullgb)", &rstd1, TOL_ELEM);
+    tfree(&y1), tfree(&mean1), tfree(&rstd1);
     case_end();
 
     case_begin(names[fused][1], "%s", shp);
     ten dy = tact_rand(n, c, hw, bt, br, 1, 0), dx0 = tact(NULL, n, c, hw, bt, br), dx1 = tact_rand(n, c, hw, bt, br, 1, 0);
     ten dg = tplain_rand(c, 1, 0), db = tplain_rand(c, 1, 0);
-    if (fused) {
-        T->i->gn_silu_bwd(T, n, c, hw, g, x.t, gm.t, bb.t, mean.t, rstd.t, dy.t, dx0.t, dg.t, db.t, 0, bt);
-        R->i->gn_silu_bwd(R, n, c, hw, g, x.r, gm.r, bb.r, mean.r, rstd.r, dy.r, dx0.r, dg.r, db.r, 0, br);
-        T->i->gn_silu_bwd(T, n, c, hw, g, x.t, gm.t, bb.t, mean.t, rstd.t, dy.t, dx1.t, NULL, NULL, 1, bt);
-        R->i->gn_silu_bwd(R, n, c, hw, g, x.r, gm.r, bb.r, mean.r, rstd.r, dy.r, dx1.r, NULL, NULL, 1, br);
-    } else {
-        T->i->groupnorm_bwd(T, n, c, hw, g, x.t, gm.t, mean.t, rstd.t, dy.t, dx0.t, dg.t, db.t, 0, bt);
-        R->i->groupnorm_bwd(R, n, c, hw, g, x.r, gm.r, mean.r, rstd.r, dy.r, dx0.r, dg.r, db.r, 0, br);
-        T->i->groupnorm_bwd(T, n, c, hw, g, x.t, gm.t, mean.t, rstd.t, dy.t, dx1.t, NULL, NULL, 1, bt);
-        R->i->groupnorm_bwd(R, n, c, hw, g, x.r, gm.r, mean.r, rstd.r, dy.r, dx1.r, NULL, NULL, 1, br);
-    }
+    gn_bwd(T, fused, s, x.t, gm.t, bb.t, mean.t, rstd.t, dy.t, dx0.t, dg.t, db.t, 0, bt);
+    gn_bwd(R, fused, s, x.r, gm.r, bb.r, mean.r, rstd.r, dy.r, dx0.r, dg.r, db.r, 0, br);
+    gn_bwd(T, fused, s, x.t, gm.t, bb.t, mean.t, rstd.t, dy.t, dx1.t, NULL, NULL, 1, bt);
+    gn_bwd(R, fused, s, x.r, gm.r, bb.r, mean.r, rstd.r, dy.r, dx1.r, NULL, NULL, 1, br);
     cmp("dx(acc0)", &dx0, TOL_ELEM);
     cmp("dx(acc1,nullgb)", &dx1, TOL_ELEM);
     cmp("dgamma(acc)", &dg, TOL_ELEM);
     cmp("dbeta(acc)", &db, TOL_ELEM);
+    /* dx NULL: the parameter gradients only; then one of them NULL (with and without dx) */
+    ten dg1 = tplain_rand(c, 1, 0), db1 = tplain_rand(c, 1, 0), dg2 = tplain_rand(c, 1, 0), db2 = tplain_rand(c, 1, 0);
+    ten dx2 = tact(NULL, n, c, hw, bt, br);
+    gn_bwd(T, fused, s, x.t, gm.t, bb.t, mean.t, rstd.t, dy.t, NULL, dg1.t, db1.t, 0, bt);
+    gn_bwd(R, fused, s, x.r, gm.r, bb.r, mean.r, rstd.r, dy.r, NULL, dg1.r, db1.r, 0, br);
+    cmp("dgamma(nulldx)", &dg1, TOL_ELEM);
+    cmp("dbeta(nulldx)", &db1, TOL_ELEM);
+    gn_bwd(T, fused, s, x.t, gm.t, bb.t, mean.t, rstd.t, dy.t, dx2.t, dg2.t, NULL, 0, bt);
+    gn_bwd(R, fused, s, x.r, gm.r, bb.r, mean.r, rstd.r, dy.r, dx2.r, dg2.r, NULL, 0, br);
+    cmp("dx(nulldbeta)", &dx2, TOL_ELEM);
+    cmp("dgamma(nulldbeta)", &dg2, TOL_ELEM);
+    gn_bwd(T, fused, s, x.t, gm.t, bb.t, mean.t, rstd.t, dy.t, NULL, NULL, db2.t, 1, bt);
+    gn_bwd(R, fused, s, x.r, gm.r, bb.r, mean.r, rstd.r, dy.r, NULL, NULL, db2.r, 1, br);
+    cmp("dbeta(nulldx,nulldgamma)", &db2, TOL_ELEM);
+    /* gamma (and beta) NULL; the statistics do not depend on them */
+    ten dx3 = tact(NULL, n, c, hw, bt, br), dg3 = tplain_rand(c, 1, 0), db3 = tplain_rand(c, 1, 0);
+    gn_bwd(T, fused, s, x.t, NULL, NULL, mean.t, rstd.t, dy.t, dx3.t, dg3.t, db3.t, 0, bt);
+    gn_bwd(R, fused, s, x.r, NULL, NULL, mean.r, rstd.r, dy.r, dx3.r, dg3.r, db3.r, 0, br);
+    cmp("dx(nullgb)", &dx3, TOL_ELEM);
+    cmp("dgamma(nullgb)", &dg3, TOL_ELEM);
+    cmp("dbeta(nullgb)", &db3, TOL_ELEM);
+    tfree(&dg1), tfree(&db1), tfree(&dg2), tfree(&db2), tfree(&dx2), tfree(&dx3), tfree(&dg3), tfree(&db3);
     case_end();
 
     case_begin(names[fused][2], "%s", shp);
-    ten tx = tact_rand(n, c, hw, bt, br, 1, 0), ty = tact(NULL, n, c, hw, bt, br);
-    if (fused) {
-        T->i->gn_silu_jvp(T, n, c, hw, g, x.t, gm.t, bb.t, mean.t, rstd.t, tx.t, ty.t, bt);
-        R->i->gn_silu_jvp(R, n, c, hw, g, x.r, gm.r, bb.r, mean.r, rstd.r, tx.r, ty.r, br);
-    } else {
-        T->i->groupnorm_jvp(T, n, c, hw, g, x.t, gm.t, mean.t, rstd.t, tx.t, ty.t, bt);
-        R->i->groupnorm_jvp(R, n, c, hw, g, x.r, gm.r, mean.r, rstd.r, tx.r, ty.r, br);
-    }
+    ten tx = tact_rand(n, c, hw, bt, br, 1, 0), ty = tact(NULL, n, c, hw, bt, br), ty1 = tact(NULL, n, c, hw, bt, br);
+    gn_jvp(T, fused, s, x.t, gm.t, bb.t, mean.t, rstd.t, tx.t, ty.t, bt);
+    gn_jvp(R, fused, s, x.r, gm.r, bb.r, mean.r, rstd.r, tx.r, ty.r, br);
     cmp("ty", &ty, TOL_ELEM);
+    gn_jvp(T, fused, s, x.t, NULL, NULL, mean.t, rstd.t, tx.t, ty1.t, bt);
+    gn_jvp(R, fused, s, x.r, NULL, NULL, mean.r, rstd.r, tx.r, ty1.r, br);
+    cmp("ty(nullgb)", &ty1, TOL_ELEM);
     case_end();
     tfree(&x), tfree(&gm), tfree(&bb), tfree(&y), tfree(&mean), tfree(&rstd), tfree(&dy), tfree(&dx0), tfree(&dx1);
-    tfree(&dg), tfree(&db), tfree(&tx), tfree(&ty);
+    tfree(&dg), tfree(&db), tfree(&tx), tfree(&ty), tfree(&ty1);
 }
 
 static void test_norm(void) {
@@ -496,6 +533,143 @@ static void test_axpby_add2(void) {
     }
 }
 
+/* ---- element-wise kernels on unaligned pointers ------------------------------------------------------
+ * axpby, add2, silu (and its backward and JVP), adamw, ema and fill with their operands 1, 2 or 3 floats
+ * past the start of an allocation (a vector path must peel, or fall back) and lengths that are no
+ * multiple of 4 or 8. Every operand lies inside an allocation of n + UA_PAD floats whose other floats
+ * must stay untouched: the whole allocation is compared. Variants: all operands at offset o, or operand
+ * k at (o + k) % 4 (mixed: some aligned, some not, differently misaligned ones together). */
+
+enum { UA_PAD = 8 };
+static const int64_t ua_lens[] = {13, 1021};
+#define HAS(f) (T->i->f != NULL && R->i->f != NULL) /* missing kernels are reported by their own tests */
+
+static int ua_off(int o, int mixed, int k) { return mixed ? (o + k) % 4 : o; }
+/* An operand of n floats at offset off of a random allocation; nan: its range starts as NaN (an output
+ * that must be overwritten). h (optional): the host copy of the whole allocation (the caller frees it). */
+static ten ua_buf(int64_t n, int off, int nan, double scale, double offset, float **h) {
+    float *d = hrand(n + UA_PAD, scale, offset);
+    if (nan)
+        for (int64_t i = 0; i < n; i++) d[off + i] = NAN;
+    ten x = tplain(d, n + UA_PAD);
+    if (h) *h = d;
+    else free(d);
+    return x;
+}
+static void ua_cmp(const char *out, int64_t n, const ten *x, double tol) {
+    char nm[48];
+    snprintf(nm, sizeof nm, "%s n%lld", out, (long long)n);
+    cmp(nm, x, tol);
+}
+
+static void test_unaligned(void) {
+    for (int o = 1; o <= 3; o++)
+        for (int mx = 0; mx < 2; mx++) {
+            char var[64];
+            if (mx) snprintf(var, sizeof var, "operands at +%d,+%d,+%d,+%d", o, (o + 1) % 4, (o + 2) % 4, (o + 3) % 4);
+            else snprintf(var, sizeof var, "all operands at +%d", o);
+            const int o0 = ua_off(o, mx, 0), o1 = ua_off(o, mx, 1), o2 = ua_off(o, mx, 2), o3 = ua_off(o, mx, 3);
+            if (HAS(axpby)) {
+                case_begin("axpby", "n13, n1021, %s", var);
+                for (size_t l = 0; l < sizeof ua_lens / sizeof ua_lens[0]; l++) {
+                    const int64_t n = ua_lens[l];
+                    ten x = ua_buf(n, o0, 0, 1, 0, NULL), y0 = ua_buf(n, o1, 1, 1, 0, NULL), y1 = ua_buf(n, o1, 0, 1, 0, NULL);
+                    T->i->axpby(T, n, -1.5f, x.t + o0, 0.0f, y0.t + o1);
+                    R->i->axpby(R, n, -1.5f, x.r + o0, 0.0f, y0.r + o1);
+                    ua_cmp("y(b0,nan)", n, &y0, TOL_ELEM);
+                    T->i->axpby(T, n, -1.5f, x.t + o0, 0.3f, y1.t + o1);
+                    R->i->axpby(R, n, -1.5f, x.r + o0, 0.3f, y1.r + o1);
+                    ua_cmp("y", n, &y1, TOL_ELEM);
+                    tfree(&x), tfree(&y0), tfree(&y1);
+                }
+                case_end();
+            }
+            if (HAS(add2)) {
+                case_begin("add2", "n13, n1021, %s (z separate, z = x)", var);
+                for (size_t l = 0; l < sizeof ua_lens / sizeof ua_lens[0]; l++) {
+                    const int64_t n = ua_lens[l];
+                    ten x = ua_buf(n, o0, 0, 1, 0, NULL), y = ua_buf(n, o1, 0, 1, 0, NULL), z = ua_buf(n, o2, 1, 1, 0, NULL);
+                    T->i->add2(T, n, 0.5f, x.t + o0, -2.0f, y.t + o1, z.t + o2);
+                    R->i->add2(R, n, 0.5f, x.r + o0, -2.0f, y.r + o1, z.r + o2);
+                    ua_cmp("z", n, &z, TOL_ELEM);
+                    T->i->add2(T, n, 1.25f, x.t + o0, 0.75f, y.t + o1, x.t + o0);
+                    R->i->add2(R, n, 1.25f, x.r + o0, 0.75f, y.r + o1, x.r + o0);
+                    ua_cmp("z=x", n, &x, TOL_ELEM);
+                    tfree(&x), tfree(&y), tfree(&z);
+                }
+                case_end();
+            }
+            if (HAS(silu) && HAS(silu_bwd) && HAS(silu_jvp)) {
+                case_begin("silu/_bwd/_jvp", "n13, n1021, %s", var);
+                for (size_t l = 0; l < sizeof ua_lens / sizeof ua_lens[0]; l++) {
+                    const int64_t n = ua_lens[l];
+                    ten x = ua_buf(n, o0, 0, 6, 0, NULL), y = ua_buf(n, o1, 1, 1, 0, NULL), dy = ua_buf(n, o2, 0, 1, 0, NULL);
+                    ten dx = ua_buf(n, o3, 0, 1, 0, NULL), ty = ua_buf(n, o1, 1, 1, 0, NULL);
+                    T->i->silu(T, n, x.t + o0, y.t + o1);
+                    R->i->silu(R, n, x.r + o0, y.r + o1);
+                    ua_cmp("y", n, &y, TOL_ELEM);
+                    T->i->silu_bwd(T, n, x.t + o0, dy.t + o2, dx.t + o3, 1);
+                    R->i->silu_bwd(R, n, x.r + o0, dy.r + o2, dx.r + o3, 1);
+                    ua_cmp("dx(acc1)", n, &dx, TOL_ELEM);
+                    T->i->silu_jvp(T, n, x.t + o0, dy.t + o2, ty.t + o1);
+                    R->i->silu_jvp(R, n, x.r + o0, dy.r + o2, ty.r + o1);
+                    ua_cmp("ty", n, &ty, TOL_ELEM);
+                    tfree(&x), tfree(&y), tfree(&dy), tfree(&dx), tfree(&ty);
+                }
+                case_end();
+            }
+            if (HAS(adamw)) {
+                case_begin("adamw", "n13, n1021, %s (p, grad, m, v), steps 1..2", var);
+                for (size_t l = 0; l < sizeof ua_lens / sizeof ua_lens[0]; l++) {
+                    const int64_t n = ua_lens[l], nb = n + UA_PAD;
+                    float *p0;
+                    ten p = ua_buf(n, o0, 0, 1, 0, &p0), g = ua_buf(n, o1, 0, 1, 0, NULL);
+                    ten m = ua_buf(n, o2, 0, 0.01, 0, NULL), v = ua_buf(n, o3, 0, 0.005, 0.005, NULL);
+                    for (int step = 1; step <= 2; step++) {
+                        T->i->adamw(T, n, p.t + o0, g.t + o1, m.t + o2, v.t + o3, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step, 0.7f);
+                        R->i->adamw(R, n, p.r + o0, g.r + o1, m.r + o2, v.r + o3, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step, 0.7f);
+                    }
+                    ua_cmp("p", n, &p, TOL_ELEM);
+                    ua_cmp("m", n, &m, TOL_ELEM);
+                    ua_cmp("v", n, &v, TOL_ELEM);
+                    float *pt = malloc(sizeof(float) * (size_t)nb), *pr = malloc(sizeof(float) * (size_t)nb);
+                    tread(&p, pt, pr);
+                    for (int64_t i = 0; i < nb; i++) pt[i] -= p0[i], pr[i] -= p0[i];
+                    char nm[48];
+                    snprintf(nm, sizeof nm, "p-p0 n%lld", (long long)n);
+                    case_cmp(nm, nerr(pt, pr, nb), TOL_ADAM_DP);
+                    free(pt), free(pr), free(p0);
+                    tfree(&p), tfree(&g), tfree(&m), tfree(&v);
+                }
+                case_end();
+            }
+            if (HAS(ema)) {
+                case_begin("ema", "n13, n1021, %s (e, p)", var);
+                for (size_t l = 0; l < sizeof ua_lens / sizeof ua_lens[0]; l++) {
+                    const int64_t n = ua_lens[l];
+                    ten e = ua_buf(n, o0, 0, 1, 0, NULL), p = ua_buf(n, o1, 0, 1, 0, NULL);
+                    T->i->ema(T, n, e.t + o0, p.t + o1, 0.999f);
+                    R->i->ema(R, n, e.r + o0, p.r + o1, 0.999f);
+                    ua_cmp("e", n, &e, TOL_ELEM);
+                    tfree(&e), tfree(&p);
+                }
+                case_end();
+            }
+            if (HAS(fill) && !mx) { /* one operand: the mixed variant is the same */
+                case_begin("fill", "n13, n1021, %s", var);
+                for (size_t l = 0; l < sizeof ua_lens / sizeof ua_lens[0]; l++) {
+                    const int64_t n = ua_lens[l];
+                    ten x = ua_buf(n, o0, 0, 1, 0, NULL);
+                    T->i->fill(T, x.t + o0, -0.625f, n);
+                    R->i->fill(R, x.r + o0, -0.625f, n);
+                    ua_cmp("x", n, &x, 0.0);
+                    tfree(&x);
+                }
+                case_end();
+            }
+        }
+}
+
 static void test_channel_ops(void) {
     static const int shapes[][3] = {{2, 16, 64}, {3, 24, 9}, {2, 3, 10}, {2, 64, 16}, {1, 1, 5}, {2, 32, 49}};
     const int ac = NEED(add_channel), sc = NEED(sum_channel);
@@ -570,6 +744,8 @@ static void test_per_row(void) {
             T->i->rows_axpby(T, n, d, a.t, x.t, b.t, y.t, z.t);
             R->i->rows_axpby(R, n, d, a.r, x.r, b.r, y.r, z.r);
             cmp("z", &z, TOL_ELEM);
+            /* b and y NULL together only: mf_backend.h allows "b and y may be NULL (z = a x)", not b
+             * without y or y without b, so those are not cases */
             T->i->rows_axpby(T, n, d, a.t, x.t, NULL, NULL, z1.t);
             R->i->rows_axpby(R, n, d, a.r, x.r, NULL, NULL, z1.r);
             cmp("z(nullby)", &z1, TOL_ELEM);
@@ -615,6 +791,10 @@ static void test_per_row(void) {
 
 /* ---- layout ---------------------------------------------------------------------------------------- */
 
+/* Layouts: the tested backend's preferred ones and NCHW, and, where a channel count is a multiple of 16,
+ * nChw16c as well, on every backend (mf_backend.h: a kernel's blk is 0/1, 16 or the channel count; a
+ * backend whose cblock is not 16 still gets 16 here, e.g. c = 32 or 48 blocked by 16 on a GPU that keeps
+ * them NHWC). The reference always gets its own (NCHW). */
 static void test_copy_channels(void) {
     if (!NEED(copy_channels)) return;
     /* n, hw, nc, src_c, src_c0, dst_c, dst_c0 */
@@ -624,13 +804,16 @@ static void test_copy_channels(void) {
         {2, 9, 16, 16, 0, 48, 16},  {2, 9, 3, 3, 0, 19, 16}, {2, 9, 8, 24, 8, 40, 16},
         {2, 25, 16, 16, 0, 16, 0},  /* whole tensor: layout conversion */
         {3, 7, 5, 13, 4, 9, 2},     {1, 4, 64, 64, 0, 128, 64},
+        /* blocks of 16 with c != 16: partial blocks, channel offsets inside a block */
+        {2, 7, 8, 32, 4, 48, 20},   {2, 9, 20, 48, 10, 32, 3}, {2, 9, 32, 48, 16, 32, 0}, {1, 5, 48, 48, 0, 48, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const int n = cases[i][0], hw = cases[i][1], nc = cases[i][2], sc = cases[i][3], s0 = cases[i][4],
                   dc = cases[i][5], d0 = cases[i][6];
         const int ps = pref_blk(T, sc), pd = pref_blk(T, dc);
-        const int combos[4][2] = {{ps, pd}, {0, pd}, {ps, 0}, {0, 0}};
-        for (int k = 0; k < 4; k++) {
+        const int s16 = sc % 16 == 0 ? 16 : 0, d16 = dc % 16 == 0 ? 16 : 0;
+        const int combos[][2] = {{ps, pd}, {0, pd}, {ps, 0}, {0, 0}, {s16, d16}, {s16, pd}, {ps, d16}, {s16, 0}, {0, d16}};
+        for (int k = 0; k < (int)(sizeof combos / sizeof combos[0]); k++) {
             int dup = 0;
             for (int j = 0; j < k; j++) dup |= combos[j][0] == combos[k][0] && combos[j][1] == combos[k][1];
             if (dup) continue;
@@ -975,6 +1158,160 @@ static void test_graph(void) {
     case_end();
 }
 
+static int have_graphs(void) {
+    const mf_backend_i *k = T->i;
+    return k->graph_begin && k->graph_end && k->graph_launch && k->graph_free;
+}
+
+/* A training-like step for test_graph_step, issued on one backend: the optimizer's per-step scalars and
+ * the gradient written from stack buffers that are overwritten right after the write (a recording must
+ * take the data at the call), an embedding gather from host indices (staged by the backend; the host
+ * array is changed after the call too), randn, and the fused optimizer step (which uses the backend's
+ * scratch). */
+enum { GS_ROWS = 9, GS_DIM = 24, GS_NIDX = 17, GS_NR = 1001, GS_NP = 1031 };
+typedef struct gs_bufs {
+    float *tab, *y, *r, *p, *g, *m, *v, *st;
+} gs_bufs;
+static void gs_issue(mf_backend *be, const gs_bufs *b, const int32_t *idx_in, const float *grad, float lr, int step,
+                     uint64_t seed) {
+    float in[2] = {lr, (float)step}, gbuf[GS_NP];
+    int32_t idx[GS_NIDX];
+    memcpy(gbuf, grad, sizeof gbuf);
+    memcpy(idx, idx_in, sizeof idx);
+    be->i->write(be, b->st + MF_OPT_ST_LR, in, sizeof in);
+    be->i->write(be, b->g, gbuf, sizeof gbuf);
+    in[0] = in[1] = NAN;
+    for (int i = 0; i < GS_NP; i++) gbuf[i] = NAN;
+    be->i->embed(be, GS_NIDX, GS_DIM, idx, b->tab, b->y);
+    for (int i = 0; i < GS_NIDX; i++) idx[i] = GS_ROWS - 1 - idx[i]; /* valid, but other rows */
+    be->i->randn(be, seed, MF_RNG_NOISE, (uint64_t)step, GS_NR, b->r);
+    be->i->adamw_step(be, GS_NP, b->p, b->g, b->m, b->v, b->st, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f);
+}
+
+/* Graphs with the kinds of work a training step records: gs_issue once eagerly on both backends (it
+ * sizes the tested backend's scratch and staging, which must not grow while recording), then recorded
+ * on the tested one (not run: p still at the eager step), launched twice (each launch replays the
+ * recorded host data: the reference issues the same step twice), then recorded again with other host
+ * data and scalars into the previous graph (graph_end's prev) and launched; after each launch every
+ * output against the reference, which issues the step eagerly. The outputs the step overwrites are set
+ * to NaN before each launch. */
+static void test_graph_step(void) {
+    const mf_backend_i *k = T->i;
+    if (!have_graphs() || !HAS(embed) || !HAS(adamw_step) || !T->i->randn) return;
+    case_begin("graph", "write (stack buffers) + embed (host idx) + randn + adamw_step: launched twice, re-recorded");
+    ten tab = tplain_rand((int64_t)GS_ROWS * GS_DIM, 1, 0), y = tplain(NULL, (int64_t)GS_NIDX * GS_DIM), r = tplain(NULL, GS_NR);
+    ten p = tplain_rand(GS_NP, 1, 0), g = tplain(NULL, GS_NP), m = tplain_rand(GS_NP, 0.01, 0), v = tplain_rand(GS_NP, 0.005, 0.005);
+    float st0[MF_OPT_ST_N] = {0};
+    st0[MF_OPT_ST_FIRST_SKIP] = -1.0f;
+    ten st = tplain(st0, MF_OPT_ST_N);
+    const gs_bufs bt = {tab.t, y.t, r.t, p.t, g.t, m.t, v.t, st.t}, br = {tab.r, y.r, r.r, p.r, g.r, m.r, v.r, st.r};
+    int32_t idx[3][GS_NIDX];
+    for (int i = 0; i < GS_NIDX; i++) idx[0][i] = (i * 5) % GS_ROWS, idx[1][i] = (i * 2 + 3) % GS_ROWS, idx[2][i] = (i * 7 + 1) % GS_ROWS;
+    float *grad[3] = {hrand(GS_NP, 1e-3, 0), hrand(GS_NP, 1, 0), hrand(GS_NP, 0.5, 0.1)}; /* unclipped, clipped, clipped */
+    static const float lrs[3] = {1e-3f, 2e-3f, 3e-3f};
+    static const uint64_t seeds[3] = {11, 22, 33};
+
+    gs_issue(T, &bt, idx[0], grad[0], lrs[0], 1, seeds[0]);
+    gs_issue(R, &br, idx[0], grad[0], lrs[0], 1, seeds[0]);
+    void *gr = NULL;
+    if (k->graph_begin(T) == 0) {
+        gs_issue(T, &bt, idx[1], grad[1], lrs[1], 2, seeds[1]);
+        gr = k->graph_end(T, NULL);
+    }
+    case_cmp("recorded", gr ? 0.0 : 1.0, 0.0);
+    if (!gr) printf("     graph: recording failed: %s\n", mf_last_error());
+    cmp("p(recorded, not run)", &p, TOL_ELEM);
+    /* launch 1 and 2: the first recording; launch 3: the second, recorded into the first's graph */
+    for (int launch = 1; gr && launch <= 3; launch++) {
+        const int d = launch < 3 ? 1 : 2;
+        if (launch == 3) {
+            void *g2 = NULL;
+            if (k->graph_begin(T) == 0) {
+                gs_issue(T, &bt, idx[d], grad[d], lrs[d], 3, seeds[d]);
+                g2 = k->graph_end(T, gr); /* gr updated in place or freed */
+            } else {
+                k->graph_free(T, gr);
+            }
+            gr = g2;
+            case_cmp("re-recorded", gr ? 0.0 : 1.0, 0.0);
+            if (!gr) {
+                printf("     graph: re-recording failed: %s\n", mf_last_error());
+                break;
+            }
+        }
+        k->fill(T, y.t, NAN, tlen(&y));
+        k->fill(T, r.t, NAN, tlen(&r));
+        k->fill(T, g.t, NAN, tlen(&g));
+        char nm[48];
+        snprintf(nm, sizeof nm, "launch %d", launch);
+        case_cmp(nm, k->graph_launch(T, gr) == 0 ? 0.0 : 1.0, 0.0);
+        gs_issue(R, &br, idx[d], grad[d], lrs[d], launch < 3 ? 2 : 3, seeds[d]);
+        static const char *outs[] = {"y", "r", "g", "p", "m", "v"};
+        const ten *ts[] = {&y, &r, &g, &p, &m, &v};
+        const double tols[] = {0.0, TOL_RNG, 0.0, TOL_ELEM, TOL_ELEM, TOL_ELEM};
+        for (int j = 0; j < 6; j++) {
+            snprintf(nm, sizeof nm, "%s(launch %d)", outs[j], launch);
+            cmp(nm, ts[j], tols[j]);
+        }
+        float a[MF_OPT_ST_N], b[MF_OPT_ST_N];
+        k->read(T, a, st.t, sizeof a);
+        R->i->read(R, b, st.r, sizeof b);
+        snprintf(nm, sizeof nm, "st.t(launch %d)", launch);
+        case_cmp(nm, nerr(a + MF_OPT_ST_T, b + MF_OPT_ST_T, 1), 0.0);
+        snprintf(nm, sizeof nm, "st.gnorm(launch %d)", launch);
+        case_cmp(nm, nerr(a + MF_OPT_ST_GNORM, b + MF_OPT_ST_GNORM, 1), TOL_RED_F);
+        snprintf(nm, sizeof nm, "st.skipped(launch %d)", launch);
+        case_cmp(nm, nerr(a + MF_OPT_ST_SKIPPED, b + MF_OPT_ST_SKIPPED, 1), 0.0);
+        snprintf(nm, sizeof nm, "st.t == %d (launch %d)", launch + 1, launch);
+        case_cmp(nm, b[MF_OPT_ST_T] == (float)(launch + 1) ? 0.0 : 1.0, 0.0);
+    }
+    if (gr) k->graph_free(T, gr);
+    for (int i = 0; i < 3; i++) free(grad[i]);
+    tfree(&tab), tfree(&y), tfree(&r), tfree(&p), tfree(&g), tfree(&m), tfree(&v), tfree(&st);
+    case_end();
+}
+
+/* A host synchronisation inside a recording (sumsq returns its result to the host; read) cannot become
+ * part of a graph: graph_end refuses the recording (NULL), which is not a backend failure (error() stays
+ * NULL), and the backend works eagerly afterwards. */
+static void test_graph_refusal(void) {
+    const mf_backend_i *k = T->i;
+    if (!have_graphs() || !HAS(axpby) || !HAS(sumsq)) return;
+    const int64_t n = 1000;
+    const size_t bytes = sizeof(float) * (size_t)n;
+    static const char *what[] = {"sumsq", "read"};
+    for (int w = 0; w < 2; w++) {
+        case_begin("graph refusal", "%s inside a recording: graph_end NULL, error() NULL, eager work after", what[w]);
+        float *h = hrand(n, 1, 0), *back = malloc(bytes), *ref = malloc(bytes);
+        float *dx = put(T, h, 1, 1, (int)n, 0), *dy = k->alloc(T, bytes);
+        CHECK(dy != NULL);
+        if (k->graph_begin(T) == 0) {
+            k->axpby(T, n, 2.0f, dx, 0.0f, dy);
+            if (w == 0) (void)k->sumsq(T, n, dx);
+            else k->read(T, back, dx, bytes);
+            void *gr = k->graph_end(T, NULL);
+            case_cmp("graph_end NULL", gr ? 1.0 : 0.0, 0.0);
+            if (gr) k->graph_free(T, gr);
+        } else {
+            printf("     graph refusal: graph_begin failed: %s\n", mf_last_error());
+            case_cmp("graph_begin", 1.0, 0.0);
+        }
+        const char *err = k->error ? k->error(T) : NULL;
+        if (err) printf("     graph refusal: error(): %s\n", err);
+        case_cmp("error() NULL", err ? 1.0 : 0.0, 0.0);
+        for (int64_t i = 0; i < n; i++) ref[i] = -0.5f * h[i];
+        k->axpby(T, n, -0.5f, dx, 0.0f, dy);
+        cmp_host("y(eager after)", dy, ref, n, 0.0);
+        double sref = 0.0;
+        for (int64_t i = 0; i < n; i++) sref += (double)h[i] * (double)h[i];
+        const double s = k->sumsq(T, n, dx);
+        case_cmp("sumsq(eager after)", nerr_d(&s, &sref, 1), TOL_RED);
+        k->free(T, dx), k->free(T, dy);
+        free(h), free(back), free(ref);
+        case_end();
+    }
+}
+
 /* ---- determinism: the tested backend twice, bitwise ---------------------------------------------------- */
 
 static void test_determinism(void) {
@@ -1083,6 +1420,7 @@ static void run_all(void) {
     test_norm();
     test_silu();
     test_axpby_add2();
+    test_unaligned();
     test_channel_ops();
     test_rows();
     test_per_row();
@@ -1094,6 +1432,8 @@ static void run_all(void) {
     test_adamw_ema();
     test_randn();
     test_graph();
+    test_graph_step();
+    test_graph_refusal();
     test_determinism();
 }
 
