@@ -120,19 +120,7 @@ if [ -f data/mnist/train-images-idx3-ubyte ] || [ -f data/mnist/train-images-idx
   dataroot=$PWD/data/mnist; verify=true; real_mnist=1
 else
   dataroot=$work/mn; verify=false; real_mnist=0; mkdir -p "$dataroot"
-  cat >"$work/mkdata.py" <<'PY'
-import os, struct, sys, random
-d = sys.argv[1]; r = random.Random(0)
-def w(name, dims, data):
-    with open(os.path.join(d, name), "wb") as f:
-        f.write(struct.pack(">HBB", 0, 8, len(dims)) + b"".join(struct.pack(">I", x) for x in dims) + data)
-n = 4096
-w("train-images-idx3-ubyte", (n, 28, 28), bytes(r.randrange(256) for _ in range(n * 784)))
-w("train-labels-idx1-ubyte", (n,), bytes(i % 10 for i in range(n)))
-w("t10k-images-idx3-ubyte", (16, 28, 28), bytes(16 * 784))
-w("t10k-labels-idx1-ubyte", (16,), bytes(16))
-PY
-  "$py" "$work/mkdata.py" "$dataroot" || /usr/bin/python3 "$work/mkdata.py" "$dataroot" ||
+  "$py" bench/make_synthetic_mnist.py "$dataroot" || /usr/bin/python3 bench/make_synthetic_mnist.py "$dataroot" ||
     { echo "gpu_check: no python to write the synthetic data set" >&2; exit 1; }
 fi
 

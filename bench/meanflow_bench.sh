@@ -44,18 +44,7 @@ if [ -f data/mnist/train-images-idx3-ubyte ] || [ -f data/mnist/train-images-idx
   dataroot=$PWD/data/mnist; verify=true
 else
   dataroot=$work/mn; verify=false; mkdir -p "$dataroot"
-  /usr/bin/python3 - "$dataroot" <<'PY'
-import os, struct, sys, random
-d = sys.argv[1]; r = random.Random(0)
-def w(name, dims, data):
-    with open(os.path.join(d, name), "wb") as f:
-        f.write(struct.pack(">HBB", 0, 8, len(dims)) + b"".join(struct.pack(">I", x) for x in dims) + data)
-n = 4096
-w("train-images-idx3-ubyte", (n, 28, 28), bytes(r.randrange(256) for _ in range(n * 784)))
-w("train-labels-idx1-ubyte", (n,), bytes(i % 10 for i in range(n)))
-w("t10k-images-idx3-ubyte", (16, 28, 28), bytes(16 * 784))
-w("t10k-labels-idx1-ubyte", (16,), bytes(16))
-PY
+  /usr/bin/python3 bench/make_synthetic_mnist.py "$dataroot"
 fi
 
 # case -> channels res_blocks temb half (bench/run.sh's cases)

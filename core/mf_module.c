@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mf_error.h"
@@ -92,4 +93,24 @@ int mf_module_dirs(const char *sub, const char *env, char ***dirs_out) {
 void mf_module_dirs_free(char **dirs, int n) {
     for (int i = 0; i < n; i++) free(dirs[i]);
     free(dirs);
+}
+
+char *mf_module_find(const char *sub, const char *env, const char *file, char **tried) {
+    char **dirs;
+    int n = mf_module_dirs(sub, env, &dirs);
+    char *found = NULL, *list = mf_xstrdup("");
+    for (int i = 0; i < n && !found; i++) {
+        char *path = mf_xasprintf("%s/%s", dirs[i], file);
+        struct stat st;
+        if (stat(path, &st) == 0) {
+            found = path;
+        } else {
+            char *l = mf_xasprintf("%s%s%s", list, *list ? ", " : "", path);
+            free(list), free(path);
+            list = l;
+        }
+    }
+    mf_module_dirs_free(dirs, n);
+    *tried = list;
+    return found;
 }

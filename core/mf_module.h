@@ -21,5 +21,8 @@ void mf_module_close(mf_module *m);
  * list in environment variable `env` (may be NULL). Returns the count; free with mf_module_dirs_free. */
 int mf_module_dirs(const char *sub, const char *env, char ***dirs_out);
 void mf_module_dirs_free(char **dirs, int n);
+/* The first existing <dir>/<file> over mf_module_dirs(sub, env), or NULL; *tried (caller frees) gets the
+ * paths looked at, comma-separated, for the "not found" message. */
+char *mf_module_find(const char *sub, const char *env, const char *file, char **tried);
 
 #endif

@@ -65,33 +65,22 @@ int mf_plugin_load(const char *kind, mf_plugin *out) {
     for (const char *c = kind; *c; c++)
         if (!(*c == '_' || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')))
             return mf_fail("stage kind '%s': only lowercase letters, digits and '_' are allowed", kind);
-    char **dirs;
-    int n = mf_plugin_dirs(&dirs);
-    mf_buf tried = {0};
-    int rc = -1, found = 0;
-    for (int i = 0; i < n && !found; i++) {
-        char *path = mf_xasprintf("%s/stage_%s.so", dirs[i], kind);
-        struct stat st;
-        if (stat(path, &st) == 0) {
-            found = 1;
-            rc = mf_plugin_open(path, out);
-            if (rc == 0 && strcmp(out->api->kind, kind) != 0) {
-                mf_fail("%s: plugin says it is stage '%s', but its file name says '%s'", path,
-                        out->api->kind, kind);
-                mf_plugin_close(out);
-                rc = -1;
-            }
-        } else {
-            mf_buf_printf(&tried, "%s%s", tried.len ? ", " : "", path);
+    char *file = mf_xasprintf("stage_%s.so", kind), *tried;
+    char *path = mf_module_find("plugins", "MFPIPE_PLUGIN_PATH", file, &tried);
+    int rc = -1;
+    if (path) {
+        rc = mf_plugin_open(path, out);
+        if (rc == 0 && strcmp(out->api->kind, kind) != 0) {
+            mf_fail("%s: plugin says it is stage '%s', but its file name says '%s'", path, out->api->kind, kind);
+            mf_plugin_close(out);
+            rc = -1;
         }
-        free(path);
-    }
-    if (!found)
+    } else {
         mf_fail("no plugin for stage '%s' (looked for %s; 'mfpipe plugins' lists the installed ones, "
                 "MFPIPE_PLUGIN_PATH adds folders)",
-                kind, tried.len ? tried.s : "stage_<kind>.so in no folder");
-    mf_buf_free(&tried);
-    mf_plugin_dirs_free(dirs, n);
+                kind, *tried ? tried : "stage_<kind>.so in no folder");
+    }
+    free(path), free(tried), free(file);
     return rc;
 }
 

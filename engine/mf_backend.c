@@ -4,12 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "mf_backend.h"
 #include "mf_error.h"
 #include "mf_log.h"
-#include "mf_json.h"
 #include "mf_module.h"
 
 const char *const mf_backend_names[] = {"cpu", "cuda", NULL};
@@ -38,41 +36,33 @@ static int g_n_modules;
 static const mf_backend_module *load_module(const char *name) {
     for (int i = 0; i < g_n_modules; i++)
         if (strcmp(g_modules[i].name, name) == 0) return g_modules[i].api;
-    char **dirs;
-    int nd = mf_module_dirs("backends", "MFPIPE_BACKEND_PATH", &dirs);
-    mf_buf tried = {0};
+    char *file = mf_xasprintf("mf_backend_%s.so", name), *tried;
+    char *path = mf_module_find("backends", "MFPIPE_BACKEND_PATH", file, &tried);
     const mf_backend_module *api = NULL;
-    int found = 0;
-    for (int i = 0; i < nd && !found; i++) {
-        char *path = mf_xasprintf("%s/mf_backend_%s.so", dirs[i], name);
-        struct stat st;
-        if (stat(path, &st) == 0) {
-            found = 1;
-            mf_module mod;
-            if (mf_module_open(&mod, path, MF_BACKEND_ENTRY_SYMBOL, MF_BACKEND_ABI_VERSION, "backend module") == 0) {
-                const mf_backend_module *m = mod.api;
-                if (m->struct_size != sizeof(mf_backend_i) || !m->open || !m->name || strcmp(m->name, name) != 0) {
-                    mf_fail("%s: malformed backend module (interface size %u, this mfpipe's %zu; name '%s')", path,
-                            (unsigned)m->struct_size, sizeof(mf_backend_i), m->name ? m->name : "(null)");
-                    mf_module_close(&mod);
-                } else if (g_n_modules < (int)(sizeof g_modules / sizeof g_modules[0])) {
-                    loaded_module *lm = &g_modules[g_n_modules++];
-                    snprintf(lm->name, sizeof lm->name, "%s", name);
-                    lm->mod = mod;
-                    lm->api = api = m;
-                }
+    if (path) {
+        mf_module mod;
+        if (mf_module_open(&mod, path, MF_BACKEND_ENTRY_SYMBOL, MF_BACKEND_ABI_VERSION, "backend module") == 0) {
+            const mf_backend_module *m = mod.api;
+            if (m->struct_size != sizeof(mf_backend_i) || !m->open || !m->name || strcmp(m->name, name) != 0) {
+                mf_fail("%s: malformed backend module (interface size %u, this mfpipe's %zu; name '%s')", path,
+                        (unsigned)m->struct_size, sizeof(mf_backend_i), m->name ? m->name : "(null)");
+                mf_module_close(&mod);
+            } else if (g_n_modules < (int)(sizeof g_modules / sizeof g_modules[0])) {
+                loaded_module *lm = &g_modules[g_n_modules++];
+                snprintf(lm->name, sizeof lm->name, "%s", name);
+                lm->mod = mod;
+                lm->api = api = m;
+            } else {
+                mf_fail("%s: too many backend modules loaded", path);
+                mf_module_close(&mod);
             }
-        } else {
-            mf_buf_printf(&tried, "%s%s", tried.len ? ", " : "", path);
         }
-        free(path);
-    }
-    if (!found)
+    } else {
         mf_fail("no %s backend module in this build (looked for %s; build with nvcc and cuDNN present, "
                 "MFPIPE_BACKEND_PATH adds folders)",
-                name, tried.len ? tried.s : "mf_backend_<name>.so in no folder");
-    mf_buf_free(&tried);
-    mf_module_dirs_free(dirs, nd);
+                name, *tried ? tried : "mf_backend_<name>.so in no folder");
+    }
+    free(path), free(tried), free(file);
     return api;
 }
 

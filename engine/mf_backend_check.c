@@ -2,6 +2,7 @@
  * their own mmap'ed pages, kept PROT_NONE except while one of its kernels runs, so that any host code
  * that dereferences a tensor pointer (which would break on a device backend) dies with SIGSEGV. */
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -459,59 +460,16 @@ static const mf_backend_i check_iface = {
     .version = ck_version,
     .error = ck_error,
 };
-static const mf_backend_i check_iface_graphs = {
-    .name = "checked",
-    .alloc = ck_alloc,
-    .free = ck_free,
-    .write = ck_write,
-    .read = ck_read,
-    .copy = ck_copy,
-    .fill = ck_fill,
-    .synchronize = ck_synchronize,
-    .peak_bytes = ck_peak_bytes,
-    .gemm = ck_gemm,
-    .conv2d = ck_conv2d,
-    .conv2d_bwd_data = ck_conv2d_bwd_data,
-    .conv2d_bwd_filter = ck_conv2d_bwd_filter,
-    .groupnorm = ck_groupnorm,
-    .groupnorm_bwd = ck_groupnorm_bwd,
-    .groupnorm_jvp = ck_groupnorm_jvp,
-    .gn_silu = ck_gn_silu,
-    .gn_silu_bwd = ck_gn_silu_bwd,
-    .gn_silu_jvp = ck_gn_silu_jvp,
-    .silu = ck_silu,
-    .silu_bwd = ck_silu_bwd,
-    .silu_jvp = ck_silu_jvp,
-    .axpby = ck_axpby,
-    .add2 = ck_add2,
-    .add_channel = ck_add_channel,
-    .sum_channel = ck_sum_channel,
-    .sum_rows = ck_sum_rows,
-    .add_bias_rows = ck_add_bias_rows,
-    .copy_channels = ck_copy_channels,
-    .upsample2x = ck_upsample2x,
-    .upsample2x_bwd = ck_upsample2x_bwd,
-    .embed = ck_embed,
-    .embed_bwd = ck_embed_bwd,
-    .fourier = ck_fourier,
-    .fourier_jvp = ck_fourier_jvp,
-    .sq_err_rows = ck_sq_err_rows,
-    .rows_axpby = ck_rows_axpby,
-    .row_sq_err = ck_row_sq_err,
-    .pow_weight = ck_pow_weight,
-    .sumsq = ck_sumsq,
-    .adamw = ck_adamw,
-    .ema = ck_ema,
-    .adamw_step = ck_adamw_step,
-    .randn = ck_randn,
-    .destroy = mf_checked_backend_free,
-    .version = ck_version,
-    .error = ck_error,
-    .graph_begin = ck_graph_begin,
-    .graph_end = ck_graph_end,
-    .graph_launch = ck_graph_launch,
-    .graph_free = ck_graph_free,
-};
+/* The same table with the graph emulation (MFPIPE_CHECKED_GRAPHS=1), filled from it on first use. */
+static mf_backend_i check_iface_graphs;
+static pthread_once_t graphs_once = PTHREAD_ONCE_INIT;
+static void init_graphs_iface(void) {
+    check_iface_graphs = check_iface;
+    check_iface_graphs.graph_begin = ck_graph_begin;
+    check_iface_graphs.graph_end = ck_graph_end;
+    check_iface_graphs.graph_launch = ck_graph_launch;
+    check_iface_graphs.graph_free = ck_graph_free;
+}
 
 /* Wrap `inner` (which the new backend owns from here on: freeing the wrapper frees it). The
  * wrapper reports inner's thread count. NULL (inner left alone) if inner is NULL. */
@@ -523,6 +481,7 @@ mf_backend *mf_checked_backend_new(mf_backend *inner) {
     c->inner = inner;
     c->page = page > 0 ? (size_t)page : 4096;
     const char *gr = getenv("MFPIPE_CHECKED_GRAPHS");
+    if (gr && strcmp(gr, "1") == 0) pthread_once(&graphs_once, init_graphs_iface);
     be->i = gr && strcmp(gr, "1") == 0 ? &check_iface_graphs : &check_iface;
     be->ctx = c;
     be->threads = inner->threads;
