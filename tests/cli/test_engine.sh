@@ -30,6 +30,17 @@ if grep -q '^backend cuda .*: unavailable: ' "$TMP/out"; then
   rm -rf results
 fi
 
+# modules the registry refuses (only where this build has no real CUDA module, which would be found first)
+if grep -q '^backend cuda .*: unavailable: engine cuda: no cuda backend module in this build' "$TMP/out"; then
+  MFPIPE_BACKEND_PATH=$MFPIPE_BUILD_DIR/tests/badbackends/abi expect_fail bad-backend-abi \
+    "backend module ABI version 99, but this mfpipe needs ABI version 1" "$MFPIPE" run -q exp.yaml engine=cuda
+  MFPIPE_BACKEND_PATH=$MFPIPE_BUILD_DIR/tests/badbackends/size expect_fail bad-backend-size \
+    "malformed backend module (interface size" "$MFPIPE" run -q exp.yaml engine=cuda
+  MFPIPE_BACKEND_PATH=$MFPIPE_BUILD_DIR/tests/badbackends/abi expect_ok bad-backend-auto "$MFPIPE" run -q exp.yaml
+  check "auto falls back past a refused module" grep -q 'engine auto: no usable CUDA backend (.*ABI version 99' results/en/*/log.txt
+  rm -rf results
+fi
+
 # auto: whatever opened is in the log and the manifest
 expect_ok auto "$MFPIPE" run -q exp.yaml
 run=$(ls -d results/en/2* | head -1)
