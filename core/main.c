@@ -9,6 +9,7 @@
 #include "mf_log.h"
 #include "mf_plot.h"
 #include "mf_runner.h"
+#include "mf_runs.h"
 
 #ifndef MFPIPE_VERSION
 #define MFPIPE_VERSION "0"
@@ -28,6 +29,8 @@ static const char *k_usage =
     "  eval RESULTS_DIR | --samples F    FID and friends in a fixed LeNet's feature space\n"
     "  plot TABLE.csv -o OUT.svg ...     an SVG line chart of CSV columns (see 'mfpipe plot --help')\n"
     "  validate EXP.yaml [KEY=VALUE ...] check an experiment (and overrides) without running it\n"
+    "  ls [RESULTS_ROOT] [--json]        list the run folders: status, steps, best metric, wall time\n"
+    "  show RUN_DIR                      one run's status, backend, seed, loss, eval metrics, images\n"
     "  plugins                           list stage plugins: kind, ABI version, path\n"
     "  help [COMMAND]                    this text, or a command's help\n"
     "\n"
@@ -410,6 +413,8 @@ int main(int argc, char **argv) {
               : strcmp(which, "sample") == 0   ? k_sample_help
               : strcmp(which, "eval") == 0     ? k_eval_help
               : strcmp(which, "plot") == 0     ? mf_plot_help
+              : strcmp(which, "ls") == 0 || strcmp(which, "runs") == 0 ? mf_runs_ls_help
+              : strcmp(which, "show") == 0     ? mf_runs_show_help
                                                : k_usage,
               stdout);
         rc = 0;
@@ -426,10 +431,14 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "plot") == 0) {
         rc = mf_plot_cmd(argc - 2, argv + 2);
         if (rc != 0) rc = error_exit(rc);
+    } else if (strcmp(cmd, "ls") == 0 || strcmp(cmd, "runs") == 0) {
+        rc = mf_runs_ls_cmd(argc - 2, argv + 2);
+    } else if (strcmp(cmd, "show") == 0) {
+        rc = mf_runs_show_cmd(argc - 2, argv + 2);
     } else if (strcmp(cmd, "plugins") == 0) {
         rc = cmd_plugins(argc - 2, argv + 2);
     } else {
-        mf_fail("unknown command '%s' (commands: run, validate, plugins, help; see 'mfpipe --help')", cmd);
+        mf_fail("unknown command '%s' (commands: run, validate, ls, show, plugins, help; see 'mfpipe --help')", cmd);
         rc = error_exit(EXIT_USAGE);
     }
     free(line);
