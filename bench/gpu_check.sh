@@ -116,13 +116,8 @@ if [ $skip_tests = 0 ]; then
 fi
 
 # ---- data: the real MNIST files when present, else a synthetic set (as bench/run.sh) -------------------
-if [ -f data/mnist/train-images-idx3-ubyte ] || [ -f data/mnist/train-images-idx3-ubyte.gz ]; then
-  dataroot=$PWD/data/mnist; verify=true; real_mnist=1
-else
-  dataroot=$work/mn; verify=false; real_mnist=0; mkdir -p "$dataroot"
-  "$py" bench/make_synthetic_mnist.py "$dataroot" || /usr/bin/python3 bench/make_synthetic_mnist.py "$dataroot" ||
-    { echo "gpu_check: no python to write the synthetic data set" >&2; exit 1; }
-fi
+source bench/lib.sh
+bench_data "$work" "$py" || exit 1
 
 # ---- helpers --------------------------------------------------------------------------------------
 # model spec: channels res_blocks temb half

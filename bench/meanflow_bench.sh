@@ -40,12 +40,8 @@ work=$(mktemp -d /tmp/mfbench-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 # MNIST-shaped data: the real files when present, else a synthetic set (as bench/run.sh)
-if [ -f data/mnist/train-images-idx3-ubyte ] || [ -f data/mnist/train-images-idx3-ubyte.gz ]; then
-  dataroot=$PWD/data/mnist; verify=true
-else
-  dataroot=$work/mn; verify=false; mkdir -p "$dataroot"
-  /usr/bin/python3 bench/make_synthetic_mnist.py "$dataroot"
-fi
+source bench/lib.sh
+bench_data "$work" || exit 1
 
 # case -> channels res_blocks temb half (bench/run.sh's cases)
 spec() { case $1 in quick) echo "16 1 64 16";; c32) echo "32 2 128 32";; c64) echo "64 2 128 32";; *) echo "unknown case $1" >&2; exit 2;; esac; }

@@ -25,12 +25,8 @@ work=$(mktemp -d /tmp/mfbench-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 # MNIST-shaped data: the real files when present, else a synthetic set
-if [ -f data/mnist/train-images-idx3-ubyte ] || [ -f data/mnist/train-images-idx3-ubyte.gz ]; then
-  dataroot=$PWD/data/mnist; verify=true
-else
-  dataroot=$work/mn; verify=false; mkdir -p "$dataroot"
-  /usr/bin/python3 bench/make_synthetic_mnist.py "$dataroot"
-fi
+source bench/lib.sh
+bench_data "$work" || exit 1
 
 peak=$("$build"/bin/mf_gemm_peak 2048 5)
 have_torch=0

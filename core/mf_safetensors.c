@@ -210,6 +210,17 @@ static int peek(parser *p) {
     return p->i < p->n ? p->s[p->i] : -1;
 }
 
+/* After a member or an element: ',' (consumed; 1: another follows) or `close` (consumed; 0: the list
+ * ended), else a syntax error (-1). */
+static int list_next(parser *p, char close) {
+    int c = peek(p);
+    if (c == ',' || c == close) {
+        p->i++;
+        return c == ',';
+    }
+    return PFAIL(p, "JSON syntax error: expected ',' or '%c'", close);
+}
+
 static int hex4(parser *p, unsigned *out) {
     if (p->n - p->i < 4) return PFAIL(p, "JSON syntax error: truncated \\u escape");
     unsigned v = 0;
@@ -386,16 +397,8 @@ static int parse_metadata(parser *p, mf_st_file *f) {
         f->meta[2 * f->n_meta] = k;
         f->meta[2 * f->n_meta + 1] = v;
         f->n_meta++;
-        int c = peek(p);
-        if (c == ',') {
-            p->i++;
-            continue;
-        }
-        if (c == '}') {
-            p->i++;
-            return 0;
-        }
-        return PFAIL(p, "JSON syntax error: expected ',' or '}'");
+        int more = list_next(p, '}');
+        if (more <= 0) return more;
     }
 }
 
@@ -403,7 +406,9 @@ static int parse_tensor(parser *p, mf_st_entry *e) {
     MF_TRY(expect(p, '{'));
     int have_dtype = 0, have_shape = 0, have_offsets = 0;
     size_t obj_at = p->i;
-    if (peek(p) != '}') {
+    if (peek(p) == '}') {
+        p->i++;
+    } else {
         for (;;) {
             size_t key_at = (skip_ws(p), p->i);
             char *k;
@@ -445,16 +450,9 @@ static int parse_tensor(parser *p, mf_st_entry *e) {
                         uint64_t v;
                         MF_TRY(parse_uint(p, INT64_MAX, &v));
                         e->shape[e->ndim++] = (int64_t)v;
-                        int c = peek(p);
-                        if (c == ',') {
-                            p->i++;
-                            continue;
-                        }
-                        if (c == ']') {
-                            p->i++;
-                            break;
-                        }
-                        return PFAIL(p, "JSON syntax error: expected ',' or ']'");
+                        int more = list_next(p, ']');
+                        if (more < 0) return -1;
+                        if (!more) break;
                     }
                 have_shape = 1;
             } else {
@@ -466,16 +464,11 @@ static int parse_tensor(parser *p, mf_st_entry *e) {
                 p->i++;
                 have_offsets = 1;
             }
-            int c = peek(p);
-            if (c == ',') {
-                p->i++;
-                continue;
-            }
-            if (c == '}') break;
-            return PFAIL(p, "JSON syntax error: expected ',' or '}'");
+            int more = list_next(p, '}');
+            if (more < 0) return -1;
+            if (!more) break;
         }
     }
-    p->i++; /* '}' */
     if (!have_dtype || !have_shape || !have_offsets) {
         p->i = obj_at - 1;
         return PFAIL(p, "tensor \"%s\": missing \"%s\"", e->name,
@@ -512,16 +505,9 @@ static int parse_header(parser *p, mf_st_file *f) {
                 e->name = k;
                 MF_TRY(parse_tensor(p, e));
             }
-            int c = peek(p);
-            if (c == ',') {
-                p->i++;
-                continue;
-            }
-            if (c == '}') {
-                p->i++;
-                break;
-            }
-            return PFAIL(p, "JSON syntax error: expected ',' or '}'");
+            int more = list_next(p, '}');
+            if (more < 0) return -1;
+            if (!more) break;
         }
     skip_ws(p);
     if (p->i != p->n) return PFAIL(p, "JSON syntax error: trailing bytes after the header object");
