@@ -1,4 +1,4 @@
-/* main.c - the mfpipe command line: run, validate, plugins, help, version. Commands parse their own
+/* main.c - the mfpipe command line: run (and run -m), sweep, validate, plugins, help, version. Commands parse their own
  * options; user errors print one line "mfpipe: error: ..." and exit non-zero. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +10,7 @@
 #include "mf_plot.h"
 #include "mf_runner.h"
 #include "mf_runs.h"
+#include "mf_sweep.h"
 
 #ifndef MFPIPE_VERSION
 #define MFPIPE_VERSION "0"
@@ -24,6 +25,8 @@ static const char *k_usage =
     "\n"
     "commands:\n"
     "  run EXP.yaml [KEY=VALUE ...]     run an experiment into results/<name>/<stamp>/\n"
+    "  run EXP.yaml -m KEY=A,B KEY2=X,Y  a sweep: one run per combination (see 'mfpipe sweep --help')\n"
+    "  sweep SWEEP.yaml [--jobs N]       run a sweep file's points, reusing trainings (--resume DIR, --dry)\n"
     "  resume RESULTS_DIR [KEY=VALUE ...] continue a run from its newest checkpoint\n"
     "  sample RESULTS_DIR [options]      new samples from a run's checkpoint (see 'mfpipe sample --help')\n"
     "  eval RESULTS_DIR | --samples F    FID and friends in a fixed LeNet's feature space\n"
@@ -36,10 +39,13 @@ static const char *k_usage =
     "\n"
     "options: --version, --help; 'mfpipe COMMAND --help' for a command's options.\n"
     "overrides (Hydra syntax): a.b=v (change), +a.b=v (add), ~a.b (delete); values are YAML:\n"
-    "  mfpipe run experiments/mnist_quick.yaml train.steps=500 model.channel_mult=[1,2,2]\n";
+    "  mfpipe run experiments/mnist_quick.yaml train.steps=500 model.channel_mult=[1,2,2]\n"
+    "multirun: -m makes every override with commas (or range(a,b[,step]), choice(a,b)) an axis:\n"
+    "  mfpipe run experiments/mnist_quick.yaml -m model.channels=16,32 sample.steps=1,2,5 --jobs 2\n";
 
 static const char *k_run_help =
     "usage: mfpipe run EXP.yaml [KEY=VALUE | +KEY=VALUE | ~KEY ...] [options]\n"
+    "       mfpipe run EXP.yaml -m KEY=A,B,C [KEY2=X,Y ...] [KEY=V ...] [--jobs N] [--dry] [-q]\n"
     "\n"
     "Runs the stages listed in the experiment, in order, after creating and configuring all of them.\n"
     "Writes results/<name>/<YYYYmmdd-HHMMSS>[-n]/ with experiment.yaml, config.yaml (resolved),\n"
@@ -52,6 +58,9 @@ static const char *k_run_help =
     "  --resume DIR     continue the run in DIR from its newest checkpoint (see 'mfpipe resume')\n"
     "  --out DIR        write the run into exactly this folder (created; must not hold another run)\n"
     "  --allow-changes  with --resume: continue although training settings differ (see 'mfpipe resume')\n"
+    "  -m, --multirun   a sweep over the overrides with several values (a,b,c; range(a,b[,step]); choice(a,b));\n"
+    "                   the first such key varies slowest; results/<name>_multirun/<stamp>/<n>/ (see\n"
+    "                   'mfpipe sweep --help': --jobs N, --dry, stage reuse, --resume)\n"
     "exit status: 0 finished, 1 failed, 2 bad command line or experiment, 130 interrupted\n";
 
 static const char *k_resume_help =
@@ -168,6 +177,7 @@ static int cmd_run(int argc, char **argv, int dry, const char *full_cmdline) {
         fputs(dry ? k_validate_help : k_run_help, stdout);
         return 0;
     }
+    if (!dry && has_flag(argc, argv, "-m", "--multirun")) return mf_sweep_multirun_cmd(argc, argv);
     cli_args a;
     if (parse_args(argc, argv, &a, cmd) != 0) {
         free(a.ov);
@@ -415,6 +425,7 @@ int main(int argc, char **argv) {
               : strcmp(which, "plot") == 0     ? mf_plot_help
               : strcmp(which, "ls") == 0 || strcmp(which, "runs") == 0 ? mf_runs_ls_help
               : strcmp(which, "show") == 0     ? mf_runs_show_help
+              : strcmp(which, "sweep") == 0    ? mf_sweep_help
                                                : k_usage,
               stdout);
         rc = 0;
@@ -435,10 +446,12 @@ int main(int argc, char **argv) {
         rc = mf_runs_ls_cmd(argc - 2, argv + 2);
     } else if (strcmp(cmd, "show") == 0) {
         rc = mf_runs_show_cmd(argc - 2, argv + 2);
+    } else if (strcmp(cmd, "sweep") == 0) {
+        rc = mf_sweep_cmd(argc - 2, argv + 2);
     } else if (strcmp(cmd, "plugins") == 0) {
         rc = cmd_plugins(argc - 2, argv + 2);
     } else {
-        mf_fail("unknown command '%s' (commands: run, validate, ls, show, plugins, help; see 'mfpipe --help')", cmd);
+        mf_fail("unknown command '%s' (commands: run, sweep, resume, sample, eval, plot, validate, ls, show, plugins, help; see 'mfpipe --help')", cmd);
         rc = error_exit(EXIT_USAGE);
     }
     free(line);
