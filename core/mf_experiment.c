@@ -7,6 +7,7 @@
 
 #include "mf_json.h"
 #include "mf_log.h"
+#include "mf_hooks.h"
 #include "mf_runner.h"
 
 /* Stage instances of one experiment (each loads a plugin; checks over them are pairwise). */
@@ -23,6 +24,7 @@ static const mf_key k_runner_keys[] = {
     MF_STR("results_dir", "results", "root folder of results"),
     MF_STR("description", "", "free text, copied to the manifest"),
     MF_STRS("stages", NULL, "stage instances in order; each names a section (and a plugin kind)"),
+    MF_STRS("hooks", "[]", "Lua hook scripts (docs/hooks.md); paths relative to the file that lists them"),
     MF_KEY_END,
 };
 
@@ -168,6 +170,41 @@ static int stage_list(mf_experiment *ex, const char *path) {
     return 0;
 }
 
+/* The `hooks:` list: each path relative to the folder of the file that lists it (the working
+ * directory for a command-line override), resolved with realpath and written back into the tree. */
+static int load_hooks(mf_experiment *ex) {
+    mf_node *list = mf_node_child(ex->root, "hooks");
+    if (!list || list->kind != MF_NODE_SEQ || list->n_children == 0) return 0;
+    char **paths = mf_xcalloc((size_t)list->n_children, sizeof *paths);
+    int n = 0, rc = 0;
+    for (mf_node *c = list->first; c; c = c->next) {
+        char where[512];
+        mf_node_where(c, where, sizeof where);
+        const char *v = c->value ? c->value : "";
+        char *rel = NULL;
+        bool from_file = c->origin && strncmp(c->origin, "override", 8) != 0 && c->origin[0] != '<';
+        if (v[0] != '/' && from_file) {
+            const char *sl = strrchr(c->origin, '/');
+            rel = sl ? mf_xasprintf("%.*s/%s", (int)(sl - c->origin), c->origin, v) : mf_xstrdup(v);
+        } else rel = mf_xstrdup(v);
+        char *abs = *v ? realpath(rel, NULL) : NULL;
+        if (!abs) {
+            rc = mf_fail("%s: hooks: no such script '%s'%s", where, v,
+                         from_file ? " (paths are relative to the file that lists them)" : "");
+            free(rel);
+            break;
+        }
+        free(rel);
+        free(c->value);
+        c->value = abs;
+        c->quoted = true;
+        paths[n++] = abs;
+    }
+    if (rc == 0) rc = mf_hooks_load(NULL, paths, n, (uint64_t)ex->seed, &ex->hooks);
+    free(paths);
+    return rc;
+}
+
 int mf_experiment_load(mf_experiment *ex, const char *path, char *const *overrides, int n_overrides) {
     memset(ex, 0, sizeof *ex);
     ex->path = mf_xstrdup(path);
@@ -305,6 +342,8 @@ int mf_experiment_load(mf_experiment *ex, const char *path, char *const *overrid
         ex->engine = mf_cfg_str(ex->root, "engine");       /* resolved when the backend opens */
         ex->precision = mf_cfg_str(ex->root, "precision");
     }
+    /* 7. hook scripts: paths made absolute (config.yaml records them so), loaded and checked now */
+    if (load_hooks(ex) != 0) goto out;
     rc = 0;
 out:
     schema_set_free(&set);
@@ -344,6 +383,7 @@ void mf_experiment_free(mf_experiment *ex) {
         free(si->kind);
     }
     free(ex->stages);
+    mf_hooks_free(ex->hooks);
     for (int i = 0; i < ex->n_overrides; i++) free(ex->overrides[i]);
     free(ex->overrides);
     if (ex->root) mf_node_free(ex->root);

@@ -59,9 +59,10 @@ bool mf_hooks_has(const mf_hooks *h, mf_hook_kind k);
 int mf_hooks_lr(mf_hooks *h, int64_t step, int64_t total_steps, double base_lr, double *lr);
 /* Per-sample weights w[0..n) for the step: loss_weight_batch(ts, rs, step, labels) once, or
  * loss_weight(t, r, step, label) per row. r (NULL: flow matching; nil in Lua) and labels (NULL:
- * unconditional) as in the objective's batch; step 0-based. */
+ * unconditional) as in the objective's batch; rows with dropped[i] (class dropout; dropped may be
+ * NULL) get a nil label (false in the batch form); step 0-based. */
 int mf_hooks_loss_weight(mf_hooks *h, int n, const float *t, const float *r, int64_t step,
-                         const int32_t *labels, float *w);
+                         const int32_t *labels, const uint8_t *dropped, float *w);
 /* ema_decay(step): step 1-based (the number of optimizer steps done, as the EMA update sees it). */
 int mf_hooks_ema_decay(mf_hooks *h, int64_t step, double *decay);
 

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mf_hooks.h"
 #include "mf_io.h"
 #include "mf_json.h"
 #include "mf_log.h"
@@ -60,6 +61,7 @@ uint64_t mf_run_seed(const mf_run *run) { return (uint64_t)run->ex->seed; }
 int mf_run_threads(const mf_run *run) { return run->ex->threads; }
 const char *mf_run_engine(const mf_run *run) { return run->ex->engine; }
 const char *mf_run_precision(const mf_run *run) { return run->ex->precision; }
+mf_hooks *mf_run_hooks(const mf_run *run) { return run->ex->hooks; }
 
 int mf_run_note_backend(mf_run *run, const char *kind, const char *precision, const char *version) {
     mf_info("engine %s -> %s, precision %s (asked %s): %s", run->ex->engine, kind, precision, run->ex->precision,
@@ -206,6 +208,11 @@ static void flatten_settings(const mf_node *map, const char *path, const char *r
 char *mf_experiment_settings(const mf_experiment *ex) {
     mf_buf b = {0};
     mf_buf_printf(&b, "seed=%lld\n", ex->seed);
+    /* hook scripts change what training computes: their contents (by hash) are settings */
+    for (int i = 0; i < mf_hooks_count(ex->hooks); i++) {
+        const char *p = mf_hooks_path(ex->hooks, i), *base = strrchr(p, '/');
+        mf_buf_printf(&b, "hooks.%d=%s sha256:%s\n", i, base ? base + 1 : p, mf_hooks_sha256(ex->hooks, i));
+    }
     const char *done[64];
     int n_done = 0;
     for (int i = 0; i < ex->n_stages; i++) {
@@ -453,6 +460,17 @@ static int write_run_files(mf_run *run, const mf_experiment *ex, const char *arg
     MF_TRY(rc);
 
     MF_TRY(write_config_yaml(run, ex));
+    /* the hook scripts as they ran: hooks/<n>_<name> */
+    for (int i = 0; i < mf_hooks_count(ex->hooks); i++) {
+        const char *src = mf_hooks_path(ex->hooks, i), *base = strrchr(src, '/');
+        snprintf(path, sizeof path, "%s/hooks", run->dir);
+        MF_TRY(mf_mkdirs(path));
+        snprintf(path, sizeof path, "%s/hooks/%d_%s", run->dir, i, base ? base + 1 : src);
+        MF_TRY(mf_read_file(src, &data, &len, &gz));
+        rc = mf_write_file_atomic(path, data, len);
+        free(data);
+        MF_TRY(rc);
+    }
 
     mf_buf b = {0};
     for (int i = 0; i < ex->n_overrides; i++) mf_buf_printf(&b, "%s\n", ex->overrides[i]);

@@ -24,6 +24,9 @@ uint64_t mf_run_seed(const mf_run *run);
 int mf_run_threads(const mf_run *run);             /* worker threads to use (>= 1) */
 const char *mf_run_engine(const mf_run *run);      /* the engine as asked: "auto", "cpu", "cuda" */
 const char *mf_run_precision(const mf_run *run);   /* the precision as asked: "fp32", "tf32", "bf16" */
+struct mf_hooks;
+/* The run's Lua hooks (mf_hooks.h, docs/hooks.md), loaded and checked with the experiment; NULL: none. */
+struct mf_hooks *mf_run_hooks(const mf_run *run);
 /* The engine layer (engine/mf_model.c) reports the backend it opened for this run: logged, and
  * recorded in manifest.json as "backend": {kind, precision, version}. */
 int mf_run_note_backend(mf_run *run, const char *kind, const char *precision, const char *version);

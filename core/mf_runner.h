@@ -59,6 +59,7 @@ typedef struct mf_experiment {
     const char *engine;        /* as asked: "auto" / "cpu" / "cuda" (the run's log and manifest say what opened) */
     const char *precision;     /* as asked: "fp32" / "tf32" / "bf16" */
     const char *results_dir;
+    struct mf_hooks *hooks;    /* the `hooks:` scripts, loaded and checked (NULL: none) */
 } mf_experiment;
 
 /* Load, compose, apply overrides, load every stage plugin and validate every section. No stage is

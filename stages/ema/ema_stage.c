@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mf_hooks.h"
 #include "mf_json.h"
 #include "mf_log.h"
 #include "mf_model.h"
@@ -40,10 +41,14 @@ static int on_begin(void *user, mf_run *run, const char *event, const void *payl
 }
 
 static int on_step(void *user, mf_run *run, const char *event, const void *payload) {
+    (void)event;
     ema_state *e = user;
     const mf_train_event *ev = payload;
     mf_model *m = ev->model;
     double d = ev->step <= e->start ? 0.0 : mf_ema_decay_at(e->decay, e->warmup != 0, ev->step - e->start);
+    /* the Lua ema_decay(step) hook replaces the decay and its warm-up (not start_step's copies) */
+    mf_hooks *h = mf_run_hooks(run);
+    if (ev->step > e->start && mf_hooks_has(h, MF_HOOK_EMA_DECAY)) MF_TRY(mf_hooks_ema_decay(h, ev->step, &d));
     m->be->i->ema(m->be, m->n_params, e->buf, m->params, (float)d);
     e->last_decay = d;
     return 0;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "mf_dataset.h"
+#include "mf_hooks.h"
 #include "mf_io.h"
 #include "mf_json.h"
 #include "mf_lenet.h"
@@ -22,8 +23,12 @@
 #include "mf_rng.h"
 #include "mf_stage.h"
 
+#define EVAL_MAX_METRICS 32
 typedef struct eval_state {
     char instance[64];
+    int n_hm;                                  /* the scalar metrics, for the on_eval hook */
+    char hm_name[EVAL_MAX_METRICS][64];
+    double hm_val[EVAL_MAX_METRICS];
     const char *features, *feature_name, *samples, *cache;
     int n, k, grid_nrow, grid_padding, memo_n;
     int fid, pr, cls, memo;
@@ -188,8 +193,13 @@ static float *gather_rows(const float *x, const int64_t *idx, int64_t m, int64_t
     return out;
 }
 
-static void put_metric(mf_buf *json, mf_run *run, const char *inst, const char *name, double v, int64_t n,
+static void put_metric(eval_state *s, mf_buf *json, mf_run *run, const char *name, double v, int64_t n,
                        const char *net, const char *dataset) {
+    const char *inst = s->instance;
+    if (s->n_hm < EVAL_MAX_METRICS) {
+        snprintf(s->hm_name[s->n_hm], sizeof s->hm_name[0], "%s", name);
+        s->hm_val[s->n_hm++] = v;
+    }
     mf_buf b = {0};
     mf_json_str(&b, "metric", name);
     mf_json_num(&b, "value", v);
@@ -204,6 +214,7 @@ static void put_metric(mf_buf *json, mf_run *run, const char *inst, const char *
 
 static int eval_run(void *state, mf_run *run) {
     eval_state *s = state;
+    s->n_hm = 0;
     mf_dataset *ds = mf_artifact_get(run, "dataset", MF_ART_DATASET);
     if (!ds) return mf_error_prefix("the eval stage needs the data set (a data stage before it): ");
     mf_backend *be = mf_run_backend(run);
@@ -325,7 +336,7 @@ static int eval_run(void *state, mf_run *run) {
             double fid = mf_fid(&gs, &gr);
             if (fid < 0) rc = -1; /* the eigensolver failed (mf_fail set) */
             snprintf(name, sizeof name, "fid_%s", s->feature_name);
-            if (rc == 0) put_metric(&json, run, s->instance, name, fid, n, net, dataset);
+            if (rc == 0) put_metric(s, &json, run, name, fid, n, net, dataset);
         }
         mf_gauss_free(&gr);
         mf_gauss_free(&gs);
@@ -346,9 +357,9 @@ static int eval_run(void *state, mf_run *run) {
         if (rfeat != tfeat) free(rfeat);
         if (rc == 0) {
             snprintf(name, sizeof name, "precision_%s_k%d", s->feature_name, s->k);
-            put_metric(&json, run, s->instance, name, p, n, net, dataset);
+            put_metric(s, &json, run, name, p, n, net, dataset);
             snprintf(name, sizeof name, "recall_%s_k%d", s->feature_name, s->k);
-            put_metric(&json, run, s->instance, name, r, n, net, dataset);
+            put_metric(s, &json, run, name, r, n, net, dataset);
         }
     }
     if (rc == 0 && s->cls) {
@@ -356,14 +367,14 @@ static int eval_run(void *state, mf_run *run) {
         rc = mf_classifier_scores(probs, n, C, sm->labels, &cs);
         if (rc == 0) {
             snprintf(name, sizeof name, "classifier_score_%s", s->feature_name);
-            put_metric(&json, run, s->instance, name, cs.is, n, net, dataset);
+            put_metric(s, &json, run, name, cs.is, n, net, dataset);
             snprintf(name, sizeof name, "mean_max_confidence_%s", s->feature_name);
-            put_metric(&json, run, s->instance, name, cs.mean_max_conf, n, net, dataset);
+            put_metric(s, &json, run, name, cs.mean_max_conf, n, net, dataset);
             snprintf(name, sizeof name, "class_entropy_norm_%s", s->feature_name);
-            put_metric(&json, run, s->instance, name, cs.hist_entropy_norm, n, net, dataset);
+            put_metric(s, &json, run, name, cs.hist_entropy_norm, n, net, dataset);
             if (sm->labels) {
                 snprintf(name, sizeof name, "conditional_accuracy_%s", s->feature_name);
-                put_metric(&json, run, s->instance, name, cs.label_acc, n, net, dataset);
+                put_metric(s, &json, run, name, cs.label_acc, n, net, dataset);
             }
             mf_buf h = {0};
             mf_buf_puts(&h, "[");
@@ -397,11 +408,30 @@ static int eval_run(void *state, mf_run *run) {
             char path[4096];
             rc = mf_run_path(run, path, sizeof path, "eval/nearest_train.png");
             if (rc == 0) rc = mf_grid_write_png(path, pair, 2 * m, ds->C, ds->H, ds->W, -1.0f, 1.0f, m, 2, 0.0f);
-            if (rc == 0) put_metric(&json, run, s->instance, "nearest_train_l2_mean", mean, m, "pixels", ds->name);
+            if (rc == 0) put_metric(s, &json, run, "nearest_train_l2_mean", mean, m, "pixels", ds->name);
             free(pair);
         }
         free(idx);
         free(dist);
+    }
+    mf_hooks *hk = mf_run_hooks(run);
+    if (rc == 0 && mf_hooks_has(hk, MF_HOOK_ON_EVAL)) {
+        /* on_eval(m): the scalar metrics; its log = {...} become metrics of this evaluation */
+        mf_model *mdl = mf_artifact_get(run, "model", MF_ART_MODEL);
+        if (!mdl) mf_error_clear();
+        const char *names[EVAL_MAX_METRICS];
+        for (int i = 0; i < s->n_hm; i++) names[i] = s->hm_name[i];
+        mf_hook_action act;
+        int nm = s->n_hm;
+        rc = mf_hooks_on_eval(hk, mdl ? mdl->step : 0, nm, names, s->hm_val, &act);
+        for (int i = 0; rc == 0 && i < act.n_log; i++) {
+            for (int j = 0; j < nm; j++)
+                if (strcmp(names[j], act.log_name[i]) == 0)
+                    rc = mf_fail("hook on_eval: log.%s would overwrite a metric; choose another name", act.log_name[i]);
+            if (rc == 0) put_metric(s, &json, run, act.log_name[i], act.log_value[i], n, "hook", dataset);
+        }
+        if (rc == 0 && (act.stop[0] || act.checkpoint))
+            mf_warn("hook on_eval: stop and checkpoint have no effect after the evaluation (training has ended)");
     }
     mf_buf_puts(&json, "\n]");
     if (rc == 0 && mf_run_dir(run)) {

@@ -43,6 +43,8 @@ typedef struct mf_obj_batch {
     int64_t step;         /* 0-based step being computed */
     bool defer;           /* read nothing from the backend: the loss and stats accumulate there until
                              collect() (the GPU's loop, which synchronises only when it logs) */
+    const float *weights; /* host (n): per-sample loss weights (the Lua loss_weight hook), set by the loop
+                             after prepare(); NULL: all 1. Each row's loss term (and gradient) is scaled. */
 } mf_obj_batch;
 
 #define MF_OBJ_MAX_STATS 8

@@ -48,6 +48,10 @@ typedef struct train_state {
     int64_t n_issued;    /* ... since the last collect */
     double shown_loss, last_gnorm;
     float last_lr;
+    /* Lua hooks (mf_hooks.h): lr, loss_weight, on_step */
+    struct mf_hooks *hooks;
+    float *h_lw;          /* host, one batch: the loss_weight hook's weights */
+    char stop_reason[256]; /* on_step returned stop = "...": training ends after this step */
 } train_state;
 
 int train_read_config(train_state *s, const mf_node *train, const mf_node *model);

@@ -8,6 +8,7 @@
 
 #include "mf_checkpoint.h"
 #include "mf_dataset.h"
+#include "mf_hooks.h"
 #include "mf_io.h"
 #include "mf_json.h"
 #include "mf_log.h"
@@ -93,6 +94,8 @@ void train_free_buffers(train_state *s) {
     free(s->h_r);
     free(s->h_y);
     free(s->h_drop);
+    free(s->h_lw);
+    s->h_lw = NULL;
     free(s->perm);
     s->grads = s->adam_m = s->adam_v = s->x = s->noise = NULL;
     s->h_x = s->h_t = s->h_r = NULL;
@@ -106,7 +109,7 @@ void train_free_buffers(train_state *s) {
  * objective then draws its times (and class dropout). The noise is drawn by the backend (the same
  * Philox stream everywhere); the images are gathered there from its copy of the data set (a GPU), or
  * on the host and written (the CPU, whose tensors are host memory anyway). */
-static void make_batch(train_state *s, const mf_dataset *ds, uint64_t seed, int64_t step, mf_obj_batch *b) {
+static int make_batch(train_state *s, const mf_dataset *ds, uint64_t seed, int64_t step, mf_obj_batch *b) {
     int64_t n = ds->train.n, img = (int64_t)ds->C * ds->H * ds->W;
     int64_t idx[s->batch];
     for (int i = 0; i < s->batch; i++) {
@@ -131,6 +134,25 @@ static void make_batch(train_state *s, const mf_dataset *ds, uint64_t seed, int6
     *b = (mf_obj_batch){.n = s->batch, .img = img, .x = s->x, .eps = s->noise, .t = s->h_t, .r = s->h_r,
                         .labels = s->h_y, .dropped = s->h_drop, .seed = seed, .step = step};
     s->obj->prepare(s->obj_state, b);
+    if (s->h_lw) {
+        /* the loss_weight hook sees the step's times (r only for u(z, r, t) models) and labels */
+        MF_TRY(mf_hooks_loss_weight(s->hooks, b->n, b->t, s->obj->time_inputs == 2 ? b->r : NULL, step, b->labels,
+                                    b->dropped, s->h_lw));
+        b->weights = s->h_lw;
+    }
+    return 0;
+}
+
+/* The learning rate of step `step` (0-based): the lr hook's, or the built-in schedule's. */
+static int step_lr(train_state *s, int64_t step, float *lr) {
+    if (!mf_hooks_has(s->hooks, MF_HOOK_LR)) {
+        *lr = (float)mf_sched_lr(&s->sched, step);
+        return 0;
+    }
+    double v;
+    MF_TRY(mf_hooks_lr(s->hooks, step, s->steps, (double)s->lr, &v));
+    *lr = (float)v;
+    return 0;
 }
 
 /* The training images on the backend, when its tensors are not host memory (or MFPIPE_DEVICE_DATA=1,
@@ -383,6 +405,9 @@ static int setup(train_state *s, mf_run *run, const mf_dataset *ds) {
     s->h_r = mf_xmalloc(sizeof(float) * (size_t)s->batch);
     s->h_y = s->cfg.num_classes > 0 ? mf_xmalloc(sizeof(int32_t) * (size_t)s->batch) : NULL;
     s->h_drop = s->cfg.num_classes > 0 ? mf_xcalloc((size_t)s->batch, 1) : NULL;
+    s->hooks = mf_run_hooks(run);
+    s->h_lw = mf_hooks_has(s->hooks, MF_HOOK_LOSS_WEIGHT) ? mf_xmalloc(sizeof(float) * (size_t)s->batch) : NULL;
+    s->stop_reason[0] = '\0';
     s->perm = mf_xmalloc(sizeof(int64_t) * (size_t)ds->train.n);
     s->perm_epoch = -1;
 
@@ -421,9 +446,42 @@ static int log_line(train_state *s, mf_run *run, const mf_model *m, struct times
     for (int i = 0; i < n_stat; i++) mf_json_num(&b, stat_name[i], stat_acc[i] / n);
     mf_json_num(&b, "lr", lr);
     mf_json_num(&b, "grad_norm", gnorm);
-    mf_json_num(&b, "img_per_s", (double)(m->step - *last_log) * s->batch / (el - *t_last > 0 ? el - *t_last : 1e-9));
-    int rc = mf_metrics_append(run, s->instance, b.s);
+    double ips = (double)(m->step - *last_log) * s->batch / (el - *t_last > 0 ? el - *t_last : 1e-9);
+    mf_json_num(&b, "img_per_s", ips);
+    int rc = 0;
+    bool ckpt = false;
+    if (mf_hooks_has(s->hooks, MF_HOOK_ON_STEP)) {
+        /* on_step(m) sees what this line logs; its log = {...} joins the line */
+        const char *names[MF_OBJ_MAX_STATS + 5];
+        double vals[MF_OBJ_MAX_STATS + 5];
+        int nv = 0;
+        names[nv] = "loss", vals[nv++] = *loss_acc / n;
+        for (int i = 0; i < n_stat; i++) names[nv] = stat_name[i], vals[nv++] = stat_acc[i] / n;
+        names[nv] = "lr", vals[nv++] = lr;
+        names[nv] = "grad_norm", vals[nv++] = gnorm;
+        names[nv] = "img_per_s", vals[nv++] = ips;
+        mf_hook_action act;
+        rc = mf_hooks_on_step(s->hooks, m->step, nv, names, vals, &act);
+        for (int i = 0; rc == 0 && i < act.n_log; i++) {
+            bool clash = false;
+            for (int j = 0; j < nv; j++) clash |= strcmp(names[j], act.log_name[i]) == 0;
+            if (clash || strcmp(act.log_name[i], "step") == 0)
+                rc = mf_fail("hook on_step at step %lld: log.%s would overwrite a logged metric; choose another name",
+                             (long long)m->step, act.log_name[i]);
+            else mf_json_num(&b, act.log_name[i], act.log_value[i]);
+        }
+        if (rc == 0 && act.stop[0]) {
+            snprintf(s->stop_reason, sizeof s->stop_reason, "%s", act.stop);
+            mf_json_str(&b, "hook_stop", act.stop);
+        }
+        ckpt = rc == 0 && act.checkpoint;
+    }
+    if (rc == 0) rc = mf_metrics_append(run, s->instance, b.s);
     mf_buf_free(&b);
+    if (rc == 0 && ckpt && m->step < s->steps && !s->stop_reason[0]) {
+        mf_info("step %lld: checkpoint asked by the on_step hook", (long long)m->step);
+        rc = save_checkpoint(s, run);
+    }
     *loss_acc = 0;
     *n_acc = 0;
     memset(stat_acc, 0, sizeof(double) * MF_OBJ_MAX_STATS);
@@ -485,7 +543,7 @@ static int async_issue(train_state *s, const mf_dataset *ds, uint64_t seed, int6
     mf_model *m = s->model;
     mf_obj_batch ob;
     mf_obj_result res = {0};
-    make_batch(s, ds, seed, step, &ob);
+    MF_TRY(make_batch(s, ds, seed, step, &ob));
     ob.defer = true;
     k->fill(s->be, s->grads, 0.0f, m->n_params);
     if (s->obj->loss_and_grads(s->obj_state, &ob, &res) != 0) return mf_error_prefix("step %lld: ", (long long)step + 1);
@@ -601,7 +659,8 @@ int train_run(void *state, mf_run *run) {
         if (s->async) {
             /* the step is issued (or recorded and launched as a graph) without waiting for it; the host
              * learns its loss, gradient norm and skips when it logs */
-            float lr = (float)mf_sched_lr(&s->sched, step);
+            float lr;
+            if ((rc = step_lr(s, step, &lr)) != 0) break;
             if ((rc = async_step(s, ds, seed, step, lr, nan_grad_step)) != 0) break;
             m->step++;
             ev.step = m->step;
@@ -634,11 +693,15 @@ int train_run(void *state, mf_run *run) {
                 if ((rc = log_line(s, run, m, t0, &t_last, &last_log, &loss_acc, &n_acc, stat_name, stat_acc, n_stat,
                                    s->last_lr, s->last_gnorm)) != 0)
                     break;
+                if (s->stop_reason[0]) break;
             }
             if ((rc = periodic(s, run)) != 0) break;
             continue;
         }
-        make_batch(s, ds, seed, step, &ob);
+        if ((rc = make_batch(s, ds, seed, step, &ob)) != 0) {
+            mf_error_prefix("step %lld: ", (long long)step + 1);
+            break;
+        }
         k->fill(s->be, s->grads, 0.0f, m->n_params);
         if (s->obj->loss_and_grads(s->obj_state, &ob, &res) != 0) {
             rc = mf_error_prefix("step %lld: ", (long long)step + 1);
@@ -670,7 +733,8 @@ int train_run(void *state, mf_run *run) {
         }
         n_stat = res.n_stats;
         float gscale = mf_clip_scale(gnorm, s->clip);
-        float lr = (float)mf_sched_lr(&s->sched, step);
+        float lr;
+        if ((rc = step_lr(s, step, &lr)) != 0) break;
         s->adam_t++;
         k->adamw(s->be, m->n_params, m->params, s->grads, s->adam_m, s->adam_v, lr, s->b1, s->b2, s->eps, s->wd,
                  s->adam_t, gscale);
@@ -690,6 +754,7 @@ int train_run(void *state, mf_run *run) {
             if ((rc = log_line(s, run, m, t0, &t_last, &last_log, &loss_acc, &n_acc, stat_name, stat_acc, n_stat, lr,
                                gnorm)) != 0)
                 break;
+            if (s->stop_reason[0]) break;
         }
         if ((rc = periodic(s, run)) != 0) break;
     }
@@ -697,6 +762,9 @@ int train_run(void *state, mf_run *run) {
     mf_progress_end(pg);
     if (rc == 0) rc = backend_failed(s, m->step);
     if (rc != 0 || mf_run_interrupted(run)) return rc;
+    if (s->stop_reason[0])
+        mf_info("train: stopped at step %lld of %lld by the on_step hook: %s", (long long)m->step, (long long)s->steps,
+                s->stop_reason);
     MF_TRY(save_checkpoint(s, run));
     ev.step = m->step;
     MF_TRY(mf_event_emit(run, "train.end", &ev));

@@ -67,13 +67,14 @@ void obj_net_backward(obj_net *nt, const float *dout) { mf_graph_backward(&nt->g
 
 /* ---- losses ---------------------------------------------------------------------------------- */
 void obj_rows_loss(mf_backend *be, const obj_weighting *wt, int batch, int n, int64_t d, float scale, const float *u,
-                   const float *tgt, float *E, float *coef, float *dout) {
+                   const float *tgt, const float *lw, float *E, float *coef, float *dout) {
     const mf_backend_i *k = be->i;
     const double norm = wt->sum ? 1.0 : (double)d;
     k->row_sq_err(be, n, d, u, tgt, E);
     /* coef = scale * 2 / (B norm) * (E / norm + c)^-p = scale * 2 norm^p / (B norm) * (E + c norm)^-p */
     const float s = (float)((double)scale * 2.0 * pow(norm, (double)wt->p) / ((double)batch * norm));
     k->pow_weight(be, n, E, (float)((double)wt->c * norm), wt->p, s, coef);
+    if (lw) k->rows_axpby(be, n, 1, lw, coef, NULL, NULL, coef);
     k->add2(be, (int64_t)n * d, 1.0f, u, -1.0f, tgt, dout);
     k->rows_axpby(be, n, d, coef, dout, NULL, NULL, dout);
 }
@@ -175,7 +176,7 @@ int obj_family_setup(obj_family *f, const mf_obj_env *env) {
     f->TAN = balloc(f, ni, &fail), f->AUX = balloc(f, ni, &fail);
     f->E = balloc(f, B, &fail), f->W = balloc(f, B, &fail), f->CA = balloc(f, B, &fail);
     f->CB = balloc(f, B, &fail), f->ONES = balloc(f, B, &fail);
-    f->ACC_WE = balloc(f, B, &fail), f->ACC_E = balloc(f, B, &fail);
+    f->ACC_WE = balloc(f, B, &fail), f->ACC_E = balloc(f, B, &fail), f->LW = balloc(f, B, &fail);
     if (fail) return mf_fail("out of %s memory for the objective's buffers", env->be->i->name);
     env->be->i->fill(env->be, f->ONES, 1.0f, B);
     env->be->i->fill(env->be, f->ACC_WE, 0.0f, B);
@@ -259,14 +260,18 @@ int obj_family_step(obj_family *f, const mf_obj_batch *b, mf_obj_result *res, ob
     obj_upload(f, f->CB, f->h_b, B);
     k->rows_axpby(be, B, d, f->CA, b->x, f->CB, b->eps, f->Z);
     k->add2(be, (int64_t)B * d, 1.0f, b->eps, -1.0f, b->x, f->V);
-    const float *vt = f->V;
+    const float *vt = f->V, *lw = NULL;
+    if (b->weights) {
+        obj_upload(f, f->LW, b->weights, B);
+        lw = f->LW;
+    }
     f->probe = NULL;
     /* rows with r = t: flow matching on u(z, t, t) (v(z, t)) */
     if (ne > 0) {
         if (f->cond.guided) guided_target(f, &f->eq, b, 0, ne);
         vt = f->cond.guided ? f->VT : f->V;
         const float *u = obj_net_forward(&f->eq, f->Z, b->t, b->t, b->labels);
-        obj_rows_loss(be, &f->wt, B, ne, d, 1.0f, u, vt, f->E, f->W, f->DO);
+        obj_rows_loss(be, &f->wt, B, ne, d, 1.0f, u, vt, lw, f->E, f->W, f->DO);
         obj_net_backward(&f->eq, f->DO);
     }
     /* rows with an interval: the objective's target */
@@ -275,7 +280,8 @@ int obj_family_step(obj_family *f, const mf_obj_batch *b, mf_obj_result *res, ob
         vt = f->cond.guided ? f->VT : f->V;
         const float *u = NULL;
         MF_TRY(fn(f, self, b, vt + off, f->UT + off, &u));
-        obj_rows_loss(be, &f->wt, B, ni, d, 1.0f, u, f->UT + off, f->E + ne, f->W + ne, f->DO + off);
+        obj_rows_loss(be, &f->wt, B, ni, d, 1.0f, u, f->UT + off, lw ? lw + ne : NULL, f->E + ne, f->W + ne,
+                      f->DO + off);
         obj_net_backward(&f->iv, f->DO + off);
     }
     if (b->defer) {
@@ -348,7 +354,7 @@ void obj_family_free(obj_family *f) {
     if (f->env.be) {
         mf_backend *be = f->env.be;
         float *bufs[] = {f->Z,  f->V,  f->VT, f->UN, f->UC,   f->UT,   f->DO,   f->TAN,
-                         f->AUX, f->E, f->W,  f->CA, f->CB, f->ONES, f->ACC_WE, f->ACC_E};
+                         f->AUX, f->E, f->W,  f->CA, f->CB, f->ONES, f->ACC_WE, f->ACC_E, f->LW};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->i->free(be, bufs[i]);
     }
     obj_net_free(&f->eq);

@@ -41,8 +41,10 @@ typedef struct obj_weighting {
     float p, c;   /* p = 0: unweighted */
     bool sum;     /* per-row error summed over pixels (norm 1) or averaged (norm = d) */
 } obj_weighting;
+/* Per-row squared errors E of u against tgt, their loss coefficients coef (the weighting, times lw[i]
+ * when lw, the backend's per-sample weights of the loss_weight hook, is not NULL) and dout. */
 void obj_rows_loss(mf_backend *be, const obj_weighting *wt, int batch, int n, int64_t d, float scale, const float *u,
-                   const float *tgt, float *E, float *coef, float *dout);
+                   const float *tgt, const float *lw, float *E, float *coef, float *dout);
 
 /* ---- class dropout and guidance (keys train.class_dropout, train.guidance.*) ----------------- */
 extern const mf_key obj_cond_keys[];
@@ -81,6 +83,7 @@ struct obj_family {
     float *Z, *V, *VT, *UN, *UC, *UT, *DO, *TAN, *AUX; /* backend, batch rows (TAN, AUX: n_iv rows) */
     float *E, *W, *CA, *CB, *ONES;                     /* backend, batch floats */
     float *ACC_WE, *ACC_E;  /* backend, batch floats: sums over deferred steps of W E and E per row */
+    float *LW;              /* backend, batch floats: the step's per-sample loss weights (b->weights) */
     int64_t n_deferred;     /* steps accumulated there since the last collect */
     float *h_a, *h_b, *h_e, *h_w;                      /* host, batch floats */
     int32_t *h_null;                                   /* host: the null class, batch entries */

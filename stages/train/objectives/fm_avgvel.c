@@ -69,7 +69,7 @@ static double avg_term(avg_state *s, const mf_obj_batch *b, const float *const *
     /* the velocity at the noise end (t = 1, z_1 = eps) should match v_bar */
     for (int i = 0; i < B; i++) f->h_a[i] = 1.0f;
     const float *u1 = obj_net_forward(&f->eq, b->eps, f->h_a, f->h_a, b->labels);
-    obj_rows_loss(be, &f->wt, B, B, f->d, s->lambda, u1, s->vbar, s->E2, s->W2, f->DO);
+    obj_rows_loss(be, &f->wt, B, B, f->d, s->lambda, u1, s->vbar, NULL, s->E2, s->W2, f->DO);
     obj_net_backward(&f->eq, f->DO);
     if (b->defer) {
         k->axpby(be, B, 1.0f, s->E2, 1.0f, s->ACC_E2);
