@@ -35,15 +35,17 @@
  *       axes: {model.channels: "16", sample.steps: "1"}   # this point's value of each axis it sets
  *       train_point: 0                # the point whose training it uses; == point: it trains itself
  *       stages: ["data", "train", "ema", "sample", "eval"]   # the stages its run runs
- *       run_overrides: []             # added after `overrides` for the run: empty for a training
- *                                     # point; a reuse point: ["stages=[data,sample,eval]",
- *                                     #   "sample.from=\"/abs/<sweep>/0\""]
+ *       run_overrides: [...]          # the overrides its run gets: a training point: == overrides;
+ *                                     # a reuse point: its overrides (one on a key of a dropped
+ *                                     # stage's section that the experiment file lacks as +key=value),
+ *                                     # then "stages=[data,sample,eval]",
+ *                                     # "sample.from=\"/abs/<sweep>/0\""
  *     - point: 1
  *       ...
  *
  * With method lua the axes are the keys the sets give, each with its values in order of first
  * appearance, and a point's `axes` lists only the keys its set gives. The point's run is exactly
- *   mfpipe run <experiment> <overrides...> <run_overrides...> threads=<threads> --out <sweep>/<dir> -q
+ *   mfpipe run <experiment> <run_overrides...> threads=<threads> --out <sweep>/<dir> -q
  * (threads= only when `threads` > 0). A point is finished when <dir>/status.json says "finished". */
 #ifndef MF_SWEEP_H
 #define MF_SWEEP_H
@@ -68,7 +70,7 @@ typedef struct mf_sweep_point {
     int train_point;           /* == point: it trains; else it reuses that point's model */
     char **stages;             /* the stage instances its run runs */
     int n_stages;
-    char **run_overrides;      /* extra overrides of its run (stages=..., sample.from=...) */
+    char **run_overrides;      /* the overrides of its run (reuse points: + stages=..., sample.from=...) */
     int n_run_overrides;
 } mf_sweep_point;
 

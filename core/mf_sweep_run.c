@@ -238,6 +238,13 @@ static bool overrides_set(char *const *ov, int n, const char *key) {
     return false;
 }
 
+/* The stages=[...] of a reuse point's run ("" for a training point). */
+static const char *stage_override(const mf_sweep_point *p) {
+    for (int k = 0; k < p->n_run_overrides; k++)
+        if (strncmp(p->run_overrides[k], "stages=", 7) == 0) return p->run_overrides[k];
+    return "";
+}
+
 /* ---- the plan: axes and points ------------------------------------------------------------------ */
 
 typedef struct plan {
@@ -457,6 +464,8 @@ static int validate_plan(plan *pl, bool quiet) {
     char **sig = mf_xcalloc((size_t)s->n_points + 1, sizeof *sig);
     int rc = -1;
     mf_log_set_quiet(1);
+    mf_node *base = mf_cfg_load_file(s->experiment); /* which keys the file has (NULL: it fails below) */
+    mf_error_clear();
     for (int i = 0; i < s->n_points; i++) {
         mf_sweep_point *p = &s->points[i];
         strv ov = {0};
@@ -505,7 +514,28 @@ static int validate_plan(plan *pl, bool quiet) {
             mf_buf_puts(&sl, "stages=[");
             for (int k = 0; k < st.n; k++) mf_buf_printf(&sl, "%s%s", k ? "," : "", st.v[k]);
             mf_buf_puts(&sl, "]");
+            /* the point's overrides, then the stage list and the model; an override of a key that the
+             * experiment file lacks in a dropped stage's section is an addition there (+key=value):
+             * that section is not validated when its stage does not run */
             strv ro = {0};
+            for (int k = 0; k < p->n_overrides; k++) {
+                const char *o = p->overrides[k];
+                size_t kl;
+                const char *key = override_key(o, &kl);
+                char *kk = mf_xasprintf("%.*s", (int)kl, key);
+                char *top = mf_xasprintf("%.*s", (int)strcspn(kk, "."), kk);
+                bool dropped = false;
+                for (int j = 0; j < ex.n_stages; j++) {
+                    if (!training[j]) continue;
+                    if (strcmp(ex.stages[j].instance, top) == 0) dropped = true;
+                    for (const mf_section_schema *sh = ex.stages[j].plugin.api->shared; sh && sh->name; sh++)
+                        if (strcmp(sh->name, top) == 0) dropped = true;
+                }
+                if (dropped && o[0] != '+' && o[0] != '~' && base && !mf_cfg_find(base, kk)) sv_push(&ro, mf_xasprintf("+%s", o));
+                else sv_push(&ro, mf_xstrdup(o));
+                free(kk);
+                free(top);
+            }
             sv_push(&ro, sl.s);
             for (int k = 0; k < ex.n_stages; k++)
                 if (!training[k] && stage_downstream(&ex.stages[k]) && stage_has_key(&ex.stages[k], "from")) {
@@ -515,14 +545,14 @@ static int validate_plan(plan *pl, bool quiet) {
                     mf_buf_free(&q);
                 }
             strv all = {0};
-            for (int k = 0; k < p->n_overrides; k++) sv_push(&all, mf_xstrdup(p->overrides[k]));
             for (int k = 0; k < ro.n; k++) sv_push(&all, mf_xstrdup(ro.v[k]));
             with_threads(pl, &all, s->threads);
             mf_experiment rex;
             int rrc = try_load(s->experiment, all.v, all.n, &rex);
             mf_experiment_free(&rex);
             sv_free(&all);
-            if (rrc != 0) { /* its overrides need the training stages' schemas: it trains itself */
+            if (rrc != 0) { /* it cannot run without the training stages: it trains itself */
+                mf_info("point %d: trains itself: without the training stages: %s", i, mf_last_error());
                 mf_error_clear();
                 p->train_point = i;
                 pl->can_reuse[i] = false;
@@ -536,7 +566,10 @@ static int validate_plan(plan *pl, bool quiet) {
                 p->n_run_overrides = ro.n;
             }
         }
-        if (!p->run_overrides) p->run_overrides = mf_xcalloc(1, sizeof *p->run_overrides);
+        if (!p->run_overrides) {
+            p->run_overrides = sv_copy(p->overrides, p->n_overrides);
+            p->n_run_overrides = p->n_overrides;
+        }
         sv_free(&st);
         free(training);
         mf_experiment_free(&ex);
@@ -544,6 +577,7 @@ static int validate_plan(plan *pl, bool quiet) {
     rc = 0;
 out:
     mf_log_set_quiet(quiet);
+    if (base) mf_node_free(base);
     for (int i = 0; i < s->n_points; i++) free(sig[i]);
     free(sig);
     return rc;
@@ -560,7 +594,7 @@ static void set_paths(mf_sweep *s) {
         mf_sweep_point *p = &s->points[i];
         for (int k = 0; k < p->n_run_overrides; k++) {
             char *eq = strstr(p->run_overrides[k], ".from=");
-            if (!eq || strncmp(p->run_overrides[k], "stages=", 7) == 0) continue;
+            if (p->train_point == i || !eq || strchr(p->run_overrides[k], '=') != eq + 5) continue;
             mf_buf q = {0};
             mf_buf_printf(&q, "%.*s", (int)(eq - p->run_overrides[k] + 6), p->run_overrides[k]);
             mf_json_escape(&q, s->points[p->train_point].path);
@@ -676,7 +710,6 @@ static void child_argv(const runner *r, const mf_sweep_point *p, const char *exe
     } else {
         sv_push(a, mf_xstrdup("run"));
         sv_push(a, mf_xstrdup(s->experiment));
-        for (int k = 0; k < p->n_overrides; k++) sv_push(a, mf_xstrdup(p->overrides[k]));
         for (int k = 0; k < p->n_run_overrides; k++) sv_push(a, mf_xstrdup(p->run_overrides[k]));
     }
     if (!r->user_threads && s->threads > 0) sv_push(a, mf_xasprintf("threads=%d", s->threads));
@@ -732,7 +765,7 @@ static int spawn(runner *r, int i, const char *exe, int how) {
         mf_info("point %d [%s]: %s in %s", i, lab, how == 1 ? "resuming" : "training", p->path);
     else
         mf_info("point %d [%s]: reusing the model of point %d (%s) in %s", i, lab, p->train_point,
-                p->n_run_overrides ? p->run_overrides[0] : "", p->path);
+                stage_override(p), p->path);
     free(lab);
     sv_free(&a);
     return 0;
@@ -965,7 +998,7 @@ static void print_plan(const plan *pl) {
         const mf_sweep_point *p = &s->points[i];
         char *lab = point_label(s, p);
         if (p->train_point == i) printf("point %d: train          %s\n", i, lab);
-        else printf("point %d: reuse point %-3d %s (%s)\n", i, p->train_point, lab, p->run_overrides[0]);
+        else printf("point %d: reuse point %-3d %s (%s)\n", i, p->train_point, lab, stage_override(p));
         free(lab);
     }
 }
