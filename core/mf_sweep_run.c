@@ -25,11 +25,8 @@
 #include "mf_slurm.h"
 #include "mf_sweep.h"
 
-/* Implemented by other files that may be missing from a build: a NULL address means absent. */
+/* core/mf_sweep_report.c may be missing from a build: a NULL address means absent. */
 #pragma weak mf_sweep_report
-#pragma weak mf_lua_sweep_sets
-#pragma weak mf_lua_sweep_sets_free
-#pragma weak mf_slurm_submit
 
 enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
 enum { SWEEP_RNG_PURPOSE = 0x5357 }; /* method random's draw (not a stream of mf_rng.h's runs) */
@@ -322,8 +319,6 @@ static int expand_grid(plan *pl, bool random, long long max_runs) {
 
 /* method lua: the script's override sets; the axes are their keys, values in order of appearance */
 static int expand_lua(plan *pl, const char *script) {
-    if (!mf_lua_sweep_sets)
-        return mf_fail("%s: method lua: this build has no Lua sweep scripts (core/mf_hooks.c missing)", script);
     char ***sets = NULL;
     int n = 0;
     if (mf_lua_sweep_sets(script, (uint64_t)pl->s.seed, &sets, &n) != 0) return -1;
@@ -366,7 +361,7 @@ static int expand_lua(plan *pl, const char *script) {
         }
         point_overrides(s, p);
     }
-    if (mf_lua_sweep_sets_free) mf_lua_sweep_sets_free(sets, n);
+    mf_lua_sweep_sets_free(sets, n);
     if (rc == 0 && s->n_points == 0) rc = mf_fail("%s: the script returned no override sets", script);
     return rc;
 }
@@ -989,6 +984,11 @@ static void print_plan(const plan *pl) {
            s->n_points - n_train, s->experiment, s->method);
     if (pl->user_threads) printf("folder: %s/%s/<stamp>/, %d in parallel, threads as set\n", pl->results_root, s->name, s->jobs);
     else printf("folder: %s/%s/<stamp>/, %d in parallel, threads=%d each\n", pl->results_root, s->name, s->jobs, s->threads);
+    if (s->n_overrides) {
+        printf("overrides:");
+        for (int k = 0; k < s->n_overrides; k++) printf(" %s", s->overrides[k]);
+        printf("\n");
+    }
     for (int a = 0; a < s->n_axes; a++) {
         printf("axis %s:", s->axes[a].key);
         for (int k = 0; k < s->axes[a].n_values; k++) printf(" %s", s->axes[a].values[k]);
@@ -1284,10 +1284,6 @@ static int new_sweep(sweep_args *a, bool multirun) {
     if (lrc != 0) goto out;
     mf_info("sweep %s -> %s", pl.s.sweep_file[0] ? pl.s.sweep_file : pl.s.experiment, pl.s.dir);
     if (strcmp(pl.s.launcher, "slurm") == 0) {
-        if (!mf_slurm_submit) {
-            mf_fail("--launcher slurm: this build has no Slurm launcher (core/mf_slurm.c missing)");
-            goto out;
-        }
         int *tp = mf_xcalloc((size_t)pl.s.n_points + 1, sizeof *tp), *up = mf_xcalloc((size_t)pl.s.n_points + 1, sizeof *up);
         int nt = 0, nu = 0;
         for (int i = 0; i < pl.s.n_points; i++) {
