@@ -614,8 +614,11 @@ typedef struct runner {
     int n_failed, n_skipped, n_done, n_already;
 } runner;
 
-static volatile sig_atomic_t g_signal;
-static void on_signal(int sig) { g_signal = sig; }
+static volatile sig_atomic_t g_signal, g_signals;
+static void on_signal(int sig) {
+    g_signal = sig;
+    g_signals++;
+}
 
 static char *exe_path(void) {
     char buf[4096];
@@ -836,7 +839,7 @@ static void point_ended(runner *r, int i, int status) {
 static int run_points(runner *r) {
     mf_sweep *s = r->s;
     char *exe = exe_path();
-    g_signal = 0;
+    g_signal = g_signals = 0;
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -844,9 +847,11 @@ static int run_points(runner *r) {
     sigaction(SIGTERM, &sa, &old_term);
     int running = 0, forwarded = 0;
     for (;;) {
-        if (g_signal && forwarded == 0) {
-            mf_log(MF_LOG_WARN, "signal %d: stopping the running points at a safe point", (int)g_signal);
-            forwarded = 1;
+        if (g_signals > forwarded && forwarded < 2) {
+            /* the first signal: the points stop at a safe point; a second: they stop at once */
+            if (forwarded == 0) mf_log(MF_LOG_WARN, "signal %d: stopping the running points at a safe point", (int)g_signal);
+            else mf_log(MF_LOG_WARN, "signal %d again: stopping the running points now", (int)g_signal);
+            forwarded++;
             for (int i = 0; i < s->n_points; i++)
                 if (r->pid[i] > 0) kill(r->pid[i], g_signal == SIGTERM ? SIGTERM : SIGINT);
         }
@@ -1291,8 +1296,12 @@ static int new_sweep(sweep_args *a, bool multirun) {
             else up[nu++] = i;
         }
         char *exe = exe_path();
+        /* --cpus-per-task: the threads the points get, or a fixed threads=N override's N */
+        int cpus = pl.s.threads;
+        for (int k = 0; k < pl.s.n_overrides; k++)
+            if (strncmp(pl.s.overrides[k], "threads=", 8) == 0) cpus = atoi(pl.s.overrides[k] + 8);
         mf_slurm_plan sp = {.sweep_dir = pl.s.dir, .mfpipe = exe, .train_points = tp, .n_train = nt,
-                            .reuse_points = up, .n_reuse = nu, .max_parallel = a->jobs, .threads = pl.s.threads,
+                            .reuse_points = up, .n_reuse = nu, .max_parallel = a->jobs, .threads = cpus,
                             .sbatch_args = a->slurm_args};
         char ids[1024];
         int src = mf_slurm_submit(&sp, ids, sizeof ids);
