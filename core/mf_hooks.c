@@ -38,6 +38,7 @@ typedef struct script {
     int limit_hit;       /* 1: instructions, 2: time */
     bool has[MF_HOOK_COUNT];
     int line[MF_HOOK_COUNT];
+    char what_buf[1200]; /* what the current call is, for its error message */
 } script;
 
 struct mf_hooks {
@@ -203,7 +204,8 @@ static int sandbox_open(script *s, uint64_t seed) {
 }
 
 /* Protected call of the function below nargs arguments, with the limits and a traceback. On error,
- * mf_fail("WHAT: MESSAGE\nstack traceback: ...") and the stack is restored. */
+ * mf_fail("WHAT: MESSAGE\nstack traceback: ...") (what NULL: s->what_buf, filled by the caller only
+ * after a failure, so calls cost no formatting) and the stack is restored. */
 static int pcall_limited(script *s, int nargs, int nres, const char *what) {
     lua_State *L = s->L;
     int base = lua_gettop(L) - nargs;
@@ -215,6 +217,7 @@ static int pcall_limited(script *s, int nargs, int nres, const char *what) {
     int rc = lua_pcall(L, nargs, nres, base);
     lua_remove(L, base);
     if (rc == LUA_OK) return 0;
+    if (!what) what = s->what_buf;
     const char *msg = lua_tostring(L, -1);
     if (rc == LUA_ERRMEM)
         mf_fail("%s: out of memory (scripts are limited to %zu MiB each)", what, MF_HOOK_MAX_BYTES >> 20);
@@ -299,13 +302,15 @@ static bool in_list(char **l, int n, const char *k) {
     return false;
 }
 
-/* After the chunk ran: which hooks it defines; a new global function that is no hook is an error. */
+/* After the chunk ran: which hooks it defines; a new global function that is no hook is an error
+ * (the first by line, so the message does not depend on the table's order). */
 static int script_scan(script *s, char **before, int n_before) {
     lua_State *L = s->L;
-    int rc = 0;
+    char bad[128] = "";
+    int bad_line = 0;
     lua_pushglobaltable(L);
     lua_pushnil(L);
-    while (rc == 0 && lua_next(L, -2)) {
+    while (lua_next(L, -2)) {
         if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TFUNCTION) {
             const char *k = lua_tostring(L, -2);
             lua_Debug ar;
@@ -317,29 +322,28 @@ static int script_scan(script *s, char **before, int n_before) {
             if (kind >= 0) {
                 s->has[kind] = true;
                 s->line[kind] = ar.linedefined;
-            } else if (!in_list(before, n_before, k)) {
-                int best = -1, bd = 99;
-                for (int h = 0; h < MF_HOOK_COUNT; h++) {
-                    int dd = edit_distance(k, k_hook_names[h]);
-                    if (dd < bd) bd = dd, best = h;
-                }
-                int lim = (int)strlen(k) / 3 > 2 ? (int)strlen(k) / 3 : 2;
-                if (best >= 0 && bd <= lim)
-                    rc = mf_fail("hooks: %s:%d: global function '%s' is not a hook; did you mean '%s'? (hooks: lr, "
-                                 "loss_weight, loss_weight_batch, ema_decay, on_step, on_eval; helpers must be local "
-                                 "functions)",
-                                 s->path, ar.linedefined, k, k_hook_names[best]);
-                else
-                    rc = mf_fail("hooks: %s:%d: global function '%s' is not a hook (hooks: lr, loss_weight, "
-                                 "loss_weight_batch, ema_decay, on_step, on_eval; helpers must be local functions)",
-                                 s->path, ar.linedefined, k);
+            } else if (!in_list(before, n_before, k) &&
+                       (!bad[0] || ar.linedefined < bad_line || (ar.linedefined == bad_line && strcmp(k, bad) < 0))) {
+                snprintf(bad, sizeof bad, "%s", k);
+                bad_line = ar.linedefined;
             }
         }
         lua_pop(L, 1);
     }
-    if (rc == 0) lua_pop(L, 1);
-    else lua_settop(L, 0);
-    return rc;
+    lua_pop(L, 1);
+    if (!bad[0]) return 0;
+    int best = -1, bd = 99;
+    for (int h = 0; h < MF_HOOK_COUNT; h++) {
+        int dd = edit_distance(bad, k_hook_names[h]);
+        if (dd < bd) bd = dd, best = h;
+    }
+    int lim = (int)strlen(bad) / 3 > 2 ? (int)strlen(bad) / 3 : 2;
+    static const char *hooks = "hooks: lr, loss_weight, loss_weight_batch, ema_decay, on_step, on_eval; helpers must be "
+                               "local functions";
+    if (best >= 0 && bd <= lim)
+        return mf_fail("hooks: %s:%d: global function '%s' is not a hook; did you mean '%s'? (%s)", s->path, bad_line, bad,
+                       k_hook_names[best], hooks);
+    return mf_fail("hooks: %s:%d: global function '%s' is not a hook (%s)", s->path, bad_line, bad, hooks);
 }
 
 static char *resolve(const char *base_dir, const char *p) {
@@ -426,12 +430,12 @@ static bool push_hook(script *s, mf_hook_kind k) {
 }
 
 static int call(mf_hooks *h, script *s, mf_hook_kind k, int nargs, int nres, int64_t step) {
-    char *what = mf_xasprintf("hook %s (%s:%d) at step %lld", k_hook_names[k], s->path, s->line[k], (long long)step);
     double t = now_s();
-    int rc = pcall_limited(s, nargs, nres, what);
+    snprintf(s->what_buf, sizeof s->what_buf, "hook %s (%s:%d) at step %lld", k_hook_names[k], s->path, s->line[k],
+             (long long)step);
+    int rc = pcall_limited(s, nargs, nres, NULL);
     h->seconds += now_s() - t;
     h->calls++;
-    free(what);
     return rc;
 }
 

@@ -46,6 +46,21 @@ check "warmup_cosine.lua: the same samples as the built-in schedule" same w1/$S 
 lrs() { grep '"stage":"train".*"lr"' "$1" | sed 's/.*"lr":\([^,]*\),.*/\1/' | tr '\n' ' '; }
 check "warmup_cosine.lua: the same logged learning rates" test "$(lrs w1/metrics.jsonl)" = "$(lrs z3/metrics.jsonl)"
 
+# the asynchronous loop (the GPU's; MFPIPE_ASYNC_STEP=1 runs it here) trains with the same weights bit for
+# bit, also when its steps are recorded as graphs (checked backend: no host access inside a recording)
+MFPIPE_ASYNC_STEP=0 expect_ok w-sync "$MFPIPE" run -q exp.yaml "hooks=[$SRC/scripts/lua/mid_t_weighting.lua,ramp.lua]" --out ws
+MFPIPE_ASYNC_STEP=1 expect_ok w-async "$MFPIPE" run -q exp.yaml "hooks=[$SRC/scripts/lua/mid_t_weighting.lua,ramp.lua]" --out wa
+check "weights and lr hooks: async = sync" same ws/$S wa/$S
+check "mid_t weighting changes training" differ ws/$S l1/$S
+MFPIPE_CHECKED_BACKEND=1 MFPIPE_CHECKED_GRAPHS=1 MFPIPE_ASYNC_STEP=1 expect_ok w-graphs "$MFPIPE" run -q exp.yaml \
+  "hooks=[$SRC/scripts/lua/mid_t_weighting.lua,ramp.lua]" train.steps=8 --out wg
+check "hooks with graphs: steps recorded" grep -q 'graphs recorded' "$TMP/err"
+# the MeanFlow family: loss_weight_batch sees r
+expect_ok mf-interval "$MFPIPE" run -q exp.yaml train.objective=meanflow "hooks=[$SRC/scripts/lua/meanflow_interval.lua]" \
+  'stages=[data,train]' --out mi
+expect_fail mf-interval-fm "needs a u(z, r, t) model" "$MFPIPE" run -q exp.yaml \
+  "hooks=[$SRC/scripts/lua/meanflow_interval.lua]" 'stages=[data,train]' --out mi2
+
 # ema_decay 0: the EMA is the raw weights; ema_decay 1: the initial ones
 echo 'function ema_decay(step) return 0 end' >ema0.lua
 expect_ok ema0 "$MFPIPE" run -q exp.yaml 'hooks=[ema0.lua]' sample.weights=ema --out e1
@@ -91,8 +106,8 @@ echo 'function on_step(m) os.execute("touch '"$TMP"'/escaped") end' >esc.lua
 expect_fail escape "'os' is not available" "$MFPIPE" run -q exp.yaml 'hooks=[esc.lua]' --out b4
 check "sandbox: nothing escaped" test ! -e "$TMP/escaped"
 # load-time errors: no folder is made
-echo 'function learning_rate(step) return 1 end function lr_() end' >typo.lua
-expect_fail typo "did you mean" "$MFPIPE" validate exp.yaml 'hooks=[typo.lua]'
+printf 'function lr_(step) return 1 end\nfunction learning_rate() end\n' >typo.lua
+expect_fail typo "typo.lua:1: global function 'lr_' is not a hook; did you mean 'lr'?" "$MFPIPE" validate exp.yaml 'hooks=[typo.lua]'
 expect_fail typo-run "is not a hook" "$MFPIPE" run -q exp.yaml 'hooks=[typo.lua]' --out b5
 check "load-time error: no run folder" test ! -e b5/status.json
 expect_fail missing "hooks: no such script 'nope.lua'" "$MFPIPE" validate exp.yaml 'hooks=[nope.lua]'
