@@ -215,7 +215,7 @@ static char *point_label(const mf_sweep *s, const mf_sweep_point *p) {
     mf_buf_puts(&b, "");
     for (int a = 0; a < s->n_axes; a++)
         if (p->axis_values[a]) mf_buf_printf(&b, "%s%s=%s", b.len ? " " : "", s->axes[a].key, p->axis_values[a]);
-    if (!b.len) mf_buf_puts(&b, "(no axes)");
+    if (!b.len) mf_buf_puts(&b, "no axes");
     return b.s;
 }
 
@@ -1054,17 +1054,22 @@ static int plan_from_overrides(plan *pl, char *const *ov, int n) {
             continue;
         }
         char *key = mf_xasprintf("%.*s", (int)(eq - o), o);
+        bool generator = strncmp(eq + 1, "range(", 6) == 0 || strncmp(eq + 1, "choice(", 7) == 0;
+        strv probe = {0};
+        bool several = split_top(eq + 1, &probe) == 0 && probe.n > 1;
+        sv_free(&probe);
+        if (!generator && !several) { /* one value (also an empty one, or text with unbalanced quotes) */
+            sv_push(&fixed, mf_xstrdup(o));
+            free(key);
+            continue;
+        }
         if (expand_values(key, eq + 1, &vals) != 0) {
             free(key);
             sv_free(&vals);
             sv_free(&fixed);
             return -1;
         }
-        bool generator = strncmp(eq + 1, "range(", 6) == 0 || strncmp(eq + 1, "choice(", 7) == 0;
-        if (vals.n == 1 && !generator) {
-            sv_push(&fixed, mf_xstrdup(o));
-            sv_free(&vals);
-        } else if (mf_sweep_axis_index(&pl->s, key) >= 0) {
+        if (mf_sweep_axis_index(&pl->s, key) >= 0) {
             mf_fail("%s: swept twice", key);
             free(key);
             sv_free(&vals);

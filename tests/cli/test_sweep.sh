@@ -38,7 +38,8 @@ check "float range, stop excluded" contains "$TMP/out" "axis train.optimizer.lr:
 check "16 points, 4 trainings (lr and channel_mult train; steps and sampler reuse)" \
   contains "$TMP/out" "16 points (4 train, 12 reuse)"
 expect_fail bad-range "range(3,1): no values" "$MFPIPE" run exp.yaml -m 'sample.steps=range(3,1)' --dry
-expect_fail unbalanced "unbalanced" "$MFPIPE" run exp.yaml -m 'model.channel_mult=[1,2' --dry
+expect_fail unbalanced "point 0 (no axes): override 'model.channel_mult=[1,2': cannot parse the value" "$MFPIPE" run exp.yaml -m 'model.channel_mult=[1,2' --dry
+expect_fail empty-value "sample.steps=1,: empty value" "$MFPIPE" run exp.yaml -m 'sample.steps=1,' --dry
 # a bad value in one point: refused before anything runs, naming the point
 expect_fail bad-point "point 2 (model.channels=0 sample.steps=1)" "$MFPIPE" run exp.yaml -m model.channels=4,0 sample.steps=1,2 -q
 check "bad point: no folder" test ! -e results/sw_multirun
