@@ -245,7 +245,7 @@ static const char *stage_override(const mf_sweep_point *p) {
 /* ---- the plan: axes and points ------------------------------------------------------------------ */
 
 typedef struct plan {
-    mf_sweep s;                 /* name, experiment, axes, points (run_overrides filled by classify) */
+    mf_sweep s;                 /* name, experiment, axes, points (stages, run_overrides: validate_plan) */
     char *results_root;         /* where <name>/<stamp> goes */
     bool user_threads;          /* some override or the experiment sets threads: leave it */
     bool *can_reuse;            /* per point: its training could be someone else's */
@@ -835,7 +835,8 @@ static void point_ended(runner *r, int i, int status) {
     free(lab);
 }
 
-/* Run the points (indices in `todo`, -1 terminated order: training points first). */
+/* Run the pending points, at most r->jobs at a time: training points first, in order, then each reuse
+ * point once its training point has finished. */
 static int run_points(runner *r) {
     mf_sweep *s = r->s;
     char *exe = exe_path();
