@@ -64,7 +64,7 @@ check "reuse point keeps its axis value" grep -q "channels: 8" "$S/4/config.yaml
 check "sweep.yaml: axes" grep -q '^  "model.channels": \["4", "8"\]' "$S/sweep.yaml"
 check "sweep.yaml: point 4 trains at 3" test "$(grep -A5 -e '- point: 4$' "$S/sweep.yaml" | grep train_point)" = "    train_point: 3"
 check "sweep.yaml: point 4's axes" grep -q 'axes: {"model.channels": "8", "sample.steps": "2"}' "$S/sweep.yaml"
-T=$(( $(nproc) / 2 )); [ "$T" -lt 1 ] && T=1
+T=$(( $(getconf _NPROCESSORS_ONLN) / 2 )); [ "$T" -lt 1 ] && T=1 # as sysconf(_SC_NPROCESSORS_ONLN)
 check "threads split between 2 jobs" grep -q "^threads: $T$" "$S/sweep.yaml"
 check "point ran with threads=$T" grep -q "^threads=$T$" "$S/0/overrides.txt"
 check "--jobs 2: point 3 started before point 0 ended" before "$S/sweep.log" "point 3 [model.channels=8 sample.steps=1]: training" "point 0 [model.channels=4 sample.steps=1]: finished"
@@ -114,7 +114,7 @@ check "point 1 interrupted at a safe point" grep -q '"state":"interrupted"' "$I/
 check "point 1 has a checkpoint" test -n "$(ls "$I/1/checkpoints" 2>/dev/null)"
 check "point 0 finished" grep -q '"state":"finished"' "$I/0/status.json"
 check "says how to continue" contains "$TMP/err" "mfpipe sweep --resume $I"
-check "no point left running" test -z "$(pgrep -f "out $I/" || true)"
+check "no point left running" test -z "$(ps -eo args | grep -F -- "--out $I/" | grep -v grep || true)"
 
 # --- sweep files: grid, random, lua, errors with file:line ---------------------------------------
 cat >sweep.yaml <<'Y'
