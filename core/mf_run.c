@@ -17,6 +17,7 @@
 #include "mf_json.h"
 #include "mf_log.h"
 #include "mf_runner.h"
+#include "mf_tb.h"
 
 typedef struct artifact {
     char *name, *type;
@@ -45,6 +46,8 @@ struct mf_run {
     char *changed_json;    /* resume: the settings that differ from config.yaml, as a JSON object */
     bool resume_recorded;  /* resumes.jsonl has this resume's line */
     char *metrics_error;   /* the first failed metrics.jsonl write: fails the stage that made it */
+    mf_tb *tb;             /* tb/events.out.tfevents.*: metrics.jsonl's scalars and the sample grids */
+    int64_t tb_step;       /* the last training step logged (eval metrics are shown at it) */
 };
 
 static volatile sig_atomic_t g_interrupted;
@@ -128,6 +131,14 @@ int mf_event_emit(mf_run *run, const char *event, const void *payload) {
     return 0;
 }
 
+/* The TensorBoard file is a view of metrics.jsonl: a failed write is a warning, and it stops. */
+static void tb_failed(mf_run *run) {
+    mf_warn("tensorboard: %s; no more TensorBoard records in this run", mf_last_error());
+    mf_error_clear();
+    mf_tb_close(run->tb);
+    run->tb = NULL;
+}
+
 int mf_metrics_append(mf_run *run, const char *stage, const char *fields) {
     if (!run->metrics) return 0;
     struct timespec ts;
@@ -144,7 +155,25 @@ int mf_metrics_append(mf_run *run, const char *stage, const char *fields) {
         if (!run->metrics_error) run->metrics_error = mf_xstrdup(mf_last_error());
     }
     mf_buf_free(&b);
+    if (rc == 0 && run->tb &&
+        mf_tb_metrics(run->tb, stage, (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec, fields, &run->tb_step) != 0)
+        tb_failed(run);
     return rc;
+}
+
+int mf_run_tb_image(mf_run *run, const char *tag, int64_t step, const char *png_path) {
+    if (!run->tb) return 0;
+    uint8_t *data;
+    size_t len;
+    int gz;
+    MF_TRY(mf_read_file(png_path, &data, &len, &gz));
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (mf_tb_image_png(run->tb, tag, step >= 0 ? step : run->tb_step, (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec,
+                        data, len) != 0)
+        tb_failed(run);
+    free(data);
+    return 0;
 }
 
 /* ---- training settings and resume records -------------------------------------------------- */
@@ -441,6 +470,8 @@ static void run_free(mf_run *run) {
     for (int i = 0; i < run->n_subs; i++) free(run->subs[i].event);
     free(run->subs);
     if (run->metrics) fclose(run->metrics);
+    mf_tb_close(run->tb);
+    run->tb = NULL;
     if (run->lock_fd >= 0) close(run->lock_fd); /* releases the flock; the file stays (no unlink race) */
     free(run->changed_json);
     free(run->metrics_error);
@@ -483,6 +514,12 @@ static int write_run_files(mf_run *run, const mf_experiment *ex, const char *arg
     snprintf(path, sizeof path, "%s/metrics.jsonl", run->dir);
     run->metrics = fopen(path, "a");
     if (!run->metrics) return mf_fail("%s: cannot open: %s", path, strerror(errno));
+    /* TensorBoard: a new events file per process (a resume adds one; TensorBoard reads them all) */
+    snprintf(path, sizeof path, "%s/tb", run->dir);
+    if (mf_tb_open(path, &run->tb, NULL, 0) != 0) {
+        mf_warn("tensorboard: %s; the run goes on without TensorBoard records", mf_last_error());
+        mf_error_clear();
+    }
     snprintf(path, sizeof path, "%s/log.txt", run->dir);
     return mf_log_open_file(path);
 }

@@ -73,6 +73,9 @@ int mf_event_emit(mf_run *run, const char *event, const void *payload);
  * Returns 0 or -1 (mf_fail); a failed write also fails the running stage when it returns, so no
  * metric is lost silently even where a caller does not check. */
 int mf_metrics_append(mf_run *run, const char *stage, const char *fields);
+/* Add a PNG file to the run's TensorBoard events (tb/) as an image summary `tag` at `step` (-1: the
+ * last training step logged). A TensorBoard write failure is a warning, never an error. */
+int mf_run_tb_image(mf_run *run, const char *tag, int64_t step, const char *png_path);
 
 #ifdef __cplusplus
 }

@@ -243,6 +243,7 @@ static int write_outputs(sample_state *s, mf_run *run, mf_model *m, const float 
         /* the seed's fixed name for the final grid */
         if (rc == 0) rc = mf_run_path(run, path, sizeof path, "outputs/mnist_digits_final.png");
         if (rc == 0) rc = mf_grid_write_png(path, x, g, C, H, W, -1.0f, 1.0f, s->nrow, 2, 0.0f);
+        if (rc == 0) rc = mf_run_tb_image(run, "sample/grid", (int64_t)m->step, path);
     }
     return rc;
 }
@@ -298,6 +299,7 @@ static int sample_run(void *state, mf_run *run) {
         rc = mf_run_path(run, path, sizeof path, rel);
         if (rc == 0)
             rc = mf_grid_write_png(path, traj, tf * tn, m->cfg.in_ch, m->cfg.height, m->cfg.width, -1.0f, 1.0f, tf, 2, 0.0f);
+        if (rc == 0) rc = mf_run_tb_image(run, "sample/trajectory", (int64_t)m->step, path);
     }
     if (rc == 0) {
         mf_buf b = {0}, nf = {0};

@@ -335,6 +335,7 @@ static int write_grid(train_state *s, mf_run *run, const char *rel, int n, int s
     if (m->cfg.num_classes > 0) nrow = m->cfg.num_classes;
     if (rc == 0) rc = mf_grid_write_png(path, x, n, m->cfg.in_ch, m->cfg.height, m->cfg.width, -1.0f, 1.0f, nrow, 2, 0.0f);
     if (rc == 0) mf_info("samples: %s (%d images, %s %d steps, %s weights)", path, n, method, steps, m->ema ? "EMA" : "raw");
+    if (rc == 0) rc = mf_run_tb_image(run, "train/samples", m->step, path);
     free(x);
     free(lab);
     return rc;
