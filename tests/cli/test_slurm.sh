@@ -53,13 +53,6 @@ job_times() {
     while read -r t; do date -d "$t" +%s; done | paste - -
 }
 
-# wait_file FILE SECONDS
-wait_file() {
-  local i
-  for ((i = 0; i < $2 * 2; i++)); do [ -e "$1" ] && return 0; sleep 0.5; done
-  return 1
-}
-
 make_mnist_dir "$TMP/mn" 64 16
 cat >exp.yaml <<Y
 name: sl
@@ -72,35 +65,36 @@ train: {steps: 4, batch: 8, log_every: 2, checkpoint_every: 4, sample_every: 0, 
 sample: {sampler: euler, steps: 1, n: 4, grid: 4, nrow: 2, trajectory: 0}
 Y
 
-if "$MFPIPE" sweep --help 2>&1 | grep -q -- '--launcher'; then
-  # two training points (train.steps) x two sampler settings (sample.steps, reused): 2 + 2 points
-  expect_ok sweep-submit "$MFPIPE" run exp.yaml -m train.steps=4,6 sample.steps=1,2 --launcher slurm \
-    results_dir="\"$TMP/results\""
-  cp "$TMP/out" submit.out; cp "$TMP/err" submit.err
-  SW=$(ls -d "$TMP"/results/sl/2*/ 2>/dev/null | head -1)
-  SW=${SW%/}
-  check "sweep folder made" test -n "$SW"
-  check "jobs.json written" test -s "$SW/slurm/jobs.json"
-  if wait_file "$SW/summary.csv" 300; then ok; else
-    bad "no summary.csv after 300 s: $(squeue 2>&1 | tail -5)"
-    tail -5 "$SW"/slurm/logs/* >&2 2>/dev/null
-  fi
-  cat "$SW/summary.csv" 2>/dev/null
-  check "four point rows" test "$(tail -n +2 "$SW/summary.csv" | wc -l)" = 4
-  check "every point finished" test "$(grep -c ',finished,' "$SW/summary.csv")" = 4
-  ids=$(sed -n 's/.*"role":"\([a-z]*\)","id":\([0-9]*\).*/\1 \2/p' "$SW/slurm/jobs.json")
-else
-  # mfpipe sweep --launcher slurm not there: submit a trivial two-array plan by hand through sbatch
-  echo "note: mfpipe sweep has no --launcher; checking the cluster with a hand-written array pair"
-  SW=$TMP/sw
-  mkdir -p "$SW/logs"
-  printf '#!/bin/bash\n#SBATCH --array=0-1\n#SBATCH --output=%s/logs/%%A_%%a.out\ndate +%%s >"%s/t_$SLURM_ARRAY_TASK_ID"; sleep 2\n' "$SW" "$SW" >"$SW/a.sbatch"
-  printf '#!/bin/bash\n#SBATCH --array=0-1\n#SBATCH --output=%s/logs/%%A_%%a.out\ndate +%%s >"%s/r_$SLURM_ARRAY_TASK_ID"\n' "$SW" "$SW" >"$SW/b.sbatch"
-  a=$(sbatch --parsable "$SW/a.sbatch"); b=$(sbatch --parsable --dependency=afterany:$a "$SW/b.sbatch")
-  s=$(sbatch --parsable --dependency=afterany:$a:$b --output="$SW/logs/s.out" --wrap "ls $SW > $SW/summary.csv")
-  ids=$(printf 'train %s\nreuse %s\nsummary %s\n' "$a" "$b" "$s")
-  if wait_file "$SW/summary.csv" 120; then ok; else bad "hand-written jobs did not run: $(squeue 2>&1 | tail -5)"; fi
+# two training points (train.steps) x two sampler settings (sample.steps, reused): 2 + 2 points
+cat >sweep.yaml <<Y
+experiment: exp.yaml
+name: sl
+results_dir: $TMP/results
+axes:
+  train.steps: [4, 6]
+  sample.steps: [1, 2]
+Y
+expect_ok sweep-submit "$MFPIPE" sweep sweep.yaml --launcher slurm --jobs 2 -q
+cp "$TMP/out" submit.out; cp "$TMP/err" submit.err
+SW=$(tail -1 submit.out)
+check "sweep folder made ($SW)" test -n "$SW" -a -s "$SW/sweep.yaml"
+check "jobs.json written" test -s "$SW/slurm/jobs.json"
+ids=$(sed -n 's/.*"role":"\([a-z]*\)","id":\([0-9]*\).*/\1 \2/p' "$SW/slurm/jobs.json" 2>/dev/null)
+summary=$(awk '$1 == "summary" {print $2}' <<<"$ids")
+# until summary.csv is there, or the summary job has ended without it
+for ((i = 0; i < 600; i++)); do
+  [ -e "$SW/summary.csv" ] && break
+  [ -n "$summary" ] && [ $i -gt 10 ] && ! squeue -h -j "$summary" 2>/dev/null | grep -q . && break
+  sleep 0.5
+done
+if [ -e "$SW/summary.csv" ]; then ok; else
+  bad "no summary.csv: $(squeue 2>&1 | tail -5)"
+  tail -5 "$SW"/slurm/logs/* >&2 2>/dev/null
 fi
+cat "$SW/summary.csv" 2>/dev/null
+check "four point rows" test "$(tail -n +2 "$SW/summary.csv" 2>/dev/null | wc -l)" = 4
+check "every point finished" test "$(grep -c ',finished,' "$SW/summary.csv" 2>/dev/null)" = 4
+check "a task log per point" test "$(ls "$SW"/slurm/logs/*_*.out 2>/dev/null | grep -vc summary)" = 4
 T2=$(date +%s)
 echo "test_slurm: sweep ran in $((T2 - T1)) s"
 
