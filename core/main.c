@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "mf_backend.h"
+#include "mf_export.h"
 #include "mf_json.h"
 #include "mf_log.h"
 #include "mf_plot.h"
@@ -30,6 +31,8 @@ static const char *k_usage =
     "  resume RESULTS_DIR [KEY=VALUE ...] continue a run from its newest checkpoint\n"
     "  sample RESULTS_DIR [options]      new samples from a run's checkpoint (see 'mfpipe sample --help')\n"
     "  eval RESULTS_DIR | --samples F    FID and friends in a fixed LeNet's feature space\n"
+    "  export RESULTS_DIR --out F.safetensors  a run's weights for PyTorch and others (docs/interop.md)\n"
+    "  import F.safetensors --out DIR    a run folder from exported weights (then sample, eval)\n"
     "  plot TABLE.csv -o OUT.svg ...     an SVG line chart of CSV columns (see 'mfpipe plot --help')\n"
     "  validate EXP.yaml [KEY=VALUE ...] check an experiment (and overrides) without running it\n"
     "  ls [RESULTS_ROOT] [--json]        list the run folders: status, steps, best metric, wall time\n"
@@ -426,6 +429,8 @@ int main(int argc, char **argv) {
               : strcmp(which, "ls") == 0 || strcmp(which, "runs") == 0 ? mf_runs_ls_help
               : strcmp(which, "show") == 0     ? mf_runs_show_help
               : strcmp(which, "sweep") == 0    ? mf_sweep_help
+              : strcmp(which, "export") == 0   ? mf_export_help
+              : strcmp(which, "import") == 0   ? mf_import_help
                                                : k_usage,
               stdout);
         rc = 0;
@@ -448,10 +453,19 @@ int main(int argc, char **argv) {
         rc = mf_runs_show_cmd(argc - 2, argv + 2);
     } else if (strcmp(cmd, "sweep") == 0) {
         rc = mf_sweep_cmd(argc - 2, argv + 2);
+    } else if (strcmp(cmd, "export") == 0 || strcmp(cmd, "import") == 0) {
+        bool ex = strcmp(cmd, "export") == 0;
+        if (has_flag(argc - 2, argv + 2, "--help", "-h")) {
+            fputs(ex ? mf_export_help : mf_import_help, stdout);
+            rc = 0;
+        } else {
+            rc = ex ? mf_export_cmd(argc - 2, argv + 2) : mf_import_cmd(argc - 2, argv + 2);
+            if (rc != 0) rc = error_exit(rc);
+        }
     } else if (strcmp(cmd, "plugins") == 0) {
         rc = cmd_plugins(argc - 2, argv + 2);
     } else {
-        mf_fail("unknown command '%s' (commands: run, sweep, resume, sample, eval, plot, validate, ls, show, plugins, help; see 'mfpipe --help')", cmd);
+        mf_fail("unknown command '%s' (commands: run, sweep, resume, sample, eval, export, import, plot, validate, ls, show, plugins, help; see 'mfpipe --help')", cmd);
         rc = error_exit(EXIT_USAGE);
     }
     free(line);

@@ -52,6 +52,7 @@ typedef struct train_state {
     struct mf_hooks *hooks;
     float *h_lw;          /* host, one batch: the loss_weight hook's weights */
     char stop_reason[256]; /* on_step returned stop = "...": training ends after this step */
+    char init_from[4096];  /* train.init_from resolved (absolute), or "" */
 } train_state;
 
 int train_read_config(train_state *s, const mf_node *train, const mf_node *model);

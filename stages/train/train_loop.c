@@ -8,6 +8,7 @@
 
 #include "mf_checkpoint.h"
 #include "mf_dataset.h"
+#include "mf_export.h"
 #include "mf_hooks.h"
 #include "mf_io.h"
 #include "mf_json.h"
@@ -54,6 +55,18 @@ int train_read_config(train_state *s, const mf_node *t, const mf_node *m) {
     if (kind < 0) return mf_fail("train.schedule.kind: unknown schedule '%s'", mf_cfg_str(t, "schedule.kind"));
     mf_sched_init(&s->sched, (mf_sched_kind)kind, s->lr, mf_cfg_int(t, "schedule.warmup"), s->steps,
                   mf_cfg_float(t, "schedule.min_lr_ratio"));
+    s->init_from[0] = '\0';
+    const mf_node *ifn = mf_node_child(t, "init_from");
+    if (ifn && ifn->kind == MF_NODE_SCALAR && ifn->value && *ifn->value) {
+        /* relative to the file that sets it (a command-line override: the working directory) */
+        const char *v = ifn->value, *o = ifn->origin;
+        bool from_file = o && strncmp(o, "override", 8) != 0 && o[0] != '<';
+        const char *sl = from_file ? strrchr(o, '/') : NULL;
+        char rel[4096];
+        if (v[0] != '/' && sl) snprintf(rel, sizeof rel, "%.*s/%s", (int)(sl - o), o, v);
+        else snprintf(rel, sizeof rel, "%s", v);
+        snprintf(s->init_from, sizeof s->init_from, "%s", rel);
+    }
     s->log_every = mf_cfg_int(t, "log_every");
     s->ckpt_every = mf_cfg_int(t, "checkpoint_every");
     s->keep = (int)mf_cfg_int(t, "keep_checkpoints");
@@ -387,6 +400,26 @@ static int setup(train_state *s, mf_run *run, const mf_dataset *ds) {
     float *host = mf_xmalloc(pb);
     mf_graph_init_params(&tg, mf_run_seed(run), host);
     mf_graph_free(&tg);
+    if (s->init_from[0] && !mf_run_resuming(run)) {
+        /* train.init_from: every tensor checked by name, shape and dtype (a resume loads its checkpoint instead) */
+        char sha[65] = "";
+        if (mf_weights_load_st(s->init_from, s->be, &s->cfg, host, m->n_params) != 0 ||
+            mf_sha256_file(s->init_from, sha) != 0) {
+            free(host);
+            return mf_error_prefix("train.init_from: ");
+        }
+        mf_info("train: initial weights from %s (sha256 %.16s...)", s->init_from, sha);
+        mf_buf ib = {0};
+        mf_json_str(&ib, "event", "init_from");
+        mf_json_str(&ib, "file", s->init_from);
+        mf_json_str(&ib, "sha256", sha);
+        int irc = mf_metrics_append(run, s->instance, ib.s);
+        mf_buf_free(&ib);
+        if (irc != 0) {
+            free(host);
+            return irc;
+        }
+    }
     k->write(s->be, m->params, host, pb);
     free(host);
     k->fill(s->be, s->adam_m, 0.0f, m->n_params);

@@ -67,6 +67,8 @@ static const mf_key base_keys[] = {
     MF_INT("final_steps", "20", 1, 1000, "sampler steps for the final grid"),
     MF_ENUM("on_nan", "stop", "stop|skip", "non-finite loss: stop the run, or skip the step"),
     MF_BOOL("graphs", "true", "record each step as one graph where the backend can (CUDA graphs; after 2 warm-up steps)"),
+    MF_STR("init_from", "~", "safetensors file of initial weights (mfpipe export, or a PyTorch state_dict; docs/interop.md), "
+                             "relative to the file that sets it"),
     MF_KEY_END,
 };
 
