@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mf_error.h"
 #include "mf_json.h"
 
 const char *const mf_runs_ls_help =
@@ -784,4 +785,115 @@ int mf_runs_show_cmd(int argc, char **argv) {
     printf("%-10s %s\n", "command:", q(r.cmdline));
     run_info_free(&r);
     return 0;
+}
+
+/* ------------------------------------------------------------------ mf_run_brief (reports) */
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* mtime of a regular file in nanoseconds, -1 when it is not one */
+static long long mtime_ns(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return -1;
+    return (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+}
+
+/* the newest eval.json of a run folder (malloc'ed path relative to nothing: dir + "/..."), or NULL;
+ * equal times: the later stamp, then eval/ over the run's own */
+static char *newest_eval(const char *dir) {
+    char *best = NULL;
+    long long best_t = -1;
+    char *own = mf_xasprintf("%s/eval.json", dir);
+    if ((best_t = mtime_ns(own)) >= 0) best = own;
+    else free(own);
+    char *sub = mf_xasprintf("%s/eval", dir);
+    char **stamps = NULL;
+    int n = is_dir_nolink(sub) ? list_dirs(sub, &stamps) : 0;
+    for (int i = 0; i < n; i++) {
+        char *p = mf_xasprintf("%s/%s/eval.json", sub, stamps[i]);
+        long long t = mtime_ns(p);
+        if (t >= 0 && t >= best_t) {
+            free(best);
+            best = p, best_t = t;
+        } else free(p);
+    }
+    free_strs(stamps, n > 0 ? n : 0);
+    free(sub);
+    return best;
+}
+
+static void brief_add(mf_run_brief *b, const char *name, double v) {
+    for (int i = 0; i < b->n_metrics; i++)
+        if (strcmp(b->metric[i], name) == 0) { /* the last of duplicates wins, in the first's place */
+            b->value[i] = v;
+            return;
+        }
+    b->metric = mf_xrealloc(b->metric, sizeof(char *) * (size_t)(b->n_metrics + 1));
+    b->value = mf_xrealloc(b->value, sizeof(double) * (size_t)(b->n_metrics + 1));
+    b->metric[b->n_metrics] = mf_xstrdup(name);
+    b->value[b->n_metrics++] = v;
+}
+
+void mf_run_brief_read(const char *dir, mf_run_brief *out) {
+    memset(out, 0, sizeof *out);
+    out->wall_s = NAN;
+    run_info r;
+    memset(&r, 0, sizeof r);
+    r.dir = mf_xstrdup(dir);
+    r.step = -1;
+    r.loss = r.fid = r.t_first = r.t_last = NAN;
+    char *sp = mf_xasprintf("%s/status.json", dir);
+    out->status_found = file_exists(sp);
+    free(sp);
+    jv o;
+    if (out->status_found && read_json_file(dir, "status.json", &o, 0) == 0) {
+        r.state = dup_or_null(jv_str(&o, "state"));
+        if (!r.state) warn("%s/status.json: no \"state\" string", dir);
+        r.error = dup_or_null(jv_str(&o, "error"));
+        r.status_time = dup_or_null(jv_str(&o, "time"));
+        jv_free(&o);
+    }
+    if (r.state && strcmp(r.state, "running") == 0 && lock_is_free(dir)) r.stale = 1;
+    if (read_json_file(dir, "manifest.json", &o, 0) == 0) {
+        r.started = dup_or_null(jv_str(&o, "started"));
+        jv_free(&o);
+    }
+    char *mp = mf_xasprintf("%s/metrics.jsonl", dir);
+    if (file_exists(mp)) read_metrics(&r);
+    free(mp);
+    out->wall_s = wall_seconds(&r);
+    out->state = r.state, r.state = NULL;
+    out->error = r.error, r.error = NULL;
+    out->stale = r.stale;
+    out->eval_path = newest_eval(dir);
+    if (out->eval_path) {
+        /* read_json_file takes a folder and a name: split the path */
+        char *d = mf_xstrdup(out->eval_path);
+        char *slash = strrchr(d, '/');
+        *slash = '\0';
+        if (read_json_file(d, slash + 1, &o, 1) == 0) {
+            const jv *m = jv_get(&o, "metrics");
+            for (int i = 0; m && m->type == JV_ARR && i < m->n; i++) {
+                const char *name = jv_str(&m->items[i], "metric");
+                const jv *v = jv_get(&m->items[i], "value");
+                if (name && v && (v->type == JV_NUM || v->type == JV_NULL))
+                    brief_add(out, name, v->type == JV_NUM ? v->num : NAN);
+            }
+            double f;
+            if (jv_num(&o, "fid", &f)) brief_add(out, "fid", f);
+            jv_free(&o);
+        }
+        free(d);
+    }
+    run_info_free(&r);
+}
+
+void mf_run_brief_free(mf_run_brief *b) {
+    if (!b) return;
+    for (int i = 0; i < b->n_metrics; i++) free(b->metric[i]);
+    free(b->metric), free(b->value), free(b->state), free(b->error), free(b->eval_path);
+    memset(b, 0, sizeof *b);
 }
