@@ -25,9 +25,6 @@
 #include "mf_slurm.h"
 #include "mf_sweep.h"
 
-/* core/mf_sweep_report.c may be missing from a build: a NULL address means absent. */
-#pragma weak mf_sweep_report
-
 enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
 enum { SWEEP_RNG_PURPOSE = 0x5357 }; /* method random's draw (not a stream of mf_rng.h's runs) */
 #define SWEEP_MAX_POINTS 100000
@@ -909,10 +906,6 @@ static int run_points(runner *r) {
 }
 
 static int write_report(const char *dir) {
-    if (!mf_sweep_report) {
-        mf_info("summary: not written (this build has no core/mf_sweep_report.c)");
-        return 0;
-    }
     if (mf_sweep_report(dir) != 0) {
         mf_log(MF_LOG_WARN, "summary: %s", mf_last_error());
         return -1;
@@ -1436,11 +1429,6 @@ static int cmd_summarize(sweep_args *a) {
     if (rc != 0) {
         free(abs);
         return error_exit(EXIT_USAGE);
-    }
-    if (!mf_sweep_report) {
-        mf_fail("sweep --summarize: this build has no sweep report (core/mf_sweep_report.c missing)");
-        free(abs);
-        return error_exit(EXIT_FAILED);
     }
     rc = mf_sweep_report(abs) == 0 ? 0 : error_exit(EXIT_FAILED);
     if (rc == 0) printf("%s/summary.md\n", abs);

@@ -68,6 +68,9 @@ T=$(( $(getconf _NPROCESSORS_ONLN) / 2 )); [ "$T" -lt 1 ] && T=1 # as sysconf(_S
 check "threads split between 2 jobs" grep -q "^threads: $T$" "$S/sweep.yaml"
 check "point ran with threads=$T" grep -q "^threads=$T$" "$S/0/overrides.txt"
 check "--jobs 2: point 3 started before point 0 ended" before "$S/sweep.log" "point 3 [model.channels=8 sample.steps=1]: training" "point 0 [model.channels=4 sample.steps=1]: finished"
+check "summary written after the points" test -s "$S/summary.csv" -a -s "$S/summary.md"
+check "log names the summary" contains "$S/sweep.log" "summary: $S/summary.md"
+check "summary has every point" test "$(grep -c '^| [0-5] |' "$S/summary.md")" = 6
 check "training points before reuse points" before "$S/sweep.log" "point 3 [model.channels=8 sample.steps=1]: training" "point 1 [model.channels=4 sample.steps=2]: reusing"
 
 # --- a point that fails in the middle: the rest go on, exit 1, the failure printed at once -------
@@ -97,6 +100,9 @@ check "resume: point 3 resumed from its checkpoint" test -s "$S/3/resumes.jsonl"
 check "resume: point 4's failed attempt retired" grep -q '"state":"failed"' "$S/retired/4-1/status.json"
 check "resume: point 5 ran" test -s "$S/5/samples/samples.idx3-ubyte"
 check "resume: 3 had finished before" contains "$S/sweep.log" "3 points had finished before"
+rm "$S/summary.md"
+expect_ok summarize "$MFPIPE" sweep --summarize "$S"
+check "--summarize writes the summary again" test -s "$S/summary.md"
 check "resume: no new training of point 0" test "$(grep -c 'point 0 \[.*\]: training' "$S/sweep.log")" = 1
 
 # --- Ctrl-C: passed to the points, which stop at a safe point; exit 130 ---------------------------
@@ -114,6 +120,7 @@ check "point 1 interrupted at a safe point" grep -q '"state":"interrupted"' "$I/
 check "point 1 has a checkpoint" test -n "$(ls "$I/1/checkpoints" 2>/dev/null)"
 check "point 0 finished" grep -q '"state":"finished"' "$I/0/status.json"
 check "says how to continue" contains "$TMP/err" "mfpipe sweep --resume $I"
+check "summary written on Ctrl-C too" test -s "$I/summary.md"
 check "no point left running" test -z "$(ps -eo args | grep -F -- "--out $I/" | grep -v grep || true)"
 
 # --- sweep files: grid, random, lua, errors with file:line ---------------------------------------
