@@ -66,6 +66,16 @@ int train_read_config(train_state *s, const mf_node *t, const mf_node *m) {
         if (v[0] != '/' && sl) snprintf(rel, sizeof rel, "%.*s/%s", (int)(sl - o), o, v);
         else snprintf(rel, sizeof rel, "%s", v);
         snprintf(s->init_from, sizeof s->init_from, "%s", rel);
+        /* recorded absolute, so config.yaml (and a resume from it) names the same file; a missing file is
+         * reported when training starts (a resume does not read it) */
+        char *abs = realpath(rel, NULL);
+        if (abs) {
+            snprintf(s->init_from, sizeof s->init_from, "%s", abs);
+            mf_node *w = (mf_node *)ifn; /* the runner owns the tree; it is written to config.yaml after create() */
+            free(w->value);
+            w->value = abs;
+            w->quoted = true;
+        }
     }
     s->log_every = mf_cfg_int(t, "log_every");
     s->ckpt_every = mf_cfg_int(t, "checkpoint_every");
