@@ -3,7 +3,8 @@
 # Run as root (or with sudo available). Safe to run again.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libyaml-dev libpng-dev zlib1g-dev liblua5.4-dev
-      libopenblas-dev libdnnl-dev npm dataset-fashion-mnist clang libclang-rt-14-dev)
+      libopenblas-dev libdnnl-dev npm dataset-fashion-mnist clang libclang-rt-14-dev
+      chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
