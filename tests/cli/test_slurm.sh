@@ -58,11 +58,12 @@ cat >exp.yaml <<Y
 name: sl
 seed: 1
 threads: 1
-stages: [data, train, sample]
+stages: [data, train, sample, eval]
 data: {dataset: mnist, root: $TMP/mn, verify: false}
 model: {channels: 8, channel_mult: [1, 2], res_blocks: 1, groups: 4, time_embed: {dim: 16, frequencies: 4}}
 train: {steps: 4, batch: 8, log_every: 2, checkpoint_every: 4, sample_every: 0, final_grid: 0}
-sample: {sampler: euler, steps: 1, n: 4, grid: 4, nrow: 2, trajectory: 0}
+sample: {sampler: euler, steps: 1, n: 16, grid: 4, nrow: 2, trajectory: 0}
+eval: {n: 16, cache: $TMP/cache}
 Y
 
 # two training points (train.steps) x two sampler settings (sample.steps, reused): 2 + 2 points
@@ -92,6 +93,11 @@ if [ -e "$SW/summary.csv" ]; then ok; else
   tail -5 "$SW"/slurm/logs/* >&2 2>/dev/null
 fi
 cat "$SW/summary.csv" 2>/dev/null
+check "summary columns" grep -q '^point,train.steps,sample.steps,status,train_run,fid_lenet_v1,.*,wall_s$' "$SW/summary.csv"
+check "every point has its FID" test "$(cut -d, -f6 "$SW/summary.csv" 2>/dev/null | grep -c '^[0-9][0-9.e+-]*$')" = 4
+check "summary.md names the best point" grep -q '^Best by fid_lenet_v1 (lower is better): point [0-3] ' "$SW/summary.md"
+check "points 1 and 3 reuse 0 and 2" test "$(cut -d, -f1,5 "$SW/summary.csv" 2>/dev/null | tail -n +2 | tr '\n' ' ')" = "0,0 1,0 2,2 3,2 "
+check "summary.md and a plot per key" test -s "$SW/summary.md" -a -s "$SW/plot_train.steps.svg" -a -s "$SW/plot_sample.steps.svg"
 check "four point rows" test "$(tail -n +2 "$SW/summary.csv" 2>/dev/null | wc -l)" = 4
 check "every point finished" test "$(grep -c ',finished,' "$SW/summary.csv" 2>/dev/null)" = 4
 check "a task log per point" test "$(ls "$SW"/slurm/logs/*_*.out 2>/dev/null | grep -vc summary)" = 4
@@ -108,6 +114,9 @@ if [ -n "$train" ] && [ -n "$reuse" ]; then
     test "$train_end" -gt 0 -a "$reuse_start" -ge "$train_end" -a "$reuse_start" -lt 9000000000000000000
 fi
 
-stop_cluster
-check "the cluster this test started is stopped" test "$STARTED" = 0
+if [ "$STARTED" = 1 ]; then
+  pids="$(cat "$MFPIPE_SLURM_DIR/slurmctld.pid" "$MFPIPE_SLURM_DIR/slurmd.pid" 2>/dev/null)"
+  stop_cluster
+  check "slurmctld and slurmd stopped ($(echo $pids))" test -n "$pids" -a -z "$(for p in $pids; do kill -0 "$p" 2>/dev/null && echo "$p"; done)"
+fi
 finish
