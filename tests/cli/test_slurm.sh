@@ -18,6 +18,31 @@ trap 'stop_cluster; rm -rf "$TMP"' EXIT
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+make_mnist_dir "$TMP/mn" 64 16
+cat >exp.yaml <<Y
+name: sl
+seed: 1
+threads: 1
+stages: [data, train, sample, eval]
+data: {dataset: mnist, root: $TMP/mn, verify: false}
+model: {channels: 8, channel_mult: [1, 2], res_blocks: 1, groups: 4, time_embed: {dim: 16, frequencies: 4}}
+train: {steps: 4, batch: 8, log_every: 2, checkpoint_every: 4, sample_every: 0, final_grid: 0}
+sample: {sampler: euler, steps: 1, n: 16, grid: 4, nrow: 2, trajectory: 0}
+eval: {n: 16, cache: $TMP/cache}
+Y
+
+# without sbatch on PATH: a clear error (runs everywhere, before any cluster)
+mkdir -p "$TMP/nobin"
+cat >nosb.yaml <<Y
+experiment: exp.yaml
+name: nosb
+results_dir: $TMP/results
+axes:
+  sample.steps: [1, 2]
+Y
+expect_fail no-sbatch "sbatch not found: install slurm-client or use --launcher local" \
+  env PATH="$TMP/nobin" "$MFPIPE" sweep nosb.yaml --launcher slurm -q
+
 if [ -n "${SLURM_CONF:-}" ] && sinfo -h >/dev/null 2>&1; then
   echo "test_slurm: using the running cluster of SLURM_CONF=$SLURM_CONF"
 else
@@ -53,19 +78,6 @@ job_times() {
     while read -r t; do date -d "$t" +%s; done | paste - -
 }
 
-make_mnist_dir "$TMP/mn" 64 16
-cat >exp.yaml <<Y
-name: sl
-seed: 1
-threads: 1
-stages: [data, train, sample, eval]
-data: {dataset: mnist, root: $TMP/mn, verify: false}
-model: {channels: 8, channel_mult: [1, 2], res_blocks: 1, groups: 4, time_embed: {dim: 16, frequencies: 4}}
-train: {steps: 4, batch: 8, log_every: 2, checkpoint_every: 4, sample_every: 0, final_grid: 0}
-sample: {sampler: euler, steps: 1, n: 16, grid: 4, nrow: 2, trajectory: 0}
-eval: {n: 16, cache: $TMP/cache}
-Y
-
 # two training points (train.steps) x two sampler settings (sample.steps, reused): 2 + 2 points
 cat >sweep.yaml <<Y
 experiment: exp.yaml
@@ -75,23 +87,27 @@ axes:
   train.steps: [4, 6]
   sample.steps: [1, 2]
 Y
-expect_ok sweep-submit "$MFPIPE" sweep sweep.yaml --launcher slurm --jobs 2 -q
-cp "$TMP/out" submit.out; cp "$TMP/err" submit.err
-SW=$(tail -1 submit.out)
-check "sweep folder made ($SW)" test -n "$SW" -a -s "$SW/sweep.yaml"
-check "jobs.json written" test -s "$SW/slurm/jobs.json"
-ids=$(sed -n 's/.*"role":"\([a-z]*\)","id":\([0-9]*\).*/\1 \2/p' "$SW/slurm/jobs.json" 2>/dev/null)
-summary=$(awk '$1 == "summary" {print $2}' <<<"$ids")
-# until summary.csv is there, or the summary job has ended without it
-for ((i = 0; i < 600; i++)); do
-  [ -e "$SW/summary.csv" ] && break
-  [ -n "$summary" ] && [ $i -gt 10 ] && ! squeue -h -j "$summary" 2>/dev/null | grep -q . && break
-  sleep 0.5
-done
-if [ -e "$SW/summary.csv" ]; then ok; else
-  bad "no summary.csv: $(squeue 2>&1 | tail -5)"
-  tail -5 "$SW"/slurm/logs/* >&2 2>/dev/null
-fi
+# submit_and_wait NAME SWEEP_FILE: submit, then wait until summary.csv is there or the summary job
+# has ended without it; sets SW (the sweep folder) and ids ("role id" lines of slurm/jobs.json)
+submit_and_wait() {
+  expect_ok "$1: submit" "$MFPIPE" sweep "$2" --launcher slurm --jobs 2 -q
+  SW=$(tail -1 "$TMP/out")
+  check "$1: sweep folder made ($SW)" test -n "$SW" -a -s "$SW/sweep.yaml"
+  check "$1: jobs.json written" test -s "$SW/slurm/jobs.json"
+  ids=$(sed -n 's/.*"role":"\([a-z]*\)","id":\([0-9]*\).*/\1 \2/p' "$SW/slurm/jobs.json" 2>/dev/null)
+  local summary i
+  summary=$(awk '$1 == "summary" {print $2}' <<<"$ids")
+  for ((i = 0; i < 600; i++)); do
+    [ -e "$SW/summary.csv" ] && break
+    [ -n "$summary" ] && [ $i -gt 10 ] && ! squeue -h -j "$summary" 2>/dev/null | grep -q . && break
+    sleep 0.5
+  done
+  if [ -e "$SW/summary.csv" ]; then ok; else
+    bad "$1: no summary.csv: $(squeue 2>&1 | tail -5)"
+    tail -5 "$SW"/slurm/logs/* >&2 2>/dev/null
+  fi
+}
+submit_and_wait ok sweep.yaml
 cat "$SW/summary.csv" 2>/dev/null
 check "summary columns" grep -q '^point,train.steps,sample.steps,status,train_run,fid_lenet_v1,.*,wall_s$' "$SW/summary.csv"
 check "every point has its FID" test "$(cut -d, -f6 "$SW/summary.csv" 2>/dev/null | grep -c '^[0-9][0-9.e+-]*$')" = 4
@@ -113,6 +129,30 @@ if [ -n "$train" ] && [ -n "$reuse" ]; then
   check "reuse array started ($reuse_start) after the training array ended ($train_end)" \
     test "$train_end" -gt 0 -a "$reuse_start" -ge "$train_end" -a "$reuse_start" -lt 9000000000000000000
 fi
+
+
+# a training point that fails at run time (a truncated data file; validation does not read data):
+# the reuse array still runs (afterany), its point 3 ends at once, the summary job still runs
+mkdir -p "$TMP/bad"
+cp "$TMP"/mn/* "$TMP/bad/"
+head -c 5000 "$TMP/mn/train-images-idx3-ubyte" >"$TMP/bad/train-images-idx3-ubyte"
+cat >fail.yaml <<Y
+experiment: exp.yaml
+name: fl
+results_dir: $TMP/results
+axes:
+  data.root: [$TMP/mn, $TMP/bad]
+  sample.steps: [1, 2]
+Y
+submit_and_wait fail fail.yaml
+cat "$SW/summary.csv" 2>/dev/null
+check "fail: the good points finished" test "$(cut -d, -f1,4 "$SW/summary.csv" 2>/dev/null | sed -n 2,3p | tr '\n' ' ')" = "0,finished 1,finished "
+check "fail: point 2 failed" grep -q '^2,[^,]*,1,failed,2,' "$SW/summary.csv"
+# (the local launcher marks it skipped; sweep --point exits with an error and may leave no status.json)
+check "fail: point 3 skipped" grep -q '^3,[^,]*,2,\(skipped\|missing\),2,' "$SW/summary.csv"
+check "fail: summary.md lists the failure" grep -q '^- point 2 (data.root=.*truncated' "$SW/summary.md"
+T3=$(date +%s)
+echo "test_slurm: failing sweep ran in $((T3 - T2)) s"
 
 if [ "$STARTED" = 1 ]; then
   pids="$(cat "$MFPIPE_SLURM_DIR/slurmctld.pid" "$MFPIPE_SLURM_DIR/slurmd.pid" 2>/dev/null)"
