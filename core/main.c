@@ -9,6 +9,7 @@
 #include "mf_json.h"
 #include "mf_log.h"
 #include "mf_plot.h"
+#include "mf_report.h"
 #include "mf_runner.h"
 #include "mf_runs.h"
 #include "mf_sweep.h"
@@ -37,6 +38,7 @@ static const char *k_usage =
     "  validate EXP.yaml [KEY=VALUE ...] check an experiment (and overrides) without running it\n"
     "  ls [RESULTS_ROOT] [--json]        list the run folders: status, steps, best metric, wall time\n"
     "  show RUN_DIR                      one run's status, backend, seed, loss, eval metrics, images\n"
+    "  report RESULTS_DIR                report.html of a run or sweep folder (also written at each end)\n"
     "  plugins                           list stage plugins: kind, ABI version, path\n"
     "  help [COMMAND]                    this text, or a command's help\n"
     "\n"
@@ -428,6 +430,7 @@ int main(int argc, char **argv) {
               : strcmp(which, "plot") == 0     ? mf_plot_help
               : strcmp(which, "ls") == 0 || strcmp(which, "runs") == 0 ? mf_runs_ls_help
               : strcmp(which, "show") == 0     ? mf_runs_show_help
+              : strcmp(which, "report") == 0   ? mf_report_help
               : strcmp(which, "sweep") == 0    ? mf_sweep_help
               : strcmp(which, "export") == 0   ? mf_export_help
               : strcmp(which, "import") == 0   ? mf_import_help
@@ -451,6 +454,8 @@ int main(int argc, char **argv) {
         rc = mf_runs_ls_cmd(argc - 2, argv + 2);
     } else if (strcmp(cmd, "show") == 0) {
         rc = mf_runs_show_cmd(argc - 2, argv + 2);
+    } else if (strcmp(cmd, "report") == 0) {
+        rc = mf_report_cmd(argc - 2, argv + 2);
     } else if (strcmp(cmd, "sweep") == 0) {
         rc = mf_sweep_cmd(argc - 2, argv + 2);
     } else if (strcmp(cmd, "export") == 0 || strcmp(cmd, "import") == 0) {
@@ -465,7 +470,7 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "plugins") == 0) {
         rc = cmd_plugins(argc - 2, argv + 2);
     } else {
-        mf_fail("unknown command '%s' (commands: run, sweep, resume, sample, eval, export, import, plot, validate, ls, show, plugins, help; see 'mfpipe --help')", cmd);
+        mf_fail("unknown command '%s' (commands: run, sweep, resume, sample, eval, export, import, plot, validate, ls, show, report, plugins, help; see 'mfpipe --help')", cmd);
         rc = error_exit(EXIT_USAGE);
     }
     free(line);
