@@ -16,6 +16,7 @@
 #include "mf_io.h"
 #include "mf_json.h"
 #include "mf_log.h"
+#include "mf_report.h"
 #include "mf_runner.h"
 #include "mf_tb.h"
 
@@ -671,6 +672,7 @@ int mf_run_experiment(mf_experiment *ex, const mf_run_opts *opts, char *run_dir_
         mf_fail("%s", msg);
         free(msg);
     }
+    mf_report_after(run.dir, rc == 0); /* report.html; a failure there is a warning (mf_report.h) */
 out:
     mf_log_close_file();
     /* every created stage is destroyed here, after a failure too; artifacts die with the run */
