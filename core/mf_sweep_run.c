@@ -20,6 +20,7 @@
 #include "mf_io.h"
 #include "mf_json.h"
 #include "mf_log.h"
+#include "mf_report.h"
 #include "mf_rng.h"
 #include "mf_runner.h"
 #include "mf_slurm.h"
@@ -908,9 +909,11 @@ static int run_points(runner *r) {
 static int write_report(const char *dir) {
     if (mf_sweep_report(dir) != 0) {
         mf_log(MF_LOG_WARN, "summary: %s", mf_last_error());
+        mf_report_after(dir, 0); /* report.html: what there is; a failure is a warning */
         return -1;
     }
     mf_info("summary: %s/summary.md", dir);
+    mf_report_after(dir, 1);
     return 0;
 }
 
@@ -1431,6 +1434,7 @@ static int cmd_summarize(sweep_args *a) {
         return error_exit(EXIT_USAGE);
     }
     rc = mf_sweep_report(abs) == 0 ? 0 : error_exit(EXIT_FAILED);
+    mf_report_after(abs, rc == 0); /* report.html (Slurm's summary job too); a failure is a warning */
     if (rc == 0) printf("%s/summary.md\n", abs);
     free(abs);
     return rc;
