@@ -43,6 +43,57 @@ Y
 expect_fail no-sbatch "sbatch not found: install slurm-client or use --launcher local" \
   env PATH="$TMP/nobin" "$MFPIPE" sweep nosb.yaml --launcher slurm -q
 
+# a fake sbatch (records its arguments, prints "id;cluster" as --parsable does): the submissions,
+# their dependencies, jobs.json, and the scripts run by hand in a folder whose path has a space, a
+# quote and a '%' (runs everywhere, before any cluster)
+mkdir -p "$TMP/fakebin"
+cat >"$TMP/fakebin/sbatch" <<'F'
+#!/bin/bash
+if [ -n "${FAKE_SBATCH_FAIL:-}" ]; then echo "sbatch: error: invalid partition specified: nope" >&2; exit 1; fi
+printf '%s|' "$@" >>"$FAKE_SBATCH_LOG"; echo >>"$FAKE_SBATCH_LOG"
+echo "$((100 + $(wc -l <"$FAKE_SBATCH_LOG")));fake"
+F
+chmod +x "$TMP/fakebin/sbatch"
+odd="$TMP/odd dir's 100%"
+cat >fake.yaml <<Y
+experiment: exp.yaml
+name: fk
+results_dir: "$odd"
+overrides: [threads=1]
+axes:
+  train.steps: [4, 6]
+  sample.steps: [1, 2]
+Y
+export FAKE_SBATCH_LOG=$TMP/sbatch.calls
+expect_ok fake-submit env PATH="$TMP/fakebin:$PATH" "$MFPIPE" sweep fake.yaml --launcher slurm --jobs 3 \
+  --slurm-args "--partition=p1  --time=5" -q
+FK=$(tail -1 "$TMP/out")
+check "fake: three sbatch calls" test "$(wc -l <"$FAKE_SBATCH_LOG")" = 3
+check "fake: training array" test "$(sed -n 1p "$FAKE_SBATCH_LOG")" = "--parsable|--partition=p1|--time=5|$FK/slurm/train.sbatch|"
+check "fake: reuse array after it" test "$(sed -n 2p "$FAKE_SBATCH_LOG")" = \
+  "--parsable|--partition=p1|--time=5|--dependency=afterany:101|--kill-on-invalid-dep=yes|$FK/slurm/reuse.sbatch|"
+check "fake: summary after both" test "$(sed -n 3p "$FAKE_SBATCH_LOG")" = \
+  "--parsable|--partition=p1|--time=5|--dependency=afterany:101:102|--kill-on-invalid-dep=yes|$FK/slurm/summary.sbatch|"
+check "fake: jobs.json ids" grep -q '"role":"train","id":101,.*"tasks":2,"points":\[0,2\]' "$FK/slurm/jobs.json"
+check "fake: jobs.json reuse" grep -q '"role":"reuse","id":102,.*"dependency":"afterany:101","tasks":2,"points":\[1,3\]' "$FK/slurm/jobs.json"
+check "fake: points files" test "$(cat "$FK/slurm/train_points.txt" | tr '\n' ' ')" = "0 2 "
+check "fake: array of 2, 3 at a time" grep -q '^#SBATCH --array=0-1%3$' "$FK/slurm/train.sbatch"
+check "fake: cpus per task" grep -q '^#SBATCH --cpus-per-task=1$' "$FK/slurm/train.sbatch"
+check "fake: log path quoted for sbatch, % doubled" grep -qF "#SBATCH --output=\"${odd//%/%%}/" "$FK/slurm/train.sbatch"
+# task 1 of the training array is point 2, task 0 of the reuse array point 1 (reuses point 0: run it first)
+for t in "train 0" "train 1" "reuse 0"; do
+  set -- $t
+  (cd / && SLURM_ARRAY_TASK_ID=$2 bash "$FK/slurm/$1.sbatch") >"$TMP/task.out" 2>&1
+  check "fake: $1.sbatch task $2 ran: $(tail -2 "$TMP/task.out")" test $? = 0
+done
+check "fake: point 2 (task 1) finished" grep -q '"state":"finished"' "$FK/2/status.json"
+check "fake: point 1 (reuse task 0) finished" grep -q '"state":"finished"' "$FK/1/status.json"
+check "fake: point 3 not run" test ! -e "$FK/3/status.json"
+(cd / && bash "$FK/slurm/summary.sbatch") >"$TMP/task.out" 2>&1
+check "fake: summary.sbatch wrote summary.csv" grep -q '^3,6,2,missing,2,' "$FK/summary.csv"
+FAKE_SBATCH_FAIL=1 expect_fail fake-sbatch-error "invalid partition specified: nope" \
+  env PATH="$TMP/fakebin:$PATH" "$MFPIPE" sweep fake.yaml --launcher slurm -q
+
 if [ -n "${SLURM_CONF:-}" ] && sinfo -h >/dev/null 2>&1; then
   echo "test_slurm: using the running cluster of SLURM_CONF=$SLURM_CONF"
 else
