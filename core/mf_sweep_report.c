@@ -113,6 +113,15 @@ static void read_points(report *r) {
     for (int i = 0; i < s->n_points; i++) {
         pt_info *p = &r->pt[i];
         p->status = status_of(&br[i], &p->error);
+        /* a reuse point that never ran because its training failed (a Slurm task of `sweep --point`
+         * may end with that error before writing anything): skipped, as the local launcher marks it */
+        int tp = s->points[i].train_point;
+        if (strcmp(p->status, "missing") == 0 && tp != i &&
+            (strcmp(r->pt[tp].status, "failed") == 0 || strcmp(r->pt[tp].status, "skipped") == 0)) {
+            p->status = "skipped";
+            free(p->error);
+            p->error = mf_xasprintf("its training point %d %s", tp, r->pt[tp].status);
+        }
         if (strcmp(p->status, "missing") == 0 && !p->error)
             p->error = mf_xasprintf("no status.json in %s", s->points[i].path);
         p->wall_s = br[i].wall_s;

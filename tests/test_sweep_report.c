@@ -258,6 +258,31 @@ static void test_metric_from_sweep(void) {
     free(svg);
 }
 
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw);
+
+/* a failed training point: its reuse points without a folder are skipped (a Slurm task of `sweep
+ * --point` ends before writing one), those that wrote a status keep it */
+static void test_failed_training(void) {
+    write_sweep("fid_lenet_v1");
+    make_point(4, "failed", "stage 'train': loss is NaN at step 3", 7, NULL);
+    char p[900];
+    snprintf(p, sizeof p, "%s/4/eval.json", g_dir);
+    remove(p);
+    snprintf(p, sizeof p, "%s/5", g_dir);
+    nftw(p, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    CHECK(mf_sweep_report(g_dir) == 0);
+    char *csv = read_out("summary.csv");
+    CHECK_MSG(strstr(csv, "\n4,32,1,euler,failed,4,,,,7.0\n5,32,1,heun,skipped,4,,,,\n6,32,50,euler,skipped,4,,,,\n"
+                          "7,32,50,heun,finished,4,,0.5,,\n") != NULL,
+              "%s", csv);
+    free(csv);
+    char *md = read_out("summary.md");
+    CHECK_MSG(strstr(md, "- point 6 (model.channels=32 sample.steps=50 sample.sampler=euler): skipped: its training point 4 failed\n") != NULL,
+              "%s", md);
+    CHECK(strstr(md, "- point 4 (model.channels=32 sample.steps=1 sample.sampler=euler): stage 'train': loss is NaN at step 3 (`4/log.txt`)\n") != NULL);
+    free(md);
+}
+
 static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
     (void)sb, (void)flag, (void)ftw;
     return remove(p);
@@ -276,6 +301,7 @@ int main(void) {
     CHECK(strcmp(a, b) == 0);
     free(a), free(b);
     test_metric_from_sweep();
+    test_failed_training();
     write_sweep("fid_lenet_v1");
     CHECK(mf_sweep_report(g_dir) == 0);
 

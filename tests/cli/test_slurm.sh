@@ -199,8 +199,8 @@ submit_and_wait fail fail.yaml
 cat "$SW/summary.csv" 2>/dev/null
 check "fail: the good points finished" test "$(cut -d, -f1,4 "$SW/summary.csv" 2>/dev/null | sed -n 2,3p | tr '\n' ' ')" = "0,finished 1,finished "
 check "fail: point 2 failed" grep -q '^2,[^,]*,1,failed,2,' "$SW/summary.csv"
-# (the local launcher marks it skipped; sweep --point exits with an error and may leave no status.json)
-check "fail: point 3 skipped" grep -q '^3,[^,]*,2,\(skipped\|missing\),2,' "$SW/summary.csv"
+check "fail: point 3 skipped" grep -q '^3,[^,]*,2,skipped,2,' "$SW/summary.csv"
+check "fail: summary.md says why" grep -q '^- point 3 (.*): skipped: its training point 2 failed' "$SW/summary.md"
 check "fail: summary.md lists the failure" grep -q '^- point 2 (data.root=.*truncated' "$SW/summary.md"
 T3=$(date +%s)
 echo "test_slurm: failing sweep ran in $((T3 - T2)) s"
