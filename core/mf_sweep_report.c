@@ -1,8 +1,24 @@
-/* mf_sweep_report.c - the summary of a sweep folder (mf_sweep.h, docs/sweeps.md "Summary"):
- * summary.csv (one row per point), summary.md (the same table, the best point, the points that did
- * not finish) and plot_<key>.svg (the sweep's metric against each swept key), from sweep.yaml and each
- * point's run folder as `mfpipe ls` reads it (mf_run_brief: never fails on a missing or corrupt file).
- * All files are written atomically; running it again rewrites them. */
+/* mf_sweep_report.c - the summary of a sweep folder (mf_sweep.h): written by the sweep after its
+ * points, by the Slurm summary job and by `mfpipe sweep --summarize DIR`, from sweep.yaml and each
+ * point's run folder as `mfpipe ls` reads it (mf_run_brief: a missing or corrupt file is a warning,
+ * never a failure). All files are written atomically; running it again rewrites them.
+ *
+ *   summary.csv   one row per point: point, one column per swept key (the value as given, quotes of
+ *                 a string dropped; empty where a Lua set does not give the key), status (finished,
+ *                 failed, skipped, interrupted, running, missing), train_run (the folder, relative
+ *                 to the sweep, whose trained model the point used), every numeric metric of the
+ *                 point's newest eval.json (the union of names over the points, in order of first
+ *                 appearance; empty where a point has none or its value was not finite), wall_s.
+ *                 A "running" point whose lock nobody holds is interrupted; a reuse point without
+ *                 a folder whose training point failed or was skipped is skipped.
+ *   summary.md    the same table, the best finished point by the sweep's metric (sweep.yaml
+ *                 `metric`, default fid_lenet_v1; lower is better except for names holding
+ *                 precision, recall, accuracy, acc_, score, density or coverage), the failed points
+ *                 with their errors, the other unfinished points with their reasons, the plots.
+ *   plot_<key>.svg  the metric against each swept key, one series per combination of the other
+ *                 keys' values; numeric keys on a log axis when all > 0 and spanning more than 10x,
+ *                 other keys as evenly spaced named ticks; a point that did not finish, or has no
+ *                 value, is a gap in its series. */
 #include "mf_sweep.h"
 
 #include <math.h>
