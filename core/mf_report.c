@@ -152,6 +152,10 @@ static mf_node *read_tree(const char *path) {
     if (!n) {
         mf_warn("report: %s: not readable: %s", path, mf_last_error());
         mf_error_clear();
+    } else if (n->kind != MF_NODE_MAP) {
+        mf_warn("report: %s: not a JSON object", path);
+        mf_node_free(n);
+        n = NULL;
     }
     free(s);
     return n;
@@ -181,30 +185,34 @@ static const char k_css[] =
     "padding:10px;max-width:1100px;line-height:1.4;color:#222;background:#fff}"
     "h1{font-size:1.4em;word-break:break-word;margin:.3em 0}"
     "h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:2px;margin-top:1.6em}"
-    "nav a{margin-right:.8em;white-space:nowrap}"
+    "nav{display:flex;flex-wrap:wrap;gap:.3em .9em}nav a{white-space:nowrap}"
     ".scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;max-width:100%}"
     "table{border-collapse:collapse;font-size:.9em}"
     "td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top;white-space:nowrap}"
     "th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}"
-    "td.wrap{white-space:normal;word-break:break-all;min-width:12em}"
+    "td.wrap{white-space:normal;word-break:break-word;overflow-wrap:anywhere;min-width:10em}"
+    "table.kv{width:100%}table.kv th{white-space:normal;width:30%;min-width:6em}"
     "pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.8em;max-width:100%;box-sizing:border-box}"
     "img{max-width:100%;height:auto;image-rendering:pixelated;background:#eee}"
     "svg{max-width:100%;height:auto;display:block}"
     ".strip{display:flex;gap:8px;overflow-x:auto;padding-bottom:6px}"
     ".strip figure{flex:0 0 auto;max-width:85vw}"
-    "figure{margin:0 0 10px 0}figcaption{font-size:.85em;color:#555;word-break:break-word}"
+    "figure{margin:0 0 10px 0}figcaption{font-size:.85em;color:#555;overflow-wrap:anywhere}"
     ".cards{display:flex;flex-wrap:wrap;gap:12px}.cards figure{flex:1 1 260px;max-width:100%}"
-    ".note{color:#8a5a00}.bad{color:#b00020}img.broken{outline:3px solid #b00020}"
-    "code{font-size:.9em;word-break:break-all}";
+    ".foot{color:#777;font-size:.8em}.note{color:#8a5a00}.bad{color:#b00020}img.broken{outline:3px solid #b00020}"
+    "code{font-size:.9em;word-break:break-all}p{overflow-wrap:anywhere}";
 
 /* marks images that did not decode, records their natural sizes (data-nw, data-nh) and the counts on
- * <body> (data-images, data-broken, data-svgs, data-checked); the page needs none of it */
+ * <body> (data-images, data-broken, data-svgs, data-scroll-width: the page's width, data-view-width: the
+ * window's, data-checked); the page needs none of it */
 static const char k_script[] =
     "<script>window.addEventListener('load',function(){var im=document.images,bad=0,i;"
     "for(i=0;i<im.length;i++){var g=im[i];g.setAttribute('data-nw',g.naturalWidth);"
     "g.setAttribute('data-nh',g.naturalHeight);if(!g.complete||!g.naturalWidth){bad++;g.className+=' broken';}}"
     "var b=document.body;b.setAttribute('data-images',im.length);b.setAttribute('data-broken',bad);"
-    "b.setAttribute('data-svgs',document.getElementsByTagName('svg').length);b.setAttribute('data-checked','1');"
+    "b.setAttribute('data-svgs',document.getElementsByTagName('svg').length);"
+    "b.setAttribute('data-scroll-width',document.documentElement.scrollWidth);"
+    "b.setAttribute('data-view-width',window.innerWidth);b.setAttribute('data-checked','1');"
     "var p=document.getElementById('selfcheck');if(p&&bad){p.textContent=bad+' image(s) could not be shown';"
     "p.className='bad';}});</script>\n";
 
@@ -221,7 +229,7 @@ static void page_end(page *p) {
     struct tm tm;
     char when[64];
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-    mf_buf_printf(&p->b, "<p id=\"selfcheck\"></p>\n<footer><p class=\"note\">written by mfpipe report, %s</p></footer>\n%s"
+    mf_buf_printf(&p->b, "<p id=\"selfcheck\"></p>\n<footer><p class=\"foot\">written by mfpipe report, %s</p></footer>\n%s"
                          "</body>\n</html>\n", when, k_script);
 }
 
@@ -383,7 +391,8 @@ static void read_curves(const char *dir, curves *c) {
 typedef struct floor_info {
     mf_node *tree;    /* the floor's eval.json, or NULL */
     char *why;        /* why there is none (malloc'ed), or NULL */
-    char *cmd;        /* the command that computes it, or NULL */
+    char *cmd;        /* the eval that computes it, or NULL */
+    char *report_cmd; /* the report command that computes and caches it */
     char *path;       /* the cache file */
 } floor_info;
 
@@ -451,8 +460,8 @@ static void get_floor(const char *eval_path, const mf_node *ev, const mf_report_
     const char *dataset = tree_str(cfg, "data.dataset"), *root = tree_str(cfg, "data.root");
     const char *cache = tree_str(cfg, "eval.cache");
     if (!cache) cache = "data/cache";
-    f->cmd = mf_xasprintf("mfpipe report %s   (runs: mfpipe run %s stages=[data,eval] eval.reference=true eval.n=%lld)",
-                          edir, config, (long long)n);
+    f->cmd = mf_xasprintf("mfpipe run %s stages=[data,eval] eval.reference=true eval.n=%lld", config, (long long)n);
+    f->report_cmd = mf_xasprintf("mfpipe report %s", edir);
     if (!cfg || !mf_node_child(cfg, "data") || !mf_node_child(cfg, "eval")) {
         f->why = mf_xasprintf("%s has no data and eval sections", config);
         goto done;
@@ -520,7 +529,7 @@ done:
 
 static void floor_free(floor_info *f) {
     mf_node_free(f->tree);
-    free(f->why), free(f->cmd), free(f->path);
+    free(f->why), free(f->cmd), free(f->report_cmd), free(f->path);
 }
 
 /* the value of metric `name` in an eval.json tree (metrics[] entries, then a top-level number) */
@@ -590,7 +599,13 @@ static void eval_section(page *p, const char *run_dir, const mf_run_brief *br, c
     } else {
         mf_buf_puts(b, "<p class=\"note floor\">floor: not computed");
         if (f.why) mf_buf_puts(b, " &mdash; "), esc(b, f.why);
-        if (f.cmd && !is_ref) mf_buf_puts(b, "; to compute it: <code>"), esc(b, f.cmd), mf_buf_puts(b, "</code>");
+        if (f.cmd && !is_ref) {
+            mf_buf_puts(b, "; to compute it (with the data set in place): <code>");
+            esc(b, f.report_cmd);
+            mf_buf_puts(b, "</code>, which runs <code>");
+            esc(b, f.cmd);
+            mf_buf_puts(b, "</code> and caches its eval.json");
+        }
         mf_buf_puts(b, "</p>\n");
     }
     char *nt = mf_xasprintf("%s", br->eval_path);
@@ -844,7 +859,7 @@ static int report_run(const char *dir, const mf_report_opts *o, page *p) {
     cv.n = 0;
     read_curves(dir, &cv);
     section(p, "summary", "Summary");
-    mf_buf_puts(b, "<div class=\"scroll\"><table>\n");
+    mf_buf_puts(b, "<div class=\"scroll\"><table class=\"kv\">\n");
     kv_row(b, "folder", abs ? abs : dir);
     const char *state = br.state ? (br.stale ? "stale (running, but no process holds the lock)" : br.state) : "?";
     mf_buf_puts(b, "<tr><th>status</th><td class=\"wrap\"><span class=\"");
@@ -944,7 +959,7 @@ static int report_run(const char *dir, const mf_report_opts *o, page *p) {
     else note(b, "%s: %s", cpath, "missing");
     mf_buf_puts(b, "</section>\n");
     section(p, "manifest", "Manifest (manifest.json)");
-    if (man) mf_buf_puts(b, "<div class=\"scroll\"><table>\n"), tree_rows(b, man, ""), mf_buf_puts(b, "</table></div>\n");
+    if (man) mf_buf_puts(b, "<div class=\"scroll\"><table class=\"kv\">\n"), tree_rows(b, man, ""), mf_buf_puts(b, "</table></div>\n");
     else note(b, "%s: missing or not readable", mpath);
     mf_buf_puts(b, "</section>\n");
     page_end(p);
@@ -979,7 +994,7 @@ static int report_sweep(const char *dir, page *p) {
     mf_buf_puts(b, "</h1>\n<nav><a href=\"#sweep\">sweep</a><a href=\"#summary\">summary</a><a href=\"#plots\">plots</a>"
                    "<a href=\"#points\">points</a></nav></header>\n");
     section(p, "sweep", "Sweep");
-    mf_buf_puts(b, "<div class=\"scroll\"><table>\n");
+    mf_buf_puts(b, "<div class=\"scroll\"><table class=\"kv\">\n");
     char *abs = realpath(dir, NULL);
     kv_row(b, "folder", abs ? abs : dir);
     free(abs);
