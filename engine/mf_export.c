@@ -268,6 +268,10 @@ int mf_export_cmd(int argc, char **argv) {
         if (mf_read_file(cpath, &ctext, &clen, &gz) != 0) {
             mf_warn("export: %s; the file will have no mfpipe.config", mf_last_error());
             mf_error_clear();
+        } else {
+            /* a string (mf_read_file does not terminate it) */
+            ctext = mf_xrealloc(ctext, clen + 1);
+            ctext[clen] = '\0';
         }
         mf_node *root = ctext ? mf_cfg_load_file(cpath) : NULL;
         if (!root) mf_error_clear();
