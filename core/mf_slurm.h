@@ -1,7 +1,9 @@
 /* mf_slurm.h - `mfpipe sweep --launcher slurm`: one sweep point per Slurm job-array task
  * (docs/sweeps.md, "Slurm"). The points that train form one array; the points that reuse a trained
- * point's artifacts form a second array that starts when the first has succeeded
- * (--dependency=aftercorok); a last job writes the summary (--dependency=afterany on both). */
+ * point's artifacts form a second array that starts when the first has ended (--dependency=afterany:
+ * aftercorok would pair reuse task i with training task i, which is not the training it reuses, and
+ * afterok would cancel every reuse point for one failed training; a reuse point whose training failed
+ * ends at once as skipped); a last job writes the summary (--dependency=afterany on both). */
 #ifndef MF_SLURM_H
 #define MF_SLURM_H
 
