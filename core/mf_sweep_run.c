@@ -1375,9 +1375,15 @@ static int cmd_point(sweep_args *a) {
         mf_sweep_point *t = &s.points[p->train_point];
         char *st = point_state(t);
         bool ok = st && strcmp(st, "finished") == 0;
-        if (!ok)
+        if (!ok) {
             mf_fail("%s: point %d reuses the model of point %d, which has %s", abs, p->point, t->point,
                     st ? (strcmp(st, "failed") == 0 ? "failed" : "not finished") : "not run");
+            /* recorded as the local launcher does: the summary shows it as skipped, with the reason */
+            char *why = mf_xstrdup(mf_last_error());
+            if (mf_mkdirs(p->path) == 0) (void)mf_results_status(p->path, "skipped", NULL, why);
+            mf_fail("%s", why);
+            free(why);
+        }
         free(st);
         if (!ok) {
             rc = EXIT_FAILED;
