@@ -374,6 +374,10 @@ static void read_curves(const char *dir, curves *c) {
         if (!e) e = s + len;
         double step, v;
         if (line_has(a, e, "\"stage\":\"train\"") && line_num(a, e, "step", &step) && !line_has(a, e, "\"event\"")) {
+            if (!isnan(c->last_step) && step <= c->last_step) { /* a resume from an earlier step: a new line */
+                mf_svg_add_point(&c->loss, sl, NAN, NAN);
+                mf_svg_add_point(&c->lr, sr, NAN, NAN);
+            }
             if (line_num(a, e, "loss", &v)) {
                 mf_svg_add_point(&c->loss, sl, step, v);
                 c->n++;
@@ -384,6 +388,12 @@ static void read_curves(const char *dir, curves *c) {
         pos = (size_t)(e - s) + 1;
     }
     free(s);
+    /* losses over more than two decades (MeanFlow's adaptive weighting, early spikes): log y */
+    double lo = INFINITY, hi = 0;
+    const mf_svg_series *ls = &c->loss.series[sl];
+    for (size_t i = 0; i < ls->n; i++)
+        if (isfinite(ls->y[i])) lo = fmin(lo, ls->y[i]), hi = fmax(hi, ls->y[i]);
+    c->loss.logy = lo > 0 && hi / lo > 100;
 }
 
 /* ---- the floor -------------------------------------------------------------------------------- */
