@@ -1379,10 +1379,13 @@ static int cmd_point(sweep_args *a) {
             mf_fail("%s: point %d reuses the model of point %d, which has %s", abs, p->point, t->point,
                     st ? (strcmp(st, "failed") == 0 ? "failed" : "not finished") : "not run");
             /* recorded as the local launcher does: the summary shows it as skipped, with the reason */
-            char *why = mf_xstrdup(mf_last_error());
+            char *err = mf_xstrdup(mf_last_error());
+            char *why = mf_xasprintf("its training point %d %s", t->point,
+                                     st && strcmp(st, "failed") == 0 ? "failed" : "did not finish");
             if (mf_mkdirs(p->path) == 0) (void)mf_results_status(p->path, "skipped", NULL, why);
-            mf_fail("%s", why);
+            mf_fail("%s", err);
             free(why);
+            free(err);
         }
         free(st);
         if (!ok) {
