@@ -16,13 +16,10 @@ while [ $# -gt 0 ]; do
     *) echo "usage: bench/hooks.sh [--steps N] [--threads T]" >&2; exit 2;;
   esac
 done
-build=${MFPIPE_BUILD:-build}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j"$(nproc)" >/dev/null
-mf=$build/bin/mfpipe
+source bench/lib.sh
+bench_build
 work=$(mktemp -d /tmp/mfhooks-XXXXXX)
 trap 'rm -rf "$work"' EXIT
-source bench/lib.sh
 bench_data "$work" || exit 1
 
 # images per second over the steps after the first 10 (warm-up), from metrics.jsonl (awk: no python needed)

@@ -13,3 +13,11 @@ bench_data() {
       { echo "bench: no python to write the synthetic data set" >&2; return 1; }
   fi
 }
+
+# bench_build: configure and build the Release tree ($MFPIPE_BUILD, default build); sets build and mf.
+bench_build() {
+  build=${MFPIPE_BUILD:-build}
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$build" -j"$(nproc)" >/dev/null
+  mf=$build/bin/mfpipe
+}

@@ -30,10 +30,8 @@ while [ $# -gt 0 ]; do
     *) usage;;
   esac
 done
-build=${MFPIPE_BUILD:-build}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j"$(nproc)" >/dev/null
-mf=$build/bin/mfpipe
+source bench/lib.sh
+bench_build
 /usr/bin/python3 -c "import torch; from functorch import jvp" 2>/dev/null ||
   { echo "meanflow_bench: needs /usr/bin/python3 with torch and functorch (python3-torch)" >&2; exit 1; }
 work=$(mktemp -d /tmp/mfbench-XXXXXX)

@@ -17,15 +17,12 @@ while [ $# -gt 0 ]; do
     *) echo "usage: bench/run.sh [--steps N] [--threads T] [--cases \"quick c32 c64\"] [--repeat R]" >&2; exit 2;;
   esac
 done
-build=${MFPIPE_BUILD:-build}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j"$(nproc)" >/dev/null
-mf=$build/bin/mfpipe
+source bench/lib.sh
+bench_build
 work=$(mktemp -d /tmp/mfbench-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 # MNIST-shaped data: the real files when present, else a synthetic set
-source bench/lib.sh
 bench_data "$work" || exit 1
 
 peak=$("$build"/bin/mf_gemm_peak 2048 5)
