@@ -7,7 +7,15 @@
  * Weights stay OIHW in the parameter buffer (checkpoints, optimiser and every other backend see one
  * layout); each call reorders them into the primitive's blocked format in the workspace (a few hundred
  * KiB at most). Filter gradients come out blocked and are reordered back with a sum post-op, so they
- * accumulate as the interface requires. Built only when CMake finds oneDNN (MF_HAVE_DNNL). */
+ * accumulate as the interface requires. Built only when CMake finds oneDNN (MF_HAVE_DNNL).
+ *
+ * bf16 (precision: bf16, docs/cpu-backend.md "bf16"): the same three directions with bfloat16 operands
+ * and float32 accumulation and results. src, weights and diff_dst are rounded to bf16 (round to nearest
+ * even) by reorders into the workspace, the weights' one fused with the OIHW -> blocked reorder the fp32
+ * path runs anyway; dst, diff_src and diff_weights stay float32 in the engine's buffers, so every other
+ * kernel, the memory plan and the optimiser are unchanged. The bias gradient, a plain reduction of dy, is
+ * summed from the float32 dy here (dbias_f32). Separate primitives (dn_prim.bf16); the fp32 ones are
+ * created and run exactly as before. */
 #include "cpu_internal.h"
 
 #ifdef MF_HAVE_DNNL
@@ -32,11 +40,16 @@
 enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_FILTER };
 
 typedef struct dn_prim {
-    int dir, bias;
+    int dir, bias, bf16;
     mf_conv_shape s;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t x_md, y_md, w_md, w_user, b_md; /* w_md: the primitive's (diff) weights */
     dnnl_primitive_t wre;  /* weights reorder (OIHW -> w_md, or w_md -> OIHW with sum), NULL if equal */
+    /* bf16 primitives: x16_md/y16_md are x and y in bf16 (same layout); xre/yre the f32 -> bf16 reorders
+     * of the operands read as bf16 (x: fwd, bwd_filter; dy: bwd_data, bwd_filter), else NULL */
+    dnnl_memory_desc_t x16_md, y16_md;
+    dnnl_primitive_t xre, yre;
+    size_t x16_bytes, y16_bytes;
     size_t w_bytes;        /* bytes of w_md */
     dnnl_memory_desc_t sp_md; /* the primitive's scratchpad, passed from the backend's workspace */
     size_t sp_bytes;
@@ -73,6 +86,8 @@ void mfcpu_dnnl_free(mf_backend *be) {
     for (int i = 0; i < d->n; i++) {
         if (d->p[i].prim) dnnl_primitive_destroy(d->p[i].prim);
         if (d->p[i].wre) dnnl_primitive_destroy(d->p[i].wre);
+        if (d->p[i].xre) dnnl_primitive_destroy(d->p[i].xre);
+        if (d->p[i].yre) dnnl_primitive_destroy(d->p[i].yre);
     }
     free(d->p);
     dnnl_stream_destroy(d->strm);
@@ -83,9 +98,12 @@ void mfcpu_dnnl_free(mf_backend *be) {
 
 static int blk(int b) { return b > 1 ? b : 1; }
 
-static void act_md(dnnl_memory_desc_t *md, int n, int c, int h, int w, int b) {
+static void act_md_dt(dnnl_memory_desc_t *md, int n, int c, int h, int w, int b, dnnl_data_type_t dt) {
     dnnl_dims_t d = {n, c, h, w};
-    DN(dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, blk(b) == 16 ? dnnl_nChw16c : dnnl_nchw));
+    DN(dnnl_memory_desc_init_by_tag(md, 4, d, dt, blk(b) == 16 ? dnnl_nChw16c : dnnl_nchw));
+}
+static void act_md(dnnl_memory_desc_t *md, int n, int c, int h, int w, int b) {
+    act_md_dt(md, n, c, h, w, b, dnnl_f32);
 }
 
 static int same_shape(const mf_conv_shape *a, const mf_conv_shape *b) {
@@ -93,9 +111,12 @@ static int same_shape(const mf_conv_shape *a, const mf_conv_shape *b) {
            a->stride == b->stride && a->pad == b->pad && blk(a->bx) == blk(b->bx) && blk(a->by) == blk(b->by);
 }
 
+static dn_prim *get_prim_bf16(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bias);
+
 static dn_prim *get_prim(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bias) {
     for (int i = 0; i < d->n; i++)
-        if (d->p[i].dir == dir && d->p[i].bias == bias && same_shape(&d->p[i].s, s)) return &d->p[i];
+        if (!d->p[i].bf16 && d->p[i].dir == dir && d->p[i].bias == bias && same_shape(&d->p[i].s, s))
+            return &d->p[i];
     if (d->n == d->cap) {
         d->cap = d->cap ? 2 * d->cap : 32;
         d->p = mf_xrealloc(d->p, sizeof *d->p * (size_t)d->cap);
@@ -276,6 +297,237 @@ int mfcpu_dnnl_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const f
     return 0;
 }
 
+/* ---- bf16 ------------------------------------------------------------------------------------------ */
+
+static int soft(dnnl_status_t st) { return st == dnnl_success ? 0 : -1; }
+
+static dnnl_primitive_t make_reorder(mfcpu_dnnl *d, const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
+                                     int sum) {
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    if (sum) { /* to += reorder(from) */
+        DN(dnnl_primitive_attr_create(&attr));
+        DN(dnnl_post_ops_create(&po));
+        DN(dnnl_post_ops_append_sum(po, 1.0f));
+        DN(dnnl_primitive_attr_set_post_ops(attr, po));
+    }
+    dnnl_primitive_desc_t rpd;
+    dnnl_primitive_t r;
+    DN(dnnl_reorder_primitive_desc_create(&rpd, from, d->eng, to, d->eng, attr));
+    DN(dnnl_primitive_create(&r, rpd));
+    dnnl_primitive_desc_destroy(rpd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return r;
+}
+
+/* The bf16 primitive for (dir, shape, bias): src/weights/diff_dst bf16, dst/diff_src/diff_weights/bias
+ * float32. ref is set when oneDNN offers only reference code or no implementation at all for the data
+ * types (the caller then runs the fp32 kernels for that shape). */
+static dn_prim *get_prim_bf16(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bias) {
+    for (int i = 0; i < d->n; i++)
+        if (d->p[i].bf16 && d->p[i].dir == dir && d->p[i].bias == bias && same_shape(&d->p[i].s, s))
+            return &d->p[i];
+    if (d->n == d->cap) {
+        d->cap = d->cap ? 2 * d->cap : 32;
+        d->p = mf_xrealloc(d->p, sizeof *d->p * (size_t)d->cap);
+    }
+    dn_prim *p = &d->p[d->n++];
+    memset(p, 0, sizeof *p);
+    p->dir = dir;
+    p->bias = bias;
+    p->bf16 = 1;
+    p->s = *s;
+    act_md(&p->x_md, s->n, s->ci, s->h, s->w, s->bx);
+    act_md(&p->y_md, s->n, s->co, s->ho, s->wo, s->by);
+    act_md_dt(&p->x16_md, s->n, s->ci, s->h, s->w, s->bx, dnnl_bf16);
+    act_md_dt(&p->y16_md, s->n, s->co, s->ho, s->wo, s->by, dnnl_bf16);
+    p->x16_bytes = dnnl_memory_desc_get_size(&p->x16_md);
+    p->y16_bytes = dnnl_memory_desc_get_size(&p->y16_md);
+    dnnl_dims_t wd = {s->co, s->ci, s->k, s->k}, bd = {s->co};
+    dnnl_dims_t str = {s->stride, s->stride}, pl = {s->pad, s->pad};
+    dnnl_dims_t pr = {(s->ho - 1) * s->stride + s->k - s->h - s->pad, (s->wo - 1) * s->stride + s->k - s->w - s->pad};
+    dnnl_memory_desc_t w16_any, w32_any;
+    DN(dnnl_memory_desc_init_by_tag(&w16_any, 4, wd, dnnl_bf16, dnnl_format_tag_any));
+    DN(dnnl_memory_desc_init_by_tag(&w32_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
+    DN(dnnl_memory_desc_init_by_tag(&p->w_user, 4, wd, dnnl_f32, dnnl_oihw));
+    DN(dnnl_memory_desc_init_by_tag(&p->b_md, 1, bd, dnnl_f32, dnnl_x));
+    dnnl_convolution_desc_t fd, cd;
+    DN(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &p->x16_md, &w16_any,
+                                          bias ? &p->b_md : NULL, &p->y_md, str, pl, pr));
+    dnnl_primitive_attr_t sp_attr;
+    DN(dnnl_primitive_attr_create(&sp_attr));
+    DN(dnnl_primitive_attr_set_scratchpad_mode(sp_attr, dnnl_scratchpad_mode_user));
+    dnnl_primitive_desc_t fpd = NULL, pd = NULL;
+    dnnl_query_t wq = dnnl_query_weights_md;
+    int bad = soft(dnnl_primitive_desc_create(&fpd, &fd, sp_attr, d->eng, NULL));
+    if (!bad && dir == DIR_FWD) {
+        pd = fpd;
+    } else if (!bad && dir == DIR_BWD_DATA) {
+        DN(dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &p->x_md, &w16_any, &p->y16_md, str,
+                                                    pl, pr));
+        bad = soft(dnnl_primitive_desc_create(&pd, &cd, sp_attr, d->eng, fpd));
+    } else if (!bad) {
+        DN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &p->x16_md, &w32_any,
+                                                       bias ? &p->b_md : NULL, &p->y16_md, str, pl, pr));
+        bad = soft(dnnl_primitive_desc_create(&pd, &cd, sp_attr, d->eng, fpd));
+        wq = dnnl_query_diff_weights_md;
+    }
+    dnnl_primitive_attr_destroy(sp_attr);
+    const char *info = NULL;
+    if (!bad) DN(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info));
+    snprintf(p->impl, sizeof p->impl, "%s", bad ? "none" : info ? info : "?");
+    p->ref = bad || (info && strncmp(info, "ref", 3) == 0);
+    if (!p->ref) {
+        p->w_md = *dnnl_primitive_desc_query_md(pd, wq, 0);
+        p->w_bytes = dnnl_memory_desc_get_size(&p->w_md);
+        p->sp_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        p->sp_bytes = dnnl_memory_desc_get_size(&p->sp_md);
+        DN(dnnl_primitive_create(&p->prim, pd));
+        if (dir != DIR_BWD_FILTER) p->wre = make_reorder(d, &p->w_user, &p->w_md, 0); /* f32 OIHW -> bf16 */
+        else if (!dnnl_memory_desc_equal(&p->w_md, &p->w_user)) p->wre = make_reorder(d, &p->w_md, &p->w_user, 1);
+        if (dir != DIR_BWD_DATA) p->xre = make_reorder(d, &p->x_md, &p->x16_md, 0);
+        if (dir != DIR_FWD) p->yre = make_reorder(d, &p->y_md, &p->y16_md, 0);
+    }
+    if (pd && pd != fpd) dnnl_primitive_desc_destroy(pd);
+    if (fpd) dnnl_primitive_desc_destroy(fpd);
+    if (getenv("MFPIPE_DNNL_VERBOSE"))
+        fprintf(stderr, "mfpipe: oneDNN bf16 %s n%d %dx%d %d->%d k%d s%d blk %d/%d bias %d: %s%s\n",
+                dir == DIR_FWD ? "fwd" : dir == DIR_BWD_DATA ? "bwd_data" : "bwd_filter", s->n, s->h, s->w, s->ci,
+                s->co, s->k, s->stride, blk(s->bx), blk(s->by), bias, p->impl, p->ref ? " (not used: fp32)" : "");
+    return p;
+}
+
+/* dst (bf16, md16) = round(src (f32, md32)) through the reorder re */
+static void to_bf16(mf_backend *be, mfcpu_dnnl *d, dnnl_primitive_t re, const dnnl_memory_desc_t *md32,
+                    const dnnl_memory_desc_t *md16, const float *src, void *dst) {
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, mem(d, md32, src)}, {DNNL_ARG_TO, mem(d, md16, dst)}};
+    run(be, re, 2, a);
+}
+
+int mfcpu_dnnl_conv2d_bf16(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w,
+                           const float *bias, float *y) {
+    mfcpu_dnnl *d = mfcpu(be)->dnnl;
+    if (!d) return -1;
+    dn_prim *p = get_prim_bf16(d, DIR_FWD, s, bias != NULL);
+    if (p->ref) return -1;
+    const size_t wb = round64(p->w_bytes), xb = round64(p->x16_bytes);
+    char *ws = mfcpu_workspace(be, wb + xb + p->sp_bytes);
+    to_bf16(be, d, p->wre, &p->w_user, &p->w_md, w, ws);
+    to_bf16(be, d, p->xre, &p->x_md, &p->x16_md, x, ws + wb);
+    dnnl_exec_arg_t a[5];
+    int na = 0;
+    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, mem(d, &p->x16_md, ws + wb)};
+    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mem(d, &p->w_md, ws)};
+    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DST, mem(d, &p->y_md, y)};
+    if (bias) a[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mem(d, &p->b_md, bias)};
+    na = scratch_arg(d, p, ws + wb + xb, a, na);
+    run(be, p->prim, na, a);
+    return 0;
+}
+
+int mfcpu_dnnl_conv2d_bwd_data_bf16(mf_backend *be, const mf_conv_shape *s, const float *dy, const float *w,
+                                    float *dx, int acc) {
+    mfcpu_dnnl *d = mfcpu(be)->dnnl;
+    if (!d) return -1;
+    dn_prim *p = get_prim_bf16(d, DIR_BWD_DATA, s, 0);
+    if (p->ref) return -1;
+    const int64_t nx = (int64_t)s->n * s->ci * s->h * s->w;
+    const size_t wb = round64(p->w_bytes), yb = round64(p->y16_bytes);
+    const size_t tb = acc ? round64(sizeof(float) * (size_t)nx) : 0;
+    char *ws = mfcpu_workspace(be, wb + yb + tb + p->sp_bytes);
+    to_bf16(be, d, p->wre, &p->w_user, &p->w_md, w, ws);
+    to_bf16(be, d, p->yre, &p->y_md, &p->y16_md, dy, ws + wb);
+    float *out = acc ? (float *)(ws + wb + yb) : dx;
+    dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, mem(d, &p->y16_md, ws + wb)},
+                            {DNNL_ARG_WEIGHTS, mem(d, &p->w_md, ws)},
+                            {DNNL_ARG_DIFF_SRC, mem(d, &p->x_md, out)}};
+    run(be, p->prim, scratch_arg(d, p, ws + wb + yb + tb, a, 3), a);
+    if (acc) mfcpu_axpby(be, nx, 1.0f, out, 1.0f, dx);
+    return 0;
+}
+
+/* dbias[o] += sum over samples and pixels of dy[., o, .] (layout s->by), from the float32 dy: the bias
+ * gradient is a reduction, which stays float32 (mf_backend.h); double per channel, each channel summed by
+ * one thread in a fixed order (deterministic whatever the schedule). */
+static void dbias_f32(mf_backend *be, const mf_conv_shape *s, const float *dy, float *dbias) {
+    const int64_t hw = (int64_t)s->ho * s->wo;
+    const int b = blk(s->by), nb = s->co / b; /* channel blocks of b channels (b = 1: NCHW) */
+    const int slots = (int64_t)s->n * s->co * hw >= MFCPU_PAR_MIN ? be->threads : 1;
+#pragma omp parallel for num_threads(slots) schedule(static) if (slots > 1)
+    for (int cb = 0; cb < nb; cb++) {
+        double acc[16] = {0};
+        for (int i = 0; i < s->n; i++) {
+            const float *p = dy + ((int64_t)i * nb + cb) * hw * b;
+            for (int64_t q = 0; q < hw; q++)
+                for (int l = 0; l < b; l++) acc[l] += p[q * b + l];
+        }
+        for (int l = 0; l < b; l++) dbias[cb * b + l] += (float)acc[l];
+    }
+}
+
+int mfcpu_dnnl_conv2d_bwd_filter_bf16(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy,
+                                      float *dw, float *dbias) {
+    mfcpu_dnnl *d = mfcpu(be)->dnnl;
+    if (!d) return -1;
+    dn_prim *p = get_prim_bf16(d, DIR_BWD_FILTER, s, 0); /* the bias gradient: dbias_f32 */
+    if (p->ref) return -1;
+    const size_t xb = round64(p->x16_bytes), yb = round64(p->y16_bytes), wb = round64(p->w_bytes);
+    char *ws = mfcpu_workspace(be, xb + yb + wb + p->sp_bytes);
+    float *gw = (float *)(ws + xb + yb);
+    to_bf16(be, d, p->xre, &p->x_md, &p->x16_md, x, ws);
+    to_bf16(be, d, p->yre, &p->y_md, &p->y16_md, dy, ws + xb);
+    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, mem(d, &p->x16_md, ws)},
+                            {DNNL_ARG_DIFF_DST, mem(d, &p->y16_md, ws + xb)},
+                            {DNNL_ARG_DIFF_WEIGHTS, mem(d, &p->w_md, gw)}};
+    run(be, p->prim, scratch_arg(d, p, ws + xb + yb + wb, a, 3), a);
+    if (p->wre) { /* dw += reorder(gw) */
+        dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, mem(d, &p->w_md, gw)}, {DNNL_ARG_TO, mem(d, &p->w_user, dw)}};
+        run(be, p->wre, 2, r);
+    } else {
+        const int64_t nw = (int64_t)s->co * s->ci * s->k * s->k;
+        for (int64_t i = 0; i < nw; i++) dw[i] += gw[i];
+    }
+    if (dbias) dbias_f32(be, s, dy, dbias);
+    return 0;
+}
+
+static const char *isa_name(dnnl_cpu_isa_t isa) {
+    switch ((int)isa) {
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    default: return "other";
+    }
+}
+
+int mfcpu_dnnl_bf16_probe(mf_backend *be, char *info, size_t cap) {
+    mfcpu_dnnl *d = mfcpu(be)->dnnl;
+    if (!d) {
+        snprintf(info, cap, "oneDNN is not in use (MFPIPE_CPU_LAYOUT=nchw, or a CPU without AVX-512)");
+        return -1;
+    }
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    if ((isa & dnnl_cpu_isa_avx512_core_bf16) != dnnl_cpu_isa_avx512_core_bf16) {
+        snprintf(info, cap, "this CPU has no AVX512-BF16 or AMX (oneDNN's ISA: %s)", isa_name(isa));
+        return -1;
+    }
+    /* one of the UNet's shapes in the three directions: real (non-reference) bf16 kernels for each */
+    const mf_conv_shape s = {2, 16, 8, 8, 16, 3, 1, 1, 8, 8, 16, 16};
+    const dn_prim *f = get_prim_bf16(d, DIR_FWD, &s, 1), *bd = get_prim_bf16(d, DIR_BWD_DATA, &s, 0),
+                  *bw = get_prim_bf16(d, DIR_BWD_FILTER, &s, 0);
+    if (f->ref || bd->ref || bw->ref) {
+        snprintf(info, cap, "oneDNN has no fast bf16 convolution here (ISA %s: %s / %s / %s)", isa_name(isa),
+                 f->impl, bd->impl, bw->impl);
+        return -1;
+    }
+    snprintf(info, cap, "ISA %s; fwd %s, bwd_data %s, bwd_filter %s", isa_name(isa), f->impl, bd->impl, bw->impl);
+    return 0;
+}
+
 const char *mf_cpu_dnnl_version(void) {
     static char buf[32];
     const dnnl_version_t *v = dnnl_version();
@@ -284,6 +536,7 @@ const char *mf_cpu_dnnl_version(void) {
 }
 
 #else /* !MF_HAVE_DNNL */
+#include <stdio.h>
 
 int mfcpu_dnnl_init(mf_backend *be) { return -1; }
 void mfcpu_dnnl_free(mf_backend *be) {}
@@ -297,6 +550,22 @@ int mfcpu_dnnl_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const flo
 }
 int mfcpu_dnnl_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy, float *dw,
                                  float *dbias) {
+    return -1;
+}
+int mfcpu_dnnl_conv2d_bf16(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w,
+                           const float *bias, float *y) {
+    return -1;
+}
+int mfcpu_dnnl_conv2d_bwd_data_bf16(mf_backend *be, const mf_conv_shape *s, const float *dy, const float *w,
+                                    float *dx, int acc) {
+    return -1;
+}
+int mfcpu_dnnl_conv2d_bwd_filter_bf16(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy,
+                                      float *dw, float *dbias) {
+    return -1;
+}
+int mfcpu_dnnl_bf16_probe(mf_backend *be, char *info, size_t cap) {
+    snprintf(info, cap, "this build has no oneDNN");
     return -1;
 }
 const char *mf_cpu_dnnl_version(void) { return NULL; }

@@ -29,7 +29,10 @@ typedef struct mfcpu_ctx {
     int conv_pb; /* pixel block of a one-sample conv GEMM: 0 = automatic, else forced */
     int avx512;  /* use the AVX-512 code (SiLU, double sums): CPU support, unless MFPIPE_CPU_SIMD=0 */
     struct mfcpu_dnnl *dnnl; /* oneDNN engine, stream and primitive cache (cpu_dnnl.c); NULL: none */
-    char version[256];       /* version(): built on first call */
+    int bf16;     /* precision bf16 in use: convolutions through oneDNN's bf16 kernels (mf_cpu_set_precision) */
+    int bf16_jvp; /* also the bias-less forward convolutions (the JVP's tangents): MFPIPE_CPU_BF16_JVP=1 */
+    char bf16_info[256]; /* the ISA and oneDNN implementations of the bf16 convolutions, for version() */
+    char version[512];       /* version(): built on first call */
 } mfcpu_ctx;
 
 static inline mfcpu_ctx *mfcpu(mf_backend *be) { return (mfcpu_ctx *)be->ctx; }
@@ -97,6 +100,24 @@ MFCPU_HIDDEN int mfcpu_dnnl_conv2d_bwd_data(mf_backend *be, const mf_conv_shape 
                                             const float *w, float *dx, int acc);
 MFCPU_HIDDEN int mfcpu_dnnl_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x,
                                               const float *dy, float *dw, float *dbias);
+
+/* The same with bf16 operands (src, weights, diff_dst rounded to bf16 in the workspace) and float32
+ * accumulation and outputs; -1 where oneDNN has no fast bf16 kernel for the shape (caller: fp32). */
+MFCPU_HIDDEN int mfcpu_dnnl_conv2d_bf16(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w,
+                                        const float *bias, float *y);
+MFCPU_HIDDEN int mfcpu_dnnl_conv2d_bwd_data_bf16(mf_backend *be, const mf_conv_shape *s, const float *dy,
+                                                 const float *w, float *dx, int acc);
+MFCPU_HIDDEN int mfcpu_dnnl_conv2d_bwd_filter_bf16(mf_backend *be, const mf_conv_shape *s, const float *x,
+                                                   const float *dy, float *dw, float *dbias);
+/* 0 when this CPU and oneDNN run bf16 convolutions with real (AVX512-BF16 / AMX) kernels; info gets the
+ * ISA and the implementations, or why not (-1). */
+MFCPU_HIDDEN int mfcpu_dnnl_bf16_probe(mf_backend *be, char *info, size_t cap);
+
+/* Precision of the convolutions (mf_cpu.c; called by the registry, engine/mf_backend.c, right after
+ * mf_cpu_backend_new): MF_PREC_BF16 where the CPU has AVX512-BF16 or AMX, oneDNN is in use and
+ * MFPIPE_CPU_NO_BF16 is not 1; else fp32. Sets and returns be->precision; why gets the bf16 kernels' ISA
+ * and implementations, or the reason for fp32. Not hidden: the registry is outside cpu/. */
+int mf_cpu_set_precision(mf_backend *be, int precision, char *why, size_t cap);
 
 /* ---- blocked-layout kernels (cpu_blocked.c): nChw16c, c % 16 == 0 ---------------------------- */
 MFCPU_HIDDEN void mfcpu_groupnorm_b16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,

@@ -227,8 +227,17 @@ static int few_out(const mf_conv_shape *s) {
     return is_b16(s->bx) && !is_b16(s->by) && s->co < 16 && s->stride == 1;
 }
 
+/* precision bf16 (docs/cpu-backend.md, "bf16"): every convolution but the direct few-channel ones goes to
+ * oneDNN's bf16 kernels, whatever the layouts, except forward convolutions without bias: in this engine
+ * those are exactly the JVP's tangent passes (mf_graph.c gives every conv node a bias, jvp_node calls
+ * conv2d with NULL), which stay float32 (MFPIPE_CPU_BF16_JVP=1: bf16 too). A shape oneDNN has no fast bf16
+ * kernel for runs the fp32 kernels below. */
+static int bf16_conv(mf_backend *be, const mf_conv_shape *s) { return mfcpu(be)->bf16 && !few_out(s); }
+
 static void cpu_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w, const float *bias,
                        float *y) {
+    if (bf16_conv(be, s) && (bias || mfcpu(be)->bf16_jvp) && mfcpu_dnnl_conv2d_bf16(be, s, x, w, bias, y) == 0)
+        return;
     if (!is_b16(s->bx) && !is_b16(s->by)) {
         mfcpu_conv2d(be, s, x, w, bias, y);
         return;
@@ -248,6 +257,7 @@ static void cpu_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, c
 
 static void cpu_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const float *dy, const float *w, float *dx,
                                 int acc) {
+    if (bf16_conv(be, s) && mfcpu_dnnl_conv2d_bwd_data_bf16(be, s, dy, w, dx, acc) == 0) return;
     if (!is_b16(s->bx) && !is_b16(s->by)) {
         mfcpu_conv2d_bwd_data(be, s, dy, w, dx, acc);
         return;
@@ -267,6 +277,7 @@ static void cpu_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const fl
 
 static void cpu_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy, float *dw,
                                   float *dbias) {
+    if (bf16_conv(be, s) && mfcpu_dnnl_conv2d_bwd_filter_bf16(be, s, x, dy, dw, dbias) == 0) return;
     if (!is_b16(s->bx) && !is_b16(s->by)) {
         mfcpu_conv2d_bwd_filter(be, s, x, dy, dw, dbias);
         return;
@@ -300,9 +311,10 @@ static const char *cpu_version(mf_backend *be) {
         snprintf(blas, sizeof blas, "%s", openblas_get_config());
         char *sp = strchr(blas, ' ');
         if (sp && (sp = strchr(sp + 1, ' '))) *sp = '\0'; /* "OpenBLAS 0.3.21" */
-        snprintf(c->version, sizeof c->version, "cpu: %s%s%s, %d threads, %s, %s layout", blas, dnnl ? ", " : "",
-                 dnnl ? dnnl : "", c->threads, c->avx512 ? "AVX-512" : "no AVX-512 (scalar kernels)",
-                 be->cblock == 16 ? "nChw16c" : "NCHW");
+        snprintf(c->version, sizeof c->version, "cpu: %s%s%s, %d threads, %s, %s layout%s%s", blas,
+                 dnnl ? ", " : "", dnnl ? dnnl : "", c->threads, c->avx512 ? "AVX-512" : "no AVX-512 (scalar kernels)",
+                 be->cblock == 16 ? "nChw16c" : "NCHW", c->bf16 ? ", bf16 convolutions: " : "",
+                 c->bf16 ? c->bf16_info : "");
     }
     return c->version;
 }
@@ -370,6 +382,27 @@ static const mf_backend_i cpu_iface = {
     .version = cpu_version,
     .error = cpu_error,
 };
+
+int mf_cpu_set_precision(mf_backend *be, int precision, char *why, size_t cap) {
+    mfcpu_ctx *c = mfcpu(be);
+    c->bf16 = c->bf16_jvp = 0;
+    c->version[0] = '\0';
+    be->precision = MF_PREC_FP32;
+    if (cap) why[0] = '\0';
+    const char *no = getenv("MFPIPE_CPU_NO_BF16");
+    if (precision == MF_PREC_TF32) {
+        snprintf(why, cap, "TF32 is a GPU tensor-core mode");
+    } else if (precision == MF_PREC_BF16 && no && strcmp(no, "1") == 0) {
+        snprintf(why, cap, "MFPIPE_CPU_NO_BF16=1");
+    } else if (precision == MF_PREC_BF16 && mfcpu_dnnl_bf16_probe(be, why, cap) == 0) {
+        snprintf(c->bf16_info, sizeof c->bf16_info, "%s", why);
+        c->bf16 = 1;
+        const char *jvp = getenv("MFPIPE_CPU_BF16_JVP");
+        c->bf16_jvp = jvp && strcmp(jvp, "1") == 0;
+        be->precision = MF_PREC_BF16;
+    }
+    return be->precision;
+}
 
 mf_backend *mf_cpu_backend_new(int threads) {
     if (threads <= 0) threads = omp_get_num_procs();

@@ -12,6 +12,9 @@
 
 const char *const mf_backend_names[] = {"cpu", "cuda", NULL};
 
+/* cpu/mf_cpu.c (declared in cpu/cpu_internal.h): the CPU backend's precision, what it really runs */
+int mf_cpu_set_precision(mf_backend *be, int precision, char *why, size_t cap);
+
 const char *mf_precision_name(int precision) {
     switch (precision) {
     case MF_PREC_FP32: return "fp32";
@@ -81,9 +84,15 @@ static mf_backend *open_named(const char *name, const mf_backend_opts *o) {
             mf_fail("cannot create the cpu backend");
             return NULL;
         }
-        if (o->precision != MF_PREC_FP32)
-            mf_warn("precision %s: the cpu backend runs fp32 (its bf16 kernels are not built yet); using fp32",
-                    mf_precision_name(o->precision));
+        if (o->precision != MF_PREC_FP32) {
+            char why[320];
+            if (mf_cpu_set_precision(be, o->precision, why, sizeof why) == o->precision)
+                mf_info("precision %s: cpu convolutions in bf16 through oneDNN (%s); fp32 accumulation, master "
+                        "weights, JVP tangents and every other kernel", mf_precision_name(o->precision), why);
+            else
+                mf_warn("precision %s: the cpu backend runs fp32 (%s); using fp32", mf_precision_name(o->precision),
+                        why);
+        }
     } else if (strcmp(name, "cuda") == 0) {
         const mf_backend_module *m = load_module(name);
         if (!m) {

@@ -1,0 +1,313 @@
+/* test_bf16_conv.c - the CPU backend's bf16 convolutions (precision: bf16, docs/cpu-backend.md "bf16")
+ * against its fp32 kernels, through the mf_backend_i table only: forward (with and without bias),
+ * backward-data (overwriting and accumulating) and backward-filter (with and without the bias gradient),
+ * stride 1 and 2, 3x3 and 1x1, the UNet's shapes with 1..128 channels, in the layouts the engine gives them
+ * (NCHW -> nChw16c for the first convolution, nChw16c -> nChw16c, NCHW -> NCHW for channel counts that are
+ * not multiples of 16, nChw16c -> NCHW). Each bf16 result is compared two ways:
+ *   1. against the fp32 kernel on the same inputs: the bf16 rounding error, bounded by TOL_BF16, and
+ *      larger than TOL_SAME (the bf16 kernel really ran: its result is not the fp32 one);
+ *   2. against the fp32 kernel on the inputs rounded to bf16 on the host (round to nearest even): the
+ *      products of two bf16 values are exact in fp32, so what remains is fp32 summation order, bounded
+ *      by TOL_SAME: proves the operands and only the operands are rounded and accumulation is fp32.
+ * The bias gradient is a reduction and stays float32: within TOL_SAME of fp32's.
+ * Also: the bias-less forward convolution (the JVP tangent pass, which stays fp32) is bit-identical to
+ * fp32 unless MFPIPE_CPU_BF16_JVP=1; the few-channel output convolution (co < 16, direct kernel) is
+ * bit-identical to fp32; results are bitwise deterministic; MFPIPE_CPU_NO_BF16=1 opens an fp32 backend.
+ * Skips (prints why, exits 0) where the CPU has no AVX512-BF16 / AMX or the build no oneDNN. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mf_backend.h"
+#include "mf_error.h"
+#include "mf_test.h"
+
+/* ---- tolerances (normalised error: max|got - ref| / max|ref|) ------------------------------------
+ * bf16 keeps 8 significant bits: rounding to nearest even has unit roundoff u = 2^-8 ~ 3.9e-3. Each
+ * product x*w of two rounded operands carries a relative error d_x + d_w, |d| <= u (rms u/sqrt(3) each),
+ * and the product itself is exact in fp32, accumulated in fp32 (error ~1e-7 relative, negligible). Over
+ * K = ci*k*k (forward), co*k*k (backward-data) or n*ho*wo (backward-filter) random-signed terms both the
+ * output and its error grow as sqrt(K), so the error relative to the output is ~ u*sqrt(2/3) ~ 3.2e-3
+ * rms whatever K; the worst of up to 10^6 outputs against the largest output stays near that ratio
+ * (both are ~4.5 sigma of their Gaussians). TOL_BF16 = 2e-2 leaves a 4-6x margin; the bias (exact fp32)
+ * only lowers the ratio. TOL_SAME: two fp32 summation orders (oneDNN against im2col + BLAS), as
+ * test_backend_ops' TOL_FP32. */
+#define TOL_BF16 2e-2
+#define TOL_SAME 1e-5
+
+static mf_backend *F, *B, *BJ; /* fp32; bf16; bf16 with bf16 tangents (MFPIPE_CPU_BF16_JVP=1) */
+static double g_worst[3];      /* worst error against fp32, per direction */
+static double g_worst_same[3]; /* worst error against fp32 on bf16-rounded inputs */
+static const char *k_dir[3] = {"fwd", "bwd_data", "bwd_filter"};
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static float urand(void) { /* LCG, uniform in [-1, 1) */
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(g_rng >> 11) * 0x1.0p-52 - 1.0);
+}
+static float *hrand(size_t n) {
+    float *p = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) p[i] = urand();
+    return p;
+}
+static float bf16r(float f) { /* round to the nearest bf16, ties to even (finite inputs) */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static float *rounded(const float *h, size_t n) {
+    float *r = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) r[i] = bf16r(h[i]);
+    return r;
+}
+
+/* activations (n, c, hw) NCHW on the host <-> the backend in layout blk (16: nChw16c) */
+static size_t bidx(int c, int hw, int blk, int i, int ch, int p) {
+    if (blk != 16) return ((size_t)i * c + ch) * hw + p;
+    return (((size_t)i * (c / 16) + ch / 16) * hw + p) * 16 + ch % 16;
+}
+static float *upa(mf_backend *be, const float *h, int n, int c, int hw, int blk) {
+    const size_t len = (size_t)n * c * hw;
+    float *t = malloc(sizeof(float) * len), *d = be->i->alloc(be, sizeof(float) * len);
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < hw; p++) t[bidx(c, hw, blk, i, ch, p)] = h[((size_t)i * c + ch) * hw + p];
+    be->i->write(be, d, t, sizeof(float) * len);
+    free(t);
+    return d;
+}
+static float *downa(mf_backend *be, const float *d, int n, int c, int hw, int blk) {
+    const size_t len = (size_t)n * c * hw;
+    float *t = malloc(sizeof(float) * len), *h = malloc(sizeof(float) * len);
+    be->i->read(be, t, d, sizeof(float) * len);
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < hw; p++) h[((size_t)i * c + ch) * hw + p] = t[bidx(c, hw, blk, i, ch, p)];
+    free(t);
+    return h;
+}
+static float *up(mf_backend *be, const float *h, size_t n) {
+    float *d = be->i->alloc(be, sizeof(float) * n);
+    be->i->write(be, d, h, sizeof(float) * n);
+    return d;
+}
+static float *down(mf_backend *be, const float *d, size_t n) {
+    float *h = malloc(sizeof(float) * n);
+    be->i->read(be, h, d, sizeof(float) * n);
+    return h;
+}
+
+static double nerr(const float *got, const float *ref, size_t n) {
+    double m = 0, e = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double r = fabs((double)ref[i]), d = fabs((double)got[i] - (double)ref[i]);
+        if (r > m) m = r;
+        if (!(d <= e)) e = d; /* NaN propagates */
+    }
+    return e / (m > 1e-30 ? m : 1e-30);
+}
+
+typedef struct conv_case {
+    int n, ci, h, co, k, stride, bx, by;
+    int may_fp32; /* oneDNN 2.6 has only reference bf16 code for some direction of this layout mix (few
+                   * input channels to blocked: bwd_data; blocked to NCHW: all): fp32 is allowed there */
+} conv_case;
+
+static mf_conv_shape shape_of(const conv_case *c) {
+    mf_conv_shape s = {c->n, c->ci, c->h, c->h, c->co, c->k, c->stride, c->k / 2, 0, 0, c->bx, c->by};
+    s.ho = (s.h + 2 * s.pad - s.k) / s.stride + 1;
+    s.wo = (s.w + 2 * s.pad - s.k) / s.stride + 1;
+    return s;
+}
+
+/* The inputs of one case on the host (x, w, bias, dy, and the accumulators' start values). */
+typedef struct host_in {
+    float *x, *w, *b, *dy, *dx0, *dw0, *db0;
+    size_t nx, nw, ny;
+} host_in;
+
+/* One direction on backend be with inputs h (x/w/dy possibly rounded): the output on the host, NCHW. */
+enum { V_FWD, V_FWD_NOBIAS, V_BWD_DATA, V_BWD_DATA_ACC, V_BWD_FILTER, V_BWD_FILTER_NOBIAS };
+static float *run_dir(mf_backend *be, const mf_conv_shape *s, const host_in *h, int v, float **dbias_out) {
+    const int hwx = s->h * s->w, hwy = s->ho * s->wo;
+    float *out = NULL;
+    if (v == V_FWD || v == V_FWD_NOBIAS) {
+        float *x = upa(be, h->x, s->n, s->ci, hwx, s->bx), *w = up(be, h->w, h->nw);
+        float *b = v == V_FWD ? up(be, h->b, (size_t)s->co) : NULL;
+        float *y = be->i->alloc(be, sizeof(float) * h->ny);
+        be->i->fill(be, y, NAN, (int64_t)h->ny);
+        be->i->conv2d(be, s, x, w, b, y);
+        out = downa(be, y, s->n, s->co, hwy, s->by);
+        be->i->free(be, x), be->i->free(be, w), be->i->free(be, b), be->i->free(be, y);
+    } else if (v == V_BWD_DATA || v == V_BWD_DATA_ACC) {
+        const int acc = v == V_BWD_DATA_ACC;
+        float *dy = upa(be, h->dy, s->n, s->co, hwy, s->by), *w = up(be, h->w, h->nw);
+        float *dx = upa(be, h->dx0, s->n, s->ci, hwx, s->bx);
+        if (!acc) be->i->fill(be, dx, NAN, (int64_t)h->nx);
+        be->i->conv2d_bwd_data(be, s, dy, w, dx, acc);
+        out = downa(be, dx, s->n, s->ci, hwx, s->bx);
+        be->i->free(be, dy), be->i->free(be, w), be->i->free(be, dx);
+    } else {
+        float *x = upa(be, h->x, s->n, s->ci, hwx, s->bx), *dy = upa(be, h->dy, s->n, s->co, hwy, s->by);
+        float *dw = up(be, h->dw0, h->nw), *db = v == V_BWD_FILTER ? up(be, h->db0, (size_t)s->co) : NULL;
+        be->i->conv2d_bwd_filter(be, s, x, dy, dw, db);
+        out = down(be, dw, h->nw);
+        if (dbias_out) *dbias_out = db ? down(be, db, (size_t)s->co) : NULL;
+        be->i->free(be, x), be->i->free(be, dy), be->i->free(be, dw), be->i->free(be, db);
+    }
+    return out;
+}
+
+static size_t out_len(const host_in *h, int v) {
+    return v <= V_FWD_NOBIAS ? h->ny : v <= V_BWD_DATA_ACC ? h->nx : h->nw;
+}
+
+static const char *k_var[6] = {"fwd bias", "fwd no-bias (bf16 tangent)", "bwd_data", "bwd_data acc",
+                               "bwd_filter dbias", "bwd_filter"};
+
+/* bf16 backend be against fp32 (same inputs) and fp32 on bf16-rounded inputs. */
+static void check_fp32(mf_backend *be, const char *why, const char *label, const mf_conv_shape *s,
+                       const host_in *h, int v);
+
+static void check_bf16(mf_backend *be, const char *label, const mf_conv_shape *s, const host_in *h,
+                       const host_in *hr, int v, int may_fp32) {
+    const int dir = v <= V_FWD_NOBIAS ? 0 : v <= V_BWD_DATA_ACC ? 1 : 2;
+    float *gb = NULL, *fb = NULL, *rb = NULL, *gb2 = NULL;
+    float *got = run_dir(be, s, h, v, &gb), *f32 = run_dir(F, s, h, v, &fb), *r32 = run_dir(F, s, hr, v, &rb);
+    const size_t n = out_len(h, v);
+    const double e = nerr(got, f32, n), es = nerr(got, r32, n);
+    if (may_fp32 && memcmp(got, f32, sizeof(float) * n) == 0) {
+        free(got), free(f32), free(r32), free(gb), free(fb), free(rb);
+        check_fp32(be, "no fast bf16 kernel: fp32", label, s, h, v);
+        return;
+    }
+    double eb = 0;
+    if (gb) { /* the bias gradient: a reduction of the float32 dy, float32 as at fp32 */
+        eb = nerr(gb, fb, (size_t)s->co);
+    }
+    /* bitwise determinism: the same call again */
+    float *again = run_dir(be, s, h, v, &gb2);
+    const int det = memcmp(again, got, sizeof(float) * n) == 0 && (!gb || memcmp(gb2, gb, sizeof(float) * s->co) == 0);
+    const int ok = e <= TOL_BF16 && e > TOL_SAME && es <= TOL_SAME && eb <= TOL_SAME && det;
+    printf("%s %-28s %-30s vs fp32 %.2e (tol %.0e), vs fp32 on bf16 inputs %.2e (tol %.0e)%s%s\n",
+           ok ? "ok  " : "FAIL", k_var[v], label, e, TOL_BF16, es, TOL_SAME, gb ? "; dbias (fp32) ok" : "",
+           det ? "" : "; NOT deterministic");
+    CHECK_MSG(e <= TOL_BF16, "%s %s: error against fp32 %.3g > %.3g", k_var[v], label, e, TOL_BF16);
+    CHECK_MSG(e > TOL_SAME, "%s %s: equals fp32 (%.3g): the bf16 kernel did not run", k_var[v], label, e);
+    CHECK_MSG(es <= TOL_SAME, "%s %s: against fp32 on rounded inputs %.3g > %.3g", k_var[v], label, es, TOL_SAME);
+    CHECK_MSG(eb <= TOL_SAME, "%s %s: dbias (fp32) against fp32: %.3g > %.3g", k_var[v], label, eb, TOL_SAME);
+    CHECK_MSG(det, "%s %s: two runs differ", k_var[v], label);
+    if (e > g_worst[dir]) g_worst[dir] = e;
+    if (es > g_worst_same[dir]) g_worst_same[dir] = es;
+    free(got), free(f32), free(r32), free(again), free(gb), free(fb), free(rb), free(gb2);
+}
+
+/* be's result is bit-identical to fp32 (paths that stay fp32 in bf16 mode) */
+static void check_fp32(mf_backend *be, const char *why, const char *label, const mf_conv_shape *s,
+                       const host_in *h, int v) {
+    float *gb = NULL, *fb = NULL;
+    float *got = run_dir(be, s, h, v, &gb), *f32 = run_dir(F, s, h, v, &fb);
+    const size_t n = out_len(h, v);
+    const int same = memcmp(got, f32, sizeof(float) * n) == 0 && (!gb || memcmp(gb, fb, sizeof(float) * s->co) == 0);
+    printf("%s %-28s %-30s %s: bit-identical to fp32\n", same ? "ok  " : "FAIL", k_var[v], label, why);
+    CHECK_MSG(same, "%s %s: %s, but differs from fp32 (%.3g)", k_var[v], label, why, nerr(got, f32, n));
+    free(got), free(f32), free(gb), free(fb);
+}
+
+static void host_in_free(host_in *h) { free(h->x), free(h->w), free(h->b), free(h->dy), free(h->dx0), free(h->dw0), free(h->db0); }
+
+static void run_case(const conv_case *c) {
+    const mf_conv_shape s = shape_of(c);
+    host_in h = {0};
+    h.nx = (size_t)s.n * s.ci * s.h * s.w;
+    h.ny = (size_t)s.n * s.co * s.ho * s.wo;
+    h.nw = (size_t)s.co * s.ci * s.k * s.k;
+    h.x = hrand(h.nx), h.w = hrand(h.nw), h.b = hrand((size_t)s.co), h.dy = hrand(h.ny);
+    h.dx0 = hrand(h.nx), h.dw0 = hrand(h.nw), h.db0 = hrand((size_t)s.co);
+    host_in hr = h; /* x, w, dy rounded to bf16; bias and the accumulators' start values stay fp32 */
+    hr.x = rounded(h.x, h.nx), hr.w = rounded(h.w, h.nw), hr.dy = rounded(h.dy, h.ny);
+    char label[96];
+    snprintf(label, sizeof label, "n%d %d->%d %dx%d k%d s%d %s->%s", s.n, s.ci, s.co, s.h, s.w, s.k, s.stride,
+             s.bx == 16 ? "b16" : "nchw", s.by == 16 ? "b16" : "nchw");
+    const int few = s.bx == 16 && s.by != 16 && s.co < 16 && s.stride == 1; /* direct kernel, stays fp32 */
+    for (int v = V_FWD; v <= V_BWD_FILTER_NOBIAS; v++) {
+        if (few) check_fp32(B, "few-channel output conv", label, &s, &h, v);
+        else if (v == V_FWD_NOBIAS) {
+            check_fp32(B, "tangent pass", label, &s, &h, v);
+            check_bf16(BJ, label, &s, &h, &hr, v, c->may_fp32);
+        } else check_bf16(B, label, &s, &h, &hr, v, c->may_fp32);
+    }
+    free(hr.x), free(hr.w), free(hr.dy);
+    host_in_free(&h);
+}
+
+static mf_backend *open_cpu(int prec) {
+    mf_backend *be = mf_backend_open("cpu", &(mf_backend_opts){.threads = 2, .precision = prec});
+    if (!be) {
+        fprintf(stderr, "test_bf16_conv: the cpu backend does not open: %s\n", mf_last_error());
+        exit(1);
+    }
+    return be;
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    F = open_cpu(MF_PREC_FP32);
+    B = open_cpu(MF_PREC_BF16);
+    if (B->precision != MF_PREC_BF16) {
+        printf("skip: the cpu backend runs %s when asked for bf16 (%s)\n", mf_precision_name(B->precision),
+               B->i->version(B));
+        mf_backend_free(B);
+        mf_backend_free(F);
+        return 0;
+    }
+    printf("%s\n", B->i->version(B));
+    setenv("MFPIPE_CPU_BF16_JVP", "1", 1);
+    BJ = open_cpu(MF_PREC_BF16);
+    unsetenv("MFPIPE_CPU_BF16_JVP");
+    CHECK(BJ->precision == MF_PREC_BF16);
+
+    /* the forced fallback */
+    setenv("MFPIPE_CPU_NO_BF16", "1", 1);
+    mf_backend *nb = open_cpu(MF_PREC_BF16);
+    unsetenv("MFPIPE_CPU_NO_BF16");
+    printf("%s MFPIPE_CPU_NO_BF16=1: precision %s\n", nb->precision == MF_PREC_FP32 ? "ok  " : "FAIL",
+           mf_precision_name(nb->precision));
+    CHECK(nb->precision == MF_PREC_FP32);
+    CHECK(strstr(nb->i->version(nb), "bf16") == NULL);
+    mf_backend_free(nb);
+
+    /* the MNIST UNets' convolutions (channels 16..128, 28x28 / 14x14 / 7x7) and the other layouts */
+    static const conv_case cases[] = {
+        {8, 1, 28, 16, 3, 1, 0, 16, 1},    /* conv_in: NCHW -> blocked (bwd_data: reference code in bf16) */
+        {4, 3, 16, 32, 3, 1, 0, 16, 1},    /* RGB conv_in */
+        {4, 16, 28, 16, 3, 1, 16, 16, 0},  /* res block, quick model */
+        {4, 16, 28, 16, 3, 2, 16, 16, 0},  /* downsample, stride 2 */
+        {4, 16, 14, 32, 3, 1, 16, 16, 0},  /* channel change */
+        {4, 16, 14, 32, 1, 1, 16, 16, 0},  /* 1x1 skip */
+        {4, 48, 28, 16, 3, 1, 16, 16, 0},  /* after a concat */
+        {4, 48, 28, 16, 1, 1, 16, 16, 0},  /* its skip */
+        {2, 64, 28, 64, 3, 1, 16, 16, 0},  /* c64 */
+        {2, 64, 28, 64, 3, 2, 16, 16, 0},  /* c64 downsample */
+        {4, 128, 7, 128, 3, 1, 16, 16, 0}, /* deepest level */
+        {4, 128, 7, 64, 1, 1, 16, 16, 0},  /* 1x1, 128 -> 64 */
+        {4, 24, 14, 24, 3, 1, 0, 0, 0},    /* NCHW -> NCHW (channels not a multiple of 16) */
+        {4, 8, 14, 24, 1, 1, 0, 0, 0},     /* NCHW 1x1 */
+        {4, 32, 14, 24, 3, 1, 16, 0, 1},   /* blocked -> NCHW, 24 output channels (reference code in bf16) */
+        {4, 16, 28, 1, 3, 1, 16, 0, 0},    /* conv_out: direct few-channel kernel, stays fp32 */
+        {32, 32, 14, 32, 3, 1, 16, 16, 0}, /* a larger batch: bwd_filter sums 6272 pixels */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+    for (int d = 0; d < 3; d++)
+        printf("worst %-10s: %.2e against fp32 (tol %.0e), %.2e against fp32 on bf16-rounded inputs (tol %.0e)\n",
+               k_dir[d], g_worst[d], TOL_BF16, g_worst_same[d], TOL_SAME);
+    mf_backend_free(BJ);
+    mf_backend_free(B);
+    mf_backend_free(F);
+    return mf_test_summary("test_bf16_conv");
+}
