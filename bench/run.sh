@@ -2,21 +2,24 @@
 # bench/run.sh - training and sampling throughput of mfpipe beside PyTorch (Debian's python3-torch), same model,
 # batch and thread count, measured in the same run; prints a table (images/s, achieved GFLOP/s and its
 # fraction of the measured SGEMM peak, peak resident memory) and writes it to bench/results.md.
-#   bench/run.sh [--steps N] [--threads T] [--cases "quick c32 c64"] [--repeat R]
+#   bench/run.sh [--steps N] [--threads T] [--cases "quick c32 c64"] [--repeat R] [--precision fp32|bf16]
+# --precision bf16 measures mfpipe with `precision: bf16` (docs/cpu-backend.md, "bf16"; PyTorch stays fp32)
+# and writes bench/results_bf16.md instead of bench/results.md.
 # --repeat R measures each side R times, alternating mfpipe and PyTorch, and keeps each side's best speed
 # and lowest peak memory (this machine is shared: single runs move by 10-15%).
 # mfpipe is measured through `mfpipe run` (the real training loop: data order, noise, forward,
 # backward, AdamW, EMA) on MNIST-shaped data; PyTorch through bench/torch_bench.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps=30; threads=$(nproc); cases="quick c32 c64"; repeat=1
+steps=30; threads=$(nproc); cases="quick c32 c64"; repeat=1; precision=fp32
 while [ $# -gt 0 ]; do
   case $1 in
     --steps) steps=$2; shift 2;; --threads) threads=$2; shift 2;; --cases) cases=$2; shift 2;;
-    --repeat) repeat=$2; shift 2;;
-    *) echo "usage: bench/run.sh [--steps N] [--threads T] [--cases \"quick c32 c64\"] [--repeat R]" >&2; exit 2;;
+    --repeat) repeat=$2; shift 2;; --precision) precision=$2; shift 2;;
+    *) echo "usage: bench/run.sh [--steps N] [--threads T] [--cases \"quick c32 c64\"] [--repeat R] [--precision fp32|bf16]" >&2; exit 2;;
   esac
 done
+case $precision in fp32|bf16) ;; *) echo "bench/run.sh: --precision fp32 or bf16, not '$precision'" >&2; exit 2;; esac
 source bench/lib.sh
 bench_build
 work=$(mktemp -d /tmp/mfbench-XXXXXX)
@@ -35,6 +38,7 @@ spec() { case $1 in quick) echo "16 1 64 16";; c32) echo "32 2 128 32";; c64) ec
 out=$work/table.md
 {
   echo "SGEMM peak (OpenBLAS, 2048^3, $threads threads): $peak GFLOP/s; batch 128; $steps timed steps; best of $repeat run(s) each; $(date -u +%F)"
+  [ "$precision" = fp32 ] || echo "mfpipe precision: $precision (see its manifest); PyTorch: fp32"
   echo
   echo "| case | params | GFLOP/img | mfpipe img/s | GFLOP/s | % peak | peak MiB | PyTorch img/s | GFLOP/s | % peak | peak MiB | speed x | memory x | sampling img*NFE/s mfpipe | PyTorch |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -47,7 +51,8 @@ measure_mfpipe() {
   local log=$work/$c.log res=$work/results_${c}_$1
   "$build"/bin/mf_peak "$mf" run -q bench/bench_train.yaml "data.root=\"$dataroot\"" data.verify=$verify \
      threads="$threads" model.channels="$ch" model.res_blocks="$rb" model.time_embed.dim="$temb" \
-     model.time_embed.frequencies="$half" train.steps=$((steps + 10)) results_dir="\"$res\"" 2>"$log" >/dev/null
+     model.time_embed.frequencies="$half" train.steps=$((steps + 10)) precision="$precision" results_dir="\"$res\"" \
+     2>"$log" >/dev/null
   r_peak=$(grep -o 'peak_mib=[0-9.]*' "$log" | cut -d= -f2)
   local run_dir
   run_dir=$(ls -d "$res"/bench/*/ | tail -1)
@@ -93,4 +98,4 @@ for c in $cases; do
   echo "| $c (ch $ch, rb $rb) | $params | $(printf %.3f "$gfl") | $ips | $mgf | $mpct% | $mpeak | $tips | $tgf | $tpct% | $tpeak | $sx | $mx | $sps | $tsps |" >>"$out"
 done
 cat "$out"
-cp "$out" bench/results.md
+if [ "$precision" = fp32 ]; then cp "$out" bench/results.md; else cp "$out" "bench/results_$precision.md"; fi
