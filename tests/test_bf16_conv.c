@@ -246,6 +246,34 @@ static void run_case(const conv_case *c) {
     host_in_free(&h);
 }
 
+/* A NaN in x and an Inf in dy reach the outputs (the training loop's non-finite gradient skip relies on it). */
+static void check_nonfinite(void) {
+    const conv_case c = {2, 16, 8, 16, 3, 1, 16, 16, 0};
+    const mf_conv_shape s = shape_of(&c);
+    host_in h = {0};
+    h.nx = (size_t)s.n * s.ci * s.h * s.w;
+    h.ny = (size_t)s.n * s.co * s.ho * s.wo;
+    h.nw = (size_t)s.co * s.ci * s.k * s.k;
+    h.x = hrand(h.nx), h.w = hrand(h.nw), h.b = hrand((size_t)s.co), h.dy = hrand(h.ny);
+    h.dx0 = hrand(h.nx), h.dw0 = hrand(h.nw), h.db0 = hrand((size_t)s.co);
+    h.x[5] = NAN;
+    h.dy[7] = INFINITY;
+    float *db = NULL;
+    float *y = run_dir(B, &s, &h, V_FWD, NULL), *dx = run_dir(B, &s, &h, V_BWD_DATA, NULL);
+    float *dw = run_dir(B, &s, &h, V_BWD_FILTER, &db);
+    int ny = 0, ndx = 0, ndw = 0, ndb = 0;
+    for (size_t i = 0; i < h.ny; i++) ny += isnan(y[i]) != 0;
+    for (size_t i = 0; i < h.nx; i++) ndx += !isfinite(dx[i]);
+    for (size_t i = 0; i < h.nw; i++) ndw += !isfinite(dw[i]);
+    for (int i = 0; i < s.co; i++) ndb += !isfinite(db[i]);
+    const int ok = ny > 0 && ndx > 0 && ndw > 0 && ndb > 0;
+    printf("%s non-finite inputs propagate: NaN in x -> %d NaN outputs, Inf in dy -> %d dx, %d dw, %d dbias\n",
+           ok ? "ok  " : "FAIL", ny, ndx, ndw, ndb);
+    CHECK(ok);
+    free(y), free(dx), free(dw), free(db);
+    host_in_free(&h);
+}
+
 static mf_backend *open_cpu(int prec) {
     mf_backend *be = mf_backend_open("cpu", &(mf_backend_opts){.threads = 2, .precision = prec});
     if (!be) {
@@ -303,6 +331,7 @@ int main(void) {
         {32, 32, 14, 32, 3, 1, 16, 16, 0}, /* a larger batch: bwd_filter sums 6272 pixels */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+    check_nonfinite();
     for (int d = 0; d < 3; d++)
         printf("worst %-10s: %.2e against fp32 (tol %.0e), %.2e against fp32 on bf16-rounded inputs (tol %.0e)\n",
                k_dir[d], g_worst[d], TOL_BF16, g_worst_same[d], TOL_SAME);
