@@ -522,8 +522,8 @@ static int is_dir_nolink(const char *path) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* the sub-folders of dir (no symlinks, no dot entries), sorted; -1 if dir cannot be read */
-static int list_dirs(const char *dir, char ***out) {
+/* The entries of dir that keep(dir, name) accepts, sorted; -1 if dir cannot be read. */
+static int list_names(const char *dir, bool (*keep)(const char *dir, const char *name), char ***out) {
     DIR *d = opendir(dir);
     *out = NULL;
     if (!d) return -1;
@@ -531,10 +531,7 @@ static int list_dirs(const char *dir, char ***out) {
     char **v = NULL;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.' || strcmp(e->d_name, "latest") == 0) continue;
-        char path[4400];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (!is_dir_nolink(path)) continue;
+        if (!keep(dir, e->d_name)) continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             v = realloc(v, (size_t)cap * sizeof *v);
@@ -547,6 +544,17 @@ static int list_dirs(const char *dir, char ***out) {
     *out = v;
     return n;
 }
+
+/* a sub-folder (no symlinks, no dot entries, not `latest`) */
+static bool is_subdir(const char *dir, const char *name) {
+    if (name[0] == '.' || strcmp(name, "latest") == 0) return false;
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return is_dir_nolink(path);
+}
+
+/* the sub-folders of dir, sorted; -1 if dir cannot be read */
+static int list_dirs(const char *dir, char ***out) { return list_names(dir, is_subdir, out); }
 
 static void free_strs(char **v, int n) {
     for (int i = 0; i < n; i++) free(v[i]);
@@ -675,26 +683,18 @@ int mf_runs_ls_cmd(int argc, char **argv) {
 
 /* ------------------------------------------------------------------ mfpipe show */
 
+static bool is_png(const char *dir, const char *name) {
+    (void)dir;
+    size_t l = strlen(name);
+    return l >= 5 && strcmp(name + l - 4, ".png") == 0;
+}
+
 static void list_pngs(const char *dir, const char *sub, int *count) {
     char path[4400];
     snprintf(path, sizeof path, "%s/%s", dir, sub);
-    DIR *d = opendir(path);
-    if (!d) return;
     char **v = NULL;
-    int n = 0, cap = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t l = strlen(e->d_name);
-        if (l < 5 || strcmp(e->d_name + l - 4, ".png") != 0) continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            v = realloc(v, (size_t)cap * sizeof *v);
-            if (!v) abort();
-        }
-        v[n++] = strdup(e->d_name);
-    }
-    closedir(d);
-    if (n) qsort(v, (size_t)n, sizeof *v, cmp_str);
+    int n = list_names(path, is_png, &v);
+    if (n < 0) return;
     for (int i = 0; i < n; i++) printf("%-10s %s/%s\n", (*count)++ ? "" : "images:", sub, v[i]);
     free_strs(v, n);
 }
