@@ -110,9 +110,31 @@ static int same_shape(const mf_conv_shape *a, const mf_conv_shape *b) {
 
 static dn_prim *get_prim_bf16(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bias);
 
-static dn_prim *get_prim(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bias) {
+static dnnl_primitive_t make_reorder(mfcpu_dnnl *d, const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
+                                     int sum) {
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    if (sum) { /* to += reorder(from) */
+        DN(dnnl_primitive_attr_create(&attr));
+        DN(dnnl_post_ops_create(&po));
+        DN(dnnl_post_ops_append_sum(po, 1.0f));
+        DN(dnnl_primitive_attr_set_post_ops(attr, po));
+    }
+    dnnl_primitive_desc_t rpd;
+    dnnl_primitive_t r;
+    DN(dnnl_reorder_primitive_desc_create(&rpd, from, d->eng, to, d->eng, attr));
+    DN(dnnl_primitive_create(&r, rpd));
+    dnnl_primitive_desc_destroy(rpd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return r;
+}
+
+/* The cached primitive for (precision, direction, shape, bias), or a new zeroed slot for it (*fresh). */
+static dn_prim *prim_slot(mfcpu_dnnl *d, int bf16, int dir, const mf_conv_shape *s, int bias, int *fresh) {
+    *fresh = 0;
     for (int i = 0; i < d->n; i++)
-        if (!d->p[i].bf16 && d->p[i].dir == dir && d->p[i].bias == bias && same_shape(&d->p[i].s, s))
+        if (d->p[i].bf16 == bf16 && d->p[i].dir == dir && d->p[i].bias == bias && same_shape(&d->p[i].s, s))
             return &d->p[i];
     if (d->n == d->cap) {
         d->cap = d->cap ? 2 * d->cap : 32;
@@ -122,7 +144,16 @@ static dn_prim *get_prim(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bia
     memset(p, 0, sizeof *p);
     p->dir = dir;
     p->bias = bias;
+    p->bf16 = bf16;
     p->s = *s;
+    *fresh = 1;
+    return p;
+}
+
+static dn_prim *get_prim(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bias) {
+    int fresh;
+    dn_prim *p = prim_slot(d, 0, dir, s, bias, &fresh);
+    if (!fresh) return p;
     act_md(&p->x_md, s->n, s->ci, s->h, s->w, s->bx);
     act_md(&p->y_md, s->n, s->co, s->ho, s->wo, s->by);
     dnnl_dims_t wd = {s->co, s->ci, s->k, s->k}, bd = {s->co};
@@ -164,24 +195,9 @@ static dn_prim *get_prim(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bia
     p->sp_bytes = dnnl_memory_desc_get_size(&p->sp_md);
     dnnl_primitive_attr_destroy(sp_attr);
     DN(dnnl_primitive_create(&p->prim, pd));
-    if (!dnnl_memory_desc_equal(&p->w_md, &p->w_user)) {
-        dnnl_primitive_desc_t rpd;
-        if (dir == DIR_BWD_FILTER) { /* blocked diff weights -> OIHW, accumulating (dw += ...) */
-            dnnl_primitive_attr_t attr;
-            dnnl_post_ops_t po;
-            DN(dnnl_primitive_attr_create(&attr));
-            DN(dnnl_post_ops_create(&po));
-            DN(dnnl_post_ops_append_sum(po, 1.0f));
-            DN(dnnl_primitive_attr_set_post_ops(attr, po));
-            DN(dnnl_reorder_primitive_desc_create(&rpd, &p->w_md, d->eng, &p->w_user, d->eng, attr));
-            dnnl_post_ops_destroy(po);
-            dnnl_primitive_attr_destroy(attr);
-        } else {
-            DN(dnnl_reorder_primitive_desc_create(&rpd, &p->w_user, d->eng, &p->w_md, d->eng, NULL));
-        }
-        DN(dnnl_primitive_create(&p->wre, rpd));
-        dnnl_primitive_desc_destroy(rpd);
-    }
+    if (!dnnl_memory_desc_equal(&p->w_md, &p->w_user))
+        /* bwd_filter: blocked diff weights -> OIHW, accumulating (dw += ...); else OIHW -> blocked */
+        p->wre = dir == DIR_BWD_FILTER ? make_reorder(d, &p->w_md, &p->w_user, 1) : make_reorder(d, &p->w_user, &p->w_md, 0);
     if (pd != fpd) dnnl_primitive_desc_destroy(pd);
     dnnl_primitive_desc_destroy(fpd);
     if (getenv("MFPIPE_DNNL_VERBOSE"))
@@ -298,43 +314,14 @@ int mfcpu_dnnl_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const f
 
 static int soft(dnnl_status_t st) { return st == dnnl_success ? 0 : -1; }
 
-static dnnl_primitive_t make_reorder(mfcpu_dnnl *d, const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
-                                     int sum) {
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t po = NULL;
-    if (sum) { /* to += reorder(from) */
-        DN(dnnl_primitive_attr_create(&attr));
-        DN(dnnl_post_ops_create(&po));
-        DN(dnnl_post_ops_append_sum(po, 1.0f));
-        DN(dnnl_primitive_attr_set_post_ops(attr, po));
-    }
-    dnnl_primitive_desc_t rpd;
-    dnnl_primitive_t r;
-    DN(dnnl_reorder_primitive_desc_create(&rpd, from, d->eng, to, d->eng, attr));
-    DN(dnnl_primitive_create(&r, rpd));
-    dnnl_primitive_desc_destroy(rpd);
-    if (po) dnnl_post_ops_destroy(po);
-    if (attr) dnnl_primitive_attr_destroy(attr);
-    return r;
-}
 
 /* The bf16 primitive for (dir, shape, bias): src/weights/diff_dst bf16, dst/diff_src/diff_weights/bias
  * float32. ref is set when oneDNN offers only reference code or no implementation at all for the data
  * types (the caller then runs the fp32 kernels for that shape). */
 static dn_prim *get_prim_bf16(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bias) {
-    for (int i = 0; i < d->n; i++)
-        if (d->p[i].bf16 && d->p[i].dir == dir && d->p[i].bias == bias && same_shape(&d->p[i].s, s))
-            return &d->p[i];
-    if (d->n == d->cap) {
-        d->cap = d->cap ? 2 * d->cap : 32;
-        d->p = mf_xrealloc(d->p, sizeof *d->p * (size_t)d->cap);
-    }
-    dn_prim *p = &d->p[d->n++];
-    memset(p, 0, sizeof *p);
-    p->dir = dir;
-    p->bias = bias;
-    p->bf16 = 1;
-    p->s = *s;
+    int fresh;
+    dn_prim *p = prim_slot(d, 1, dir, s, bias, &fresh);
+    if (!fresh) return p;
     act_md(&p->x_md, s->n, s->ci, s->h, s->w, s->bx);
     act_md(&p->y_md, s->n, s->co, s->ho, s->wo, s->by);
     act_md_dt(&p->x16_md, s->n, s->ci, s->h, s->w, s->bx, dnnl_bf16);
