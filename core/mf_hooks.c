@@ -38,7 +38,9 @@ typedef struct script {
     int limit_hit;       /* 1: instructions, 2: time */
     bool has[MF_HOOK_COUNT];
     int line[MF_HOOK_COUNT];
-    char what_buf[1200]; /* what the current call is, for its error message */
+    mf_hook_kind cur_kind; /* the current call (its error message is formatted only on failure) */
+    int64_t cur_step;
+    char what_buf[1200];
 } script;
 
 struct mf_hooks {
@@ -204,8 +206,8 @@ static int sandbox_open(script *s, uint64_t seed) {
 }
 
 /* Protected call of the function below nargs arguments, with the limits and a traceback. On error,
- * mf_fail("WHAT: MESSAGE\nstack traceback: ...") (what NULL: s->what_buf, filled by the caller only
- * after a failure, so calls cost no formatting) and the stack is restored. */
+ * mf_fail("WHAT: MESSAGE\nstack traceback: ...") (what NULL: the hook call described by s->cur_kind and
+ * s->cur_step, formatted only after a failure, so calls cost no formatting) and the stack is restored. */
 static int pcall_limited(script *s, int nargs, int nres, const char *what) {
     lua_State *L = s->L;
     int base = lua_gettop(L) - nargs;
@@ -217,7 +219,11 @@ static int pcall_limited(script *s, int nargs, int nres, const char *what) {
     int rc = lua_pcall(L, nargs, nres, base);
     lua_remove(L, base);
     if (rc == LUA_OK) return 0;
-    if (!what) what = s->what_buf;
+    if (!what) {
+        snprintf(s->what_buf, sizeof s->what_buf, "hook %s (%s:%d) at step %lld", k_hook_names[s->cur_kind], s->path,
+                 s->line[s->cur_kind], (long long)s->cur_step);
+        what = s->what_buf;
+    }
     const char *msg = lua_tostring(L, -1);
     if (rc == LUA_ERRMEM)
         mf_fail("%s: out of memory (scripts are limited to %zu MiB each)", what, MF_HOOK_MAX_BYTES >> 20);
@@ -431,8 +437,8 @@ static bool push_hook(script *s, mf_hook_kind k) {
 
 static int call(mf_hooks *h, script *s, mf_hook_kind k, int nargs, int nres, int64_t step) {
     double t = now_s();
-    snprintf(s->what_buf, sizeof s->what_buf, "hook %s (%s:%d) at step %lld", k_hook_names[k], s->path, s->line[k],
-             (long long)step);
+    s->cur_kind = k;
+    s->cur_step = step;
     int rc = pcall_limited(s, nargs, nres, NULL);
     h->seconds += now_s() - t;
     h->calls++;
