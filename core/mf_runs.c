@@ -18,6 +18,7 @@
 
 #include "mf_error.h"
 #include "mf_json.h"
+#include <stdbool.h>
 
 const char *const mf_runs_ls_help =
     "usage: mfpipe ls [RESULTS_ROOT] [--json]      (alias: mfpipe runs)\n"
