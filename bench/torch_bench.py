@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""torch_bench.py - PyTorch (CPU, float32) throughput of the mfpipe UNet, for comparison with the C engine.
+"""torch_bench.py - PyTorch (CPU, float32 or bfloat16) throughput of the mfpipe UNet, for comparison with the C engine.
 
 The network is tests/ref/unet_ref.py (the exact mirror of engine/mf_unet.c). Per case:
   * training: flow-matching loss z = (1 - t) x + t eps, loss = mse(net(z, t), eps - x), backward and an
@@ -19,14 +19,26 @@ The network is tests/ref/unet_ref.py (the exact mirror of engine/mf_unet.c). Per
     against the analytic count unet_ref.forward_flops, which is what the C graph counts);
     train_gflops = 3 x forward flops per image x train images/s;
   * peak resident memory: ru_maxrss of the process; every case runs in a fresh subprocess.
+  * --dtype bf16: the mirror module cast to bf16, same threads - pure bf16 training as PyTorch users do it
+    with module.to(torch.bfloat16): every parameter and floating buffer is bf16 (the Fourier frequencies
+    too), so are the inputs x, eps, z, the times t (and r) and the targets; forward, backward (bf16
+    gradients) and AdamW on the bf16 parameters (its moments bf16 too: no float32 master weights, unlike
+    mfpipe's `precision: bf16`, which keeps weights, gradients, moments and activations in float32 and runs
+    only the convolutions in bf16). The loss: the error u - target is formed in bf16 and cast to float32
+    for the square and the reduction (the mean for fm, the per-row sum for meanflow), so the loss is a
+    float32 scalar and its gradient enters the network as bf16 through the cast (torch 1.13 has no bf16
+    mse_loss on the CPU, "mse_cpu" not implemented for 'BFloat16'). Sampling runs the bf16 module on
+    bf16 inputs. MeanFlow's functorch.jvp runs in bf16 too (primal and tangent; works on torch 1.13).
+    This measures speed, not training quality: bf16 AdamW updates below half an ulp of a weight are lost.
 Output: one JSON line per case on stdout (keys impl, ch, mult, res_blocks, params, gflops_per_image,
-train_img_s, train_gflops, sample_img_s, peak_mib, threads, objective, plus a few extra descriptive keys;
-meanflow adds flow_ratio, jvp_rows).
+train_img_s, train_gflops, sample_img_s, peak_mib, threads, objective, dtype, plus a few extra descriptive
+keys; meanflow adds flow_ratio, jvp_rows).
 
 Examples (Debian's python3-torch lives under /usr/bin/python3):
   /usr/bin/python3 bench/torch_bench.py                       # ch 32 and ch 64, mult 1,2,2, 2 blocks
   /usr/bin/python3 bench/torch_bench.py --ch 32 --mult 1,2,2 --res-blocks 2 --temb 128 --half 64 --steps 5
   /usr/bin/python3 bench/torch_bench.py --ch 16 --res-blocks 1 --temb 64 --half 16 --time-scale 1 --objective meanflow
+  /usr/bin/python3 bench/torch_bench.py --ch 32 --dtype bf16 --steps 5      # the module cast to bf16
 """
 import argparse
 import json
@@ -67,6 +79,8 @@ def parse():
     ap.add_argument("--steps", type=int, default=10, help="timed training steps")
     ap.add_argument("--sample-steps", type=int, default=0, help="timed sampling evaluations (default: = --steps)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: all cores)")
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"),
+                    help="fp32 (default) or bf16: the module, inputs, training and sampling in bfloat16")
     ap.add_argument("--single", action="store_true", help=argparse.SUPPRESS)  # internal: run one case here
     a = ap.parse_args()
     if a.time_inputs is None:
@@ -125,13 +139,14 @@ def run_case(a):
     cfg = UNetCfg(in_ch=C, height=H, width=W, ch=a.ch[0], mult=mult, res_blocks=a.res_blocks, groups=a.groups,
                   temb_dim=a.temb, fourier_half=a.half, time_scale=a.time_scale, num_classes=a.classes,
                   time_inputs=a.time_inputs)
-    model = UNetRef(cfg).float()
+    dt = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    model = UNetRef(cfg).to(dt)  # bf16: parameters and floating buffers (the Fourier frequencies) in bf16
     params = sum(p.numel() for p in model.parameters())
 
     def inputs(b):
-        x = torch.rand(b, C, H, W) * 2 - 1
-        t = torch.rand(b)
-        r = t * torch.rand(b) if cfg.time_inputs == 2 else None
+        x = torch.rand(b, C, H, W, dtype=dt) * 2 - 1
+        t = torch.rand(b, dtype=dt)
+        r = t * torch.rand(b, dtype=dt) if cfg.time_inputs == 2 else None
         lab = torch.randint(0, cfg.num_classes, (b,)) if cfg.num_classes > 0 else None
         return x, t, r, lab
 
@@ -146,10 +161,10 @@ def run_case(a):
     n_iv = a.batch - n_eq
 
     def logit_normal(n):
-        return torch.sigmoid(a.time_mu + a.time_sigma * torch.randn(n))
+        return torch.sigmoid(a.time_mu + a.time_sigma * torch.randn(n, dtype=dt))
 
     def weighted_err(u, tgt):
-        e = (u - tgt).pow(2).flatten(1).sum(1)                     # reduction sum (per row, over pixels)
+        e = (u - tgt).float().pow(2).flatten(1).sum(1)             # reduction sum (per row, over pixels), float32
         w = (e.detach() + a.weight_c).pow(-a.weight_p)            # adaptive weight, stop-gradient
         return (w * e).sum()
 
@@ -167,8 +182,14 @@ def run_case(a):
         if n_iv > 0:  # rows with r < t: u and du/dt along (v, 0, 1) in one forward-mode pass
             zi, ti, ri, vi = z[n_eq:], t[n_eq:], r[n_eq:], v[n_eq:]
             li = lab[n_eq:] if lab is not None else None
-            u, dudt = jvp(lambda zz, tt, rr: model(zz, tt, rr, li), (zi, ti, ri),
-                          (vi, torch.ones_like(ti), torch.zeros_like(ri)))
+            try:
+                u, dudt = jvp(lambda zz, tt, rr: model(zz, tt, rr, li), (zi, ti, ri),
+                              (vi, torch.ones_like(ti), torch.zeros_like(ri)))
+            except (RuntimeError, NotImplementedError) as ex:
+                if a.dtype != "bf16":
+                    raise
+                sys.exit("torch_bench: --objective meanflow --dtype bf16: functorch.jvp failed in bfloat16 on "
+                         "torch %s (%s); use --dtype fp32" % (torch.__version__, str(ex).splitlines()[0]))
             u_tgt = (vi - (ti - ri).view(-1, 1, 1, 1) * dudt).detach()
             loss = loss + weighted_err(u, u_tgt)
         loss = loss / a.batch
@@ -178,12 +199,15 @@ def run_case(a):
         return loss
 
     def fm_step():
-        t = torch.rand(a.batch)
-        r = t * torch.rand(a.batch) if cfg.time_inputs == 2 else None
+        t = torch.rand(a.batch, dtype=dt)
+        r = t * torch.rand(a.batch, dtype=dt) if cfg.time_inputs == 2 else None
         eps = torch.randn_like(x)
         tb = t.view(-1, 1, 1, 1)
         z = (1 - tb) * x + tb * eps
-        loss = F.mse_loss(model(z, t, r, lab), eps - x)
+        if dt == torch.float32:
+            loss = F.mse_loss(model(z, t, r, lab), eps - x)
+        else:  # bf16 error, float32 square and mean (no bf16 mse_loss on the CPU in torch 1.13)
+            loss = (model(z, t, r, lab) - (eps - x)).float().pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -218,7 +242,7 @@ def run_case(a):
                 peak_mib=round(peak_mib, 1), threads=threads, groups=cfg.groups, temb=cfg.temb_dim,
                 half=cfg.fourier_half, num_classes=cfg.num_classes, time_inputs=cfg.time_inputs,
                 image=[C, H, W], batch=a.batch, sample_batch=a.sample_batch, steps=a.steps,
-                objective=a.objective, torch=torch.__version__,
+                objective=a.objective, dtype=a.dtype, torch=torch.__version__,
                 **(dict(flow_ratio=a.flow_ratio, jvp_rows=n_iv) if a.objective == "meanflow" else {}))
 
 
