@@ -114,7 +114,7 @@ typedef struct {
 } conv_case;
 
 static mf_conv_shape mk(int n, int ci, int h, int co, int k, int st, int pad) {
-    mf_conv_shape s = {n, ci, h, h, co, k, st, pad, 0, 0};
+    mf_conv_shape s = {n, ci, h, h, co, k, st, pad, 0, 0, 0, 0, 0, 0};
     s.ho = s.wo = (h + 2 * pad - k) / st + 1;
     return s;
 }

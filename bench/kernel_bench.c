@@ -64,7 +64,7 @@ static int conv_main(int reps) {
     static const char *dirs[] = {"fwd", "bwd_data", "bwd_filter"};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int c = shapes[i][0], hw = shapes[i][1];
-        const mf_conv_shape s = {128, c, hw, hw, c, 3, 1, 1, hw, hw, 16, 16};
+        const mf_conv_shape s = {128, c, hw, hw, c, 3, 1, 1, hw, hw, 16, 16, 0, 0};
         const double gflop = 2.0 * s.n * s.co * s.ho * s.wo * s.ci * s.k * s.k / 1e9;
         for (int d = 0; d < 3; d++) {
             const double tf = time_conv(f, &s, d, reps), tb = time_conv(b, &s, d, reps);

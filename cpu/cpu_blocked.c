@@ -99,19 +99,23 @@ static void gn_saved(int c, int g, int64_t i, const float *mean, const float *rs
     for (int ch = 0; ch < c; ch++) mc[ch] = mean[i * g + ch / cg], rc[ch] = rstd[i * g + ch / cg];
 }
 
+/* y16 != NULL (with silu): the result is made per sample in the slot's float scratch, exactly as into y,
+ * and written to y16 in bf16 (gn_silu_bf16) */
 static void gn_fwd(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
-                   const float *beta, float *y, float *mean, float *rstd, int silu) {
+                   const float *beta, float *y, uint16_t *y16, float *mean, float *rstd, int silu) {
     MF_ASSERT(n > 0 && c % B16 == 0 && hw > 0 && g > 0 && c % g == 0);
-    const int cg = c / g, cbn = c / B16, simd = mfcpu(be)->avx512;
+    const int cg = c / g, cbn = c / B16, simd = mfcpu(be)->avx512, fused = y16 != NULL;
     const double N = (double)cg * hw;
-    const int slots = mfcpu_islots(be, n, (int64_t)c * hw);
-    char *scr = mfcpu_workspace(be, gn_slot_bytes(slots, c, 0, 0));
+    const int64_t sample = (int64_t)c * hw;
+    const int slots = mfcpu_islots(be, n, sample);
+    char *scr = mfcpu_workspace(be, gn_slot_bytes(slots, c, sample, fused));
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++) {
-        double *s = gn_slot(scr, sl, c, 0, 0).d, *q = s + c, *mc = q + c, *rc = mc + c;
+        gn_scratch sc = gn_slot(scr, sl, c, sample, fused);
+        double *s = sc.d, *q = s + c, *mc = q + c, *rc = mc + c;
         for (int64_t i = mfcpu_split(n, slots, sl); i < mfcpu_split(n, slots, sl + 1); i++) {
             const float *xi = x + i * c * hw;
-            float *yi = y + i * c * hw;
+            float *yi = fused ? sc.f : y + i * c * hw;
             chan_sums(xi, NULL, cbn, hw, NULL, s, NULL);
             for (int gi = 0; gi < g; gi++) {
                 double t = 0.0;
@@ -129,6 +133,7 @@ static void gn_fwd(mf_backend *be, int n, int c, int hw, int g, float eps, const
             }
             gn_apply(xi, yi, cbn, hw, mc, rc, gamma, beta);
             if (silu) mfcpu_silu_span(simd, MFCPU_SILU_FWD, (int64_t)c * hw, yi, NULL, yi); /* still in cache */
+            if (fused) mfcpu_to_bf16_span(mfcpu(be)->bf16_simd, yi, y16 + i * sample, sample, 0, NULL);
         }
     }
 }
@@ -244,7 +249,7 @@ static void gn_jvp(mf_backend *be, int n, int c, int hw, int g, const float *x, 
 
 void mfcpu_groupnorm_b16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
                          const float *beta, float *y, float *mean, float *rstd) {
-    gn_fwd(be, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd, 0);
+    gn_fwd(be, n, c, hw, g, eps, x, gamma, beta, y, NULL, mean, rstd, 0);
 }
 void mfcpu_groupnorm_bwd_b16(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
                              const float *mean, const float *rstd, const float *dy, float *dx, float *dgamma,
@@ -257,7 +262,11 @@ void mfcpu_groupnorm_jvp_b16(mf_backend *be, int n, int c, int hw, int g, const 
 }
 void mfcpu_gn_silu_b16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
                        const float *beta, float *y, float *mean, float *rstd) {
-    gn_fwd(be, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd, 1);
+    gn_fwd(be, n, c, hw, g, eps, x, gamma, beta, y, NULL, mean, rstd, 1);
+}
+void mfcpu_gn_silu_b16_bf16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
+                            const float *gamma, const float *beta, uint16_t *y, float *mean, float *rstd) {
+    gn_fwd(be, n, c, hw, g, eps, x, gamma, beta, NULL, y, mean, rstd, 1);
 }
 void mfcpu_gn_silu_bwd_b16(mf_backend *be, int n, int c, int hw, int g, const float *x, const float *gamma,
                            const float *beta, const float *mean, const float *rstd, const float *dy, float *dx,

@@ -54,6 +54,10 @@ typedef struct dn_prim {
     size_t sp_bytes;
     int ref;               /* oneDNN chose a reference (slow) implementation: not used */
     char impl[64];
+    /* bf16 weights cache (fwd, bwd_data): the reorder of wc_src made in parameter epoch wc_epoch */
+    void *wc;
+    const float *wc_src;
+    unsigned wc_epoch;
 } dn_prim;
 
 typedef struct mfcpu_dnnl {
@@ -85,6 +89,7 @@ void mfcpu_dnnl_free(mf_backend *be) {
     for (int i = 0; i < d->n; i++) {
         if (d->p[i].prim) dnnl_primitive_destroy(d->p[i].prim);
         if (d->p[i].wre) dnnl_primitive_destroy(d->p[i].wre);
+        if (d->p[i].wc) mfcpu_free(be, d->p[i].wc);
     }
     free(d->p);
     dnnl_stream_destroy(d->strm);
@@ -380,44 +385,50 @@ static dn_prim *get_prim_bf16(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, in
     return p;
 }
 
-/* the weights in the bf16 primitive's format: dst = reorder(w) */
-static void weights_bf16(mf_backend *be, mfcpu_dnnl *d, const dn_prim *p, const float *w, void *dst) {
+/* The weights in the bf16 primitive's format. Once the graph has called params_epoch, the reorder is
+ * cached per primitive: made once per (weights, epoch), i.e. once per training step, not once per use;
+ * else (direct callers: tests, benchmarks) it is made into dst on every call. */
+static const void *weights_bf16(mf_backend *be, mfcpu_dnnl *d, dn_prim *p, const float *w, void *dst) {
+    const unsigned ep = mfcpu(be)->pepoch;
+    if (ep) {
+        if (!p->wc) p->wc = mfcpu_alloc(be, p->w_bytes);
+        if (p->wc_src == w && p->wc_epoch == ep) return p->wc;
+        dst = p->wc;
+        p->wc_src = w;
+        p->wc_epoch = ep;
+    }
     dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, mem(d, &p->w_user, w)}, {DNNL_ARG_TO, mem(d, &p->w_md, dst)}};
     run(be, p->wre, 2, a);
-}
-
-/* The bf16 bits of f, rounded to nearest even; a NaN stays a (quiet) NaN. vcvtneps2bf16 gives the same
- * but flushes denormals to zero; the bf16 kernels read denormal operands as zero anyway. */
-static inline uint16_t bf16_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    return dst;
 }
 
 /* dst = bf16(src) for an activation (n, c, hw) in channel blocks of b (16: nChw16c, 1: NCHW), dst in the
  * same layout. part != NULL: also part[i c + ch] = sum over the pixels of sample i, channel ch, in double
  * (the bias gradient). Work items are (sample, channel block) runs of hw*b floats, fixed slots: the result
- * does not depend on the schedule. */
+ * does not depend on the schedule (mfcpu_to_bf16_span: vectorised with AVX512-BF16). */
 static void to_bf16_act(mf_backend *be, int n, int c, int64_t hw, int b, const float *src, uint16_t *dst,
                         double *part) {
     const int nb = c / b;
     const int64_t items = (int64_t)n * nb, len = hw * b;
     const int slots = mfcpu_islots(be, items, len);
+    const int simd = mfcpu(be)->bf16_simd;
 #pragma omp parallel for num_threads(slots) schedule(static, 1) if (slots > 1)
     for (int sl = 0; sl < slots; sl++) {
         for (int64_t it = mfcpu_split(items, slots, sl); it < mfcpu_split(items, slots, sl + 1); it++) {
-            const float *p = src + it * len;
-            uint16_t *o = dst + it * len;
-            for (int64_t j = 0; j < len; j++) o[j] = bf16_bits(p[j]);
-            if (!part) continue;
-            double acc[16] = {0}; /* the run is still in cache */
-            for (int64_t q = 0; q < hw; q++)
-                for (int l = 0; l < b; l++) acc[l] += p[q * b + l];
             const int64_t i = it / nb, c0 = (it % nb) * b;
-            for (int l = 0; l < b; l++) part[i * c + c0 + l] = acc[l];
+            double acc[16];
+            mfcpu_to_bf16_span(simd, src + it * len, dst + it * len, len, part ? b : 0, part ? acc : NULL);
+            if (part)
+                for (int l = 0; l < b; l++) part[i * c + c0 + l] = acc[l];
         }
     }
+}
+
+/* x (s->xdt bf16: already bf16, used in place; else converted into buf) */
+static const void *x_bf16(mf_backend *be, const mf_conv_shape *s, const float *x, void *buf) {
+    if (s->xdt == MF_DT_BF16) return x;
+    to_bf16_act(be, s->n, s->ci, (int64_t)s->h * s->w, blk(s->bx), x, buf, NULL);
+    return buf;
 }
 
 int mfcpu_dnnl_conv2d_bf16(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w,
@@ -426,19 +437,36 @@ int mfcpu_dnnl_conv2d_bf16(mf_backend *be, const mf_conv_shape *s, const float *
     if (!d) return -1;
     dn_prim *p = get_prim_bf16(d, DIR_FWD, s, bias != NULL);
     if (p->ref) return -1;
-    const size_t wb = round64(p->w_bytes), xb = round64(p->x16_bytes);
+    const size_t wb = round64(p->w_bytes), xb = s->xdt == MF_DT_BF16 ? 0 : round64(p->x16_bytes);
     char *ws = mfcpu_workspace(be, wb + xb + p->sp_bytes);
-    weights_bf16(be, d, p, w, ws);
-    to_bf16_act(be, s->n, s->ci, (int64_t)s->h * s->w, blk(s->bx), x, (uint16_t *)(ws + wb), NULL);
+    const void *w16 = weights_bf16(be, d, p, w, ws), *x16 = x_bf16(be, s, x, ws + wb);
     dnnl_exec_arg_t a[5];
     int na = 0;
-    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, mem(d, &p->x16_md, ws + wb)};
-    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mem(d, &p->w_md, ws)};
+    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, mem(d, &p->x16_md, x16)};
+    a[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mem(d, &p->w_md, w16)};
     a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DST, mem(d, &p->y_md, y)};
     if (bias) a[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mem(d, &p->b_md, bias)};
     na = scratch_arg(d, p, ws + wb + xb, a, na);
     run(be, p->prim, na, a);
     return 0;
+}
+
+/* dx (+)= bwd_data(dy16): dy already in bf16 (ws: free workspace from here on) */
+static void bwd_data_run(mf_backend *be, mfcpu_dnnl *d, dn_prim *p, const mf_conv_shape *s, const void *dy16,
+                         const float *w, float *dx, int acc, char *ws) {
+    const int64_t nx = (int64_t)s->n * s->ci * s->h * s->w;
+    const size_t wb = round64(p->w_bytes), tb = acc ? round64(sizeof(float) * (size_t)nx) : 0;
+    const void *w16 = weights_bf16(be, d, p, w, ws);
+    float *out = acc ? (float *)(ws + wb) : dx;
+    dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, mem(d, &p->y16_md, dy16)},
+                            {DNNL_ARG_WEIGHTS, mem(d, &p->w_md, w16)},
+                            {DNNL_ARG_DIFF_SRC, mem(d, &p->x_md, out)}};
+    run(be, p->prim, scratch_arg(d, p, ws + wb + tb, a, 3), a);
+    if (acc) mfcpu_axpby(be, nx, 1.0f, out, 1.0f, dx);
+}
+static size_t bwd_data_ws(const dn_prim *p, const mf_conv_shape *s, int acc) {
+    const int64_t nx = (int64_t)s->n * s->ci * s->h * s->w;
+    return round64(p->w_bytes) + (acc ? round64(sizeof(float) * (size_t)nx) : 0) + p->sp_bytes;
 }
 
 int mfcpu_dnnl_conv2d_bwd_data_bf16(mf_backend *be, const mf_conv_shape *s, const float *dy, const float *w,
@@ -447,38 +475,21 @@ int mfcpu_dnnl_conv2d_bwd_data_bf16(mf_backend *be, const mf_conv_shape *s, cons
     if (!d) return -1;
     dn_prim *p = get_prim_bf16(d, DIR_BWD_DATA, s, 0);
     if (p->ref) return -1;
-    const int64_t nx = (int64_t)s->n * s->ci * s->h * s->w;
-    const size_t wb = round64(p->w_bytes), yb = round64(p->y16_bytes);
-    const size_t tb = acc ? round64(sizeof(float) * (size_t)nx) : 0;
-    char *ws = mfcpu_workspace(be, wb + yb + tb + p->sp_bytes);
-    weights_bf16(be, d, p, w, ws);
-    to_bf16_act(be, s->n, s->co, (int64_t)s->ho * s->wo, blk(s->by), dy, (uint16_t *)(ws + wb), NULL);
-    float *out = acc ? (float *)(ws + wb + yb) : dx;
-    dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, mem(d, &p->y16_md, ws + wb)},
-                            {DNNL_ARG_WEIGHTS, mem(d, &p->w_md, ws)},
-                            {DNNL_ARG_DIFF_SRC, mem(d, &p->x_md, out)}};
-    run(be, p->prim, scratch_arg(d, p, ws + wb + yb + tb, a, 3), a);
-    if (acc) mfcpu_axpby(be, nx, 1.0f, out, 1.0f, dx);
+    const size_t yb = round64(p->y16_bytes);
+    char *ws = mfcpu_workspace(be, yb + bwd_data_ws(p, s, acc));
+    to_bf16_act(be, s->n, s->co, (int64_t)s->ho * s->wo, blk(s->by), dy, (uint16_t *)ws, NULL);
+    bwd_data_run(be, d, p, s, ws, w, dx, acc, ws + yb);
     return 0;
 }
 
-int mfcpu_dnnl_conv2d_bwd_filter_bf16(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy,
-                                      float *dw, float *dbias) {
-    mfcpu_dnnl *d = mfcpu(be)->dnnl;
-    if (!d) return -1;
-    dn_prim *p = get_prim_bf16(d, DIR_BWD_FILTER, s, 0); /* the bias gradient: from to_bf16_act's sums */
-    if (p->ref) return -1;
-    const size_t xb = round64(p->x16_bytes), yb = round64(p->y16_bytes), wb = round64(p->w_bytes);
-    const size_t pb = dbias ? round64(sizeof(double) * (size_t)s->n * s->co) : 0;
-    char *ws = mfcpu_workspace(be, xb + yb + wb + pb + p->sp_bytes);
-    float *gw = (float *)(ws + xb + yb);
-    double *part = dbias ? (double *)(ws + xb + yb + wb) : NULL;
-    to_bf16_act(be, s->n, s->ci, (int64_t)s->h * s->w, blk(s->bx), x, (uint16_t *)ws, NULL);
-    to_bf16_act(be, s->n, s->co, (int64_t)s->ho * s->wo, blk(s->by), dy, (uint16_t *)(ws + xb), part);
-    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, mem(d, &p->x16_md, ws)},
-                            {DNNL_ARG_DIFF_DST, mem(d, &p->y16_md, ws + xb)},
+/* dw += bwd_filter(x16, dy16), dbias += the per-sample sums part (n x co doubles) */
+static void bwd_filter_run(mf_backend *be, mfcpu_dnnl *d, dn_prim *p, const mf_conv_shape *s, const void *x16,
+                           const void *dy16, const double *part, float *dw, float *dbias, char *ws) {
+    float *gw = (float *)ws;
+    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, mem(d, &p->x16_md, x16)},
+                            {DNNL_ARG_DIFF_DST, mem(d, &p->y16_md, dy16)},
                             {DNNL_ARG_DIFF_WEIGHTS, mem(d, &p->w_md, gw)}};
-    run(be, p->prim, scratch_arg(d, p, ws + xb + yb + wb + pb, a, 3), a);
+    run(be, p->prim, scratch_arg(d, p, ws + round64(p->w_bytes), a, 3), a);
     if (p->wre) { /* dw += reorder(gw) */
         dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, mem(d, &p->w_md, gw)}, {DNNL_ARG_TO, mem(d, &p->w_user, dw)}};
         run(be, p->wre, 2, r);
@@ -492,7 +503,50 @@ int mfcpu_dnnl_conv2d_bwd_filter_bf16(mf_backend *be, const mf_conv_shape *s, co
             for (int i = 0; i < s->n; i++) t += part[(int64_t)i * s->co + o];
             dbias[o] += (float)t;
         }
+}
+
+int mfcpu_dnnl_conv2d_bwd_filter_bf16(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy,
+                                      float *dw, float *dbias) {
+    mfcpu_dnnl *d = mfcpu(be)->dnnl;
+    if (!d) return -1;
+    dn_prim *p = get_prim_bf16(d, DIR_BWD_FILTER, s, 0); /* the bias gradient: from to_bf16_act's sums */
+    if (p->ref) return -1;
+    const size_t xb = s->xdt == MF_DT_BF16 ? 0 : round64(p->x16_bytes), yb = round64(p->y16_bytes);
+    const size_t pb = dbias ? round64(sizeof(double) * (size_t)s->n * s->co) : 0;
+    char *ws = mfcpu_workspace(be, xb + yb + pb + round64(p->w_bytes) + p->sp_bytes);
+    double *part = dbias ? (double *)(ws + xb + yb) : NULL;
+    const void *x16 = x_bf16(be, s, x, ws);
+    to_bf16_act(be, s->n, s->co, (int64_t)s->ho * s->wo, blk(s->by), dy, (uint16_t *)(ws + xb), part);
+    bwd_filter_run(be, d, p, s, x16, ws + xb, part, dw, dbias, ws + xb + yb + pb);
     return 0;
+}
+
+/* Both gradients with dy converted once: bwd_filter, then bwd_data, as the two calls would run them. */
+int mfcpu_dnnl_conv2d_bwd_bf16(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy,
+                               const float *w, float *dw, float *dbias, float *dx, int acc) {
+    mfcpu_dnnl *d = mfcpu(be)->dnnl;
+    if (!d) return -1;
+    dn_prim *pf = get_prim_bf16(d, DIR_BWD_FILTER, s, 0), *pd = get_prim_bf16(d, DIR_BWD_DATA, s, 0);
+    if (pf->ref || pd->ref) return -1;
+    const size_t xb = s->xdt == MF_DT_BF16 ? 0 : round64(pf->x16_bytes), yb = round64(pf->y16_bytes);
+    const size_t pb = dbias ? round64(sizeof(double) * (size_t)s->n * s->co) : 0;
+    const size_t fb = round64(pf->w_bytes) + pf->sp_bytes, db = bwd_data_ws(pd, s, acc);
+    char *ws = mfcpu_workspace(be, xb + yb + pb + (fb > db ? fb : db));
+    double *part = dbias ? (double *)(ws + xb + yb) : NULL;
+    const void *x16 = x_bf16(be, s, x, ws);
+    to_bf16_act(be, s->n, s->co, (int64_t)s->ho * s->wo, blk(s->by), dy, (uint16_t *)(ws + xb), part);
+    bwd_filter_run(be, d, pf, s, x16, ws + xb, part, dw, dbias, ws + xb + yb + pb);
+    bwd_data_run(be, d, pd, s, ws + xb, w, dx, acc, ws + xb + yb + pb);
+    return 0;
+}
+
+/* 1 when the bf16 forward and filter-gradient kernels of shape s are real ones: x may then be stored
+ * in bf16 (conv_bf16_x) */
+int mfcpu_dnnl_bf16_x_ok(mf_backend *be, const mf_conv_shape *s) {
+    mfcpu_dnnl *d = mfcpu(be)->dnnl;
+    if (!d) return 0;
+    return !get_prim_bf16(d, DIR_FWD, s, 1)->ref && !get_prim_bf16(d, DIR_BWD_FILTER, s, 0)->ref &&
+           !get_prim_bf16(d, DIR_BWD_DATA, s, 0)->ref;
 }
 
 static const char *isa_name(dnnl_cpu_isa_t isa) {
@@ -519,7 +573,7 @@ int mfcpu_dnnl_bf16_probe(mf_backend *be, char *info, size_t cap) {
         return -1;
     }
     /* one of the UNet's shapes in the three directions: real (non-reference) bf16 kernels for each */
-    const mf_conv_shape s = {2, 16, 8, 8, 16, 3, 1, 1, 8, 8, 16, 16};
+    const mf_conv_shape s = {2, 16, 8, 8, 16, 3, 1, 1, 8, 8, 16, 16, 0, 0};
     const dn_prim *f = get_prim_bf16(d, DIR_FWD, &s, 1), *bd = get_prim_bf16(d, DIR_BWD_DATA, &s, 0),
                   *bw = get_prim_bf16(d, DIR_BWD_FILTER, &s, 0);
     if (f->ref || bd->ref || bw->ref) {
@@ -567,6 +621,11 @@ int mfcpu_dnnl_conv2d_bwd_filter_bf16(mf_backend *be, const mf_conv_shape *s, co
                                       float *dw, float *dbias) {
     return -1;
 }
+int mfcpu_dnnl_conv2d_bwd_bf16(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy,
+                               const float *w, float *dw, float *dbias, float *dx, int acc) {
+    return -1;
+}
+int mfcpu_dnnl_bf16_x_ok(mf_backend *be, const mf_conv_shape *s) { return 0; }
 int mfcpu_dnnl_bf16_probe(mf_backend *be, char *info, size_t cap) {
     snprintf(info, cap, "this build has no oneDNN");
     return -1;

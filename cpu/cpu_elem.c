@@ -292,3 +292,66 @@ void mfcpu_fourier_jvp(mf_backend *be, int n, int half, const float *t, const fl
         }
     }
 }
+
+/* ---- bf16 conversions (precision: bf16) ------------------------------------------------------ */
+
+/* The bf16 bits of f, rounded to nearest even; a NaN stays a (quiet) NaN. */
+static inline uint16_t bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+#ifdef MFCPU_X86
+/* vcvtne2ps2bf16 / vcvtneps2bf16: round to nearest even, NaN -> quiet NaN, denormals to zero (the scalar
+ * bf16_bits except for denormals, which the bf16 convolutions read as zero anyway). part16: the per-lane
+ * sums of 16-channel blocks in double, in pixel order (the same sums as the scalar loop). */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void to_bf16_avx512(const float *p, uint16_t *o,
+                                                                                       int64_t len, double *part16) {
+    int64_t j = 0;
+    if (part16) {
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+        for (; j < len; j += 16) {
+            const __m512 v = _mm512_loadu_ps(p + j);
+            _mm256_storeu_si256((__m256i *)(o + j), (__m256i)_mm512_cvtneps_pbh(v));
+            lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+            hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+        }
+        _mm512_storeu_pd(part16, lo);
+        _mm512_storeu_pd(part16 + 8, hi);
+        return;
+    }
+    for (; j + 32 <= len; j += 32)
+        _mm512_storeu_si512((void *)(o + j),
+                            (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + j + 16), _mm512_loadu_ps(p + j)));
+    for (; j < len; j += 16) {
+        const int64_t left = len - j;
+        const __mmask16 k = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+        _mm256_mask_storeu_epi16(o + j, k, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, p + j)));
+    }
+}
+#endif
+
+void mfcpu_to_bf16_span(int simd, const float *p, uint16_t *o, int64_t len, int b, double *part) {
+#ifdef MFCPU_X86
+    if (simd && (!part || b == 16)) {
+        to_bf16_avx512(p, o, len, part);
+        return;
+    }
+#else
+    (void)simd;
+#endif
+    for (int64_t j = 0; j < len; j++) o[j] = bf16_bits(p[j]);
+    if (!part) return;
+    for (int l = 0; l < b; l++) part[l] = 0.0;
+    for (int64_t q = 0; q < len / b; q++)
+        for (int l = 0; l < b; l++) part[l] += p[q * b + l];
+}
+
+void mfcpu_from_bf16_span(const uint16_t *p, float *o, int64_t len) {
+    for (int64_t j = 0; j < len; j++) {
+        const uint32_t u = (uint32_t)p[j] << 16;
+        memcpy(o + j, &u, sizeof u);
+    }
+}

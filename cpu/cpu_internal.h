@@ -28,9 +28,11 @@ typedef struct mfcpu_ctx {
     int conv_nb; /* samples per conv GEMM: 0 = automatic (see cpu_conv.c), else forced */
     int conv_pb; /* pixel block of a one-sample conv GEMM: 0 = automatic, else forced */
     int avx512;  /* use the AVX-512 code (SiLU, double sums): CPU support, unless MFPIPE_CPU_SIMD=0 */
+    int bf16_simd; /* AVX512-BF16 (+BW, VL) conversions to bf16 (cpu_dnnl.c), unless MFPIPE_CPU_SIMD=0 */
     struct mfcpu_dnnl *dnnl; /* oneDNN engine, stream and primitive cache (cpu_dnnl.c); NULL: none */
     int bf16;     /* precision bf16 in use: convolutions through oneDNN's bf16 kernels (mf_cpu_set_precision) */
-    int bf16_jvp; /* also the bias-less forward convolutions (the JVP's tangents): MFPIPE_CPU_BF16_JVP=1 */
+    int bf16_jvp; /* also the float32-flagged convolutions (the JVP's tangents): MFPIPE_CPU_BF16_JVP=1 */
+    unsigned pepoch; /* parameter epoch (params_epoch); 0: never called, the bf16 weights are not cached */
     char bf16_info[256]; /* the ISA and oneDNN implementations of the bf16 convolutions, for version() */
     char version[512];       /* version(): built on first call */
 } mfcpu_ctx;
@@ -109,6 +111,16 @@ MFCPU_HIDDEN int mfcpu_dnnl_conv2d_bwd_data_bf16(mf_backend *be, const mf_conv_s
                                                  const float *w, float *dx, int acc);
 MFCPU_HIDDEN int mfcpu_dnnl_conv2d_bwd_filter_bf16(mf_backend *be, const mf_conv_shape *s, const float *x,
                                                    const float *dy, float *dw, float *dbias);
+/* Both gradients, dy converted to bf16 once (the conv2d_bwd entry); -1 as above. */
+MFCPU_HIDDEN int mfcpu_dnnl_conv2d_bwd_bf16(mf_backend *be, const mf_conv_shape *s, const float *x,
+                                            const float *dy, const float *w, float *dw, float *dbias, float *dx,
+                                            int acc);
+/* 1 when the three bf16 kernels of shape s are real ones (x may then be stored in bf16: conv_bf16_x). */
+MFCPU_HIDDEN int mfcpu_dnnl_bf16_x_ok(mf_backend *be, const mf_conv_shape *s);
+/* o = bf16(p) (len floats; round to nearest even; simd: AVX512-BF16, which flushes denormals to zero);
+ * part != NULL: also part[l] = sum over q of p[q b + l] for l < b, in double (len a multiple of b). */
+MFCPU_HIDDEN void mfcpu_to_bf16_span(int simd, const float *p, uint16_t *o, int64_t len, int b, double *part);
+MFCPU_HIDDEN void mfcpu_from_bf16_span(const uint16_t *p, float *o, int64_t len);
 /* 0 when this CPU and oneDNN run bf16 convolutions with real (AVX512-BF16 / AMX) kernels; info gets the
  * ISA and the implementations, or why not (-1). */
 MFCPU_HIDDEN int mfcpu_dnnl_bf16_probe(mf_backend *be, char *info, size_t cap);
@@ -131,6 +143,9 @@ MFCPU_HIDDEN void mfcpu_groupnorm_jvp_b16(mf_backend *be, int n, int c, int hw, 
                                           const float *tx, float *ty);
 /* GroupNorm followed by SiLU, fused per sample (the GroupNorm output is never stored; backward and JVP
  * recompute it from x, mean and rstd), see mf_backend.h gn_silu. */
+MFCPU_HIDDEN void mfcpu_gn_silu_b16_bf16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
+                                         const float *gamma, const float *beta, uint16_t *y, float *mean,
+                                         float *rstd);
 MFCPU_HIDDEN void mfcpu_gn_silu_b16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
                                     const float *gamma, const float *beta, float *y, float *mean, float *rstd);
 MFCPU_HIDDEN void mfcpu_gn_silu_bwd_b16(mf_backend *be, int n, int c, int hw, int g, const float *x,

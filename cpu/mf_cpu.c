@@ -228,16 +228,31 @@ static int few_out(const mf_conv_shape *s) {
 }
 
 /* precision bf16 (docs/cpu-backend.md, "bf16"): every convolution but the direct few-channel ones goes to
- * oneDNN's bf16 kernels, whatever the layouts, except forward convolutions without bias: in this engine
- * those are exactly the JVP's tangent passes (mf_graph.c gives every conv node a bias, jvp_node calls
- * conv2d with NULL), which stay float32 (MFPIPE_CPU_BF16_JVP=1: bf16 too). A shape oneDNN has no fast bf16
- * kernel for runs the fp32 kernels below. */
-static int bf16_conv(mf_backend *be, const mf_conv_shape *s) { return mfcpu(be)->bf16 && !few_out(s); }
+ * oneDNN's bf16 kernels, whatever the layouts, except calls flagged fp32 (mf_conv_shape.fp32: the JVP's
+ * tangent passes, which stay float32; MFPIPE_CPU_BF16_JVP=1: bf16 too). A shape oneDNN has no fast bf16
+ * kernel for runs the fp32 kernels below; the graph stores x in bf16 (xdt) only for shapes that have all
+ * three (conv_bf16_x), so a bf16 x always meets a bf16 kernel (x_f32 is the safety net). */
+static int bf16_conv(mf_backend *be, const mf_conv_shape *s) {
+    return mfcpu(be)->bf16 && !few_out(s) && (!s->fp32 || mfcpu(be)->bf16_jvp);
+}
 
-static void cpu_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w, const float *bias,
+/* a float32 copy of a bf16 x (s->xdt) in its own allocation (the fp32 kernels use the workspace) */
+static const float *x_f32(mf_backend *be, const mf_conv_shape *s, const float *x, mf_conv_shape *s32) {
+    *s32 = *s;
+    if (s->xdt != MF_DT_BF16) return x;
+    s32->xdt = MF_DT_F32;
+    const int64_t nx = (int64_t)s->n * s->ci * s->h * s->w;
+    float *t = mfcpu_alloc(be, sizeof(float) * (size_t)nx);
+    MF_ASSERT(t);
+    mfcpu_from_bf16_span((const uint16_t *)x, t, nx);
+    return t;
+}
+static void x_f32_done(mf_backend *be, const float *x32, const float *x) {
+    if (x32 != x) mfcpu_free(be, (void *)x32);
+}
+
+static void conv2d_f32(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w, const float *bias,
                        float *y) {
-    if (bf16_conv(be, s) && (bias || mfcpu(be)->bf16_jvp) && mfcpu_dnnl_conv2d_bf16(be, s, x, w, bias, y) == 0)
-        return;
     if (!is_b16(s->bx) && !is_b16(s->by)) {
         mfcpu_conv2d(be, s, x, w, bias, y);
         return;
@@ -253,6 +268,15 @@ static void cpu_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, c
     mfcpu_conv2d(be, &pc.s, pc.x ? pc.x : x, w, bias, pc.y ? pc.y : y);
     if (pc.y) from_plain(be, s->n, s->co, s->ho * s->wo, pc.y, y, 0);
     plain_end(be, &pc);
+}
+
+static void cpu_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w, const float *bias,
+                       float *y) {
+    if (bf16_conv(be, s) && mfcpu_dnnl_conv2d_bf16(be, s, x, w, bias, y) == 0) return;
+    mf_conv_shape s32;
+    const float *x32 = x_f32(be, s, x, &s32);
+    conv2d_f32(be, &s32, x32, w, bias, y);
+    x_f32_done(be, x32, x);
 }
 
 static void cpu_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const float *dy, const float *w, float *dx,
@@ -275,9 +299,8 @@ static void cpu_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const fl
     plain_end(be, &pc);
 }
 
-static void cpu_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy, float *dw,
-                                  float *dbias) {
-    if (bf16_conv(be, s) && mfcpu_dnnl_conv2d_bwd_filter_bf16(be, s, x, dy, dw, dbias) == 0) return;
+static void conv2d_bwd_filter_f32(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy,
+                                  float *dw, float *dbias) {
     if (!is_b16(s->bx) && !is_b16(s->by)) {
         mfcpu_conv2d_bwd_filter(be, s, x, dy, dw, dbias);
         return;
@@ -293,6 +316,39 @@ static void cpu_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const 
     if (pc.y) to_plain(be, s->n, s->co, s->ho * s->wo, dy, pc.y);
     mfcpu_conv2d_bwd_filter(be, &pc.s, pc.x ? pc.x : x, pc.y ? pc.y : dy, dw, dbias);
     plain_end(be, &pc);
+}
+
+static void cpu_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy, float *dw,
+                                  float *dbias) {
+    if (bf16_conv(be, s) && mfcpu_dnnl_conv2d_bwd_filter_bf16(be, s, x, dy, dw, dbias) == 0) return;
+    mf_conv_shape s32;
+    const float *x32 = x_f32(be, s, x, &s32);
+    conv2d_bwd_filter_f32(be, &s32, x32, dy, dw, dbias);
+    x_f32_done(be, x32, x);
+}
+
+/* both gradients: in bf16 with dy converted once; else the two calls */
+static void cpu_conv2d_bwd(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy, const float *w,
+                           float *dw, float *dbias, float *dx, int acc) {
+    if (bf16_conv(be, s) && mfcpu_dnnl_conv2d_bwd_bf16(be, s, x, dy, w, dw, dbias, dx, acc) == 0) return;
+    cpu_conv2d_bwd_filter(be, s, x, dy, dw, dbias);
+    cpu_conv2d_bwd_data(be, s, dy, w, dx, acc);
+}
+
+static int cpu_conv_bf16_x(mf_backend *be, const mf_conv_shape *s) {
+    return be->bf16_act && bf16_conv(be, s) && is_b16(s->bx) && mfcpu_dnnl_bf16_x_ok(be, s);
+}
+
+static void cpu_gn_silu_bf16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
+                             const float *gamma, const float *beta, void *y, float *mean, float *rstd, int blk) {
+    MF_ASSERT(be->bf16_act && is_b16(blk));
+    mfcpu_gn_silu_b16_bf16(be, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd);
+}
+
+/* a new parameter epoch: the cached bf16 weights are stale (0 is kept for "never called") */
+static void cpu_params_epoch(mf_backend *be) {
+    mfcpu_ctx *c = mfcpu(be);
+    if (++c->pepoch == 0) c->pepoch = 1;
 }
 
 /* ---- the table ------------------------------------------------------------------------------ */
@@ -347,6 +403,10 @@ static const mf_backend_i cpu_iface = {
     .conv2d = cpu_conv2d,
     .conv2d_bwd_data = cpu_conv2d_bwd_data,
     .conv2d_bwd_filter = cpu_conv2d_bwd_filter,
+    .conv2d_bwd = cpu_conv2d_bwd,
+    .conv_bf16_x = cpu_conv_bf16_x,
+    .gn_silu_bf16 = cpu_gn_silu_bf16,
+    .params_epoch = cpu_params_epoch,
     .groupnorm = cpu_groupnorm,
     .groupnorm_bwd = cpu_groupnorm_bwd,
     .groupnorm_jvp = cpu_groupnorm_jvp,
@@ -386,6 +446,7 @@ static const mf_backend_i cpu_iface = {
 int mf_cpu_set_precision(mf_backend *be, int precision, char *why, size_t cap) {
     mfcpu_ctx *c = mfcpu(be);
     c->bf16 = c->bf16_jvp = 0;
+    be->bf16_act = 0;
     c->version[0] = '\0';
     be->precision = MF_PREC_FP32;
     if (cap) why[0] = '\0';
@@ -400,6 +461,9 @@ int mf_cpu_set_precision(mf_backend *be, int precision, char *why, size_t cap) {
         const char *jvp = getenv("MFPIPE_CPU_BF16_JVP");
         c->bf16_jvp = jvp && strcmp(jvp, "1") == 0;
         be->precision = MF_PREC_BF16;
+        /* bf16 activations (GroupNorm+SiLU outputs that only convolutions read): on unless 0 */
+        const char *act = getenv("MFPIPE_CPU_BF16_ACT");
+        be->bf16_act = be->cblock == 16 && !(act && strcmp(act, "0") == 0);
     }
     return be->precision;
 }
@@ -416,9 +480,11 @@ mf_backend *mf_cpu_backend_new(int threads) {
 #if defined(__GNUC__) && defined(__x86_64__)
     __builtin_cpu_init();
     c->avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    c->bf16_simd = c->avx512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                   __builtin_cpu_supports("avx512bf16");
 #endif
     const char *simd = getenv("MFPIPE_CPU_SIMD");
-    if (simd && strcmp(simd, "0") == 0) c->avx512 = 0;
+    if (simd && strcmp(simd, "0") == 0) c->avx512 = c->bf16_simd = 0;
     be->i = &cpu_iface;
     be->ctx = c;
     be->threads = threads;

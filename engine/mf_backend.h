@@ -44,7 +44,14 @@ typedef struct mf_conv_shape {
     int co, k, stride, pad; /* weight (co, ci, k, k); output (n, co, ho, wo) */
     int ho, wo;         /* ho = (h + 2*pad - k)/stride + 1, same for wo */
     int bx, by;         /* channel block of x (and dx) and of y (and dy): 0/1 NCHW, 16 nChw16c */
+    int xdt;            /* element type of x for conv2d, conv2d_bwd_filter and conv2d_bwd: MF_DT_F32
+                         * (0), or MF_DT_BF16 where the graph stores x in bfloat16 (mf_backend.bf16_act) */
+    int fp32;           /* 1: this call computes in float32 whatever be->precision (the JVP's tangents) */
 } mf_conv_shape;
+
+/* Element types of stored activations. bf16: bfloat16 as uint16 bits (the top half of the float32,
+ * rounded to nearest even), same layout and element order, half the bytes. */
+enum { MF_DT_F32 = 0, MF_DT_BF16 = 1 };
 
 typedef struct mf_backend_i {
     const char *name;
@@ -207,6 +214,26 @@ typedef struct mf_backend_i {
     void *(*graph_end)(mf_backend *be, void *prev);
     int (*graph_launch)(mf_backend *be, void *graph);
     void (*graph_free)(mf_backend *be, void *graph);
+
+    /* ---- reduced precision (optional: NULL where the backend has none; docs/backends.md) ------------ */
+    /* Both gradients of a convolution in one call: exactly conv2d_bwd_filter(s, x, dy, dw, dbias) then
+     * conv2d_bwd_data(s, dy, w, dx, acc) (a backend in bf16 converts dy once). The graph calls it when it
+     * needs both. */
+    void (*conv2d_bwd)(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy, const float *w,
+                       float *dw, float *dbias, float *dx, int acc);
+    /* bf16 activations (only where mf_backend.bf16_act is 1): conv_bf16_x says whether conv2d and
+     * conv2d_bwd_filter of shape s accept x in bf16 (s->xdt = MF_DT_BF16); gn_silu_bf16 is gn_silu with y
+     * written in bf16 (y rounded once, from the float32 result gn_silu would write). The graph stores a
+     * fused GroupNorm+SiLU output in bf16 when every consumer is a convolution that accepts it; its
+     * backward and JVP read the float32 input x, never y. */
+    int (*conv_bf16_x)(mf_backend *be, const mf_conv_shape *s);
+    void (*gn_silu_bf16)(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x, const float *gamma,
+                         const float *beta, void *y, float *mean, float *rstd, int blk);
+    /* Parameters may have been written since the last call: anything the backend derived from them
+     * (weights converted to bf16, reordered) is stale. The graph calls it at the start of every forward
+     * and JVP pass; between two calls nothing writes the parameters it reads (a backward pass reads the
+     * weights of the forward before it), so a backend may convert each weight once per step. */
+    void (*params_epoch)(mf_backend *be);
 } mf_backend_i;
 
 /* adamw_step's state floats (backend memory). Counts are floats: exact to 2^24 steps. */
@@ -237,6 +264,8 @@ struct mf_backend {
                         channel counts that are multiples of 8); see the top of this file */
     int precision;   /* MF_PREC_*: what the backend runs (may be lower than asked, with a warning) */
     int host_memory; /* 1: tensors are host memory (CPU): no device copy of the data set is needed */
+    int bf16_act;    /* 1: the graph may store activations in bf16 (conv_bf16_x, gn_silu_bf16); set by
+                        the backend with its precision */
     const char *kind; /* "cpu", "cuda": the registry name it was opened under */
 };
 
@@ -261,7 +290,7 @@ extern const char *const mf_backend_names[];
 /* A backend built as a module: the shared object exports this symbol, a function returning a pointer
  * to its mf_backend_module (the same loader and ABI check as stage plugins: core/mf_module.h). */
 #define MF_BACKEND_ENTRY_SYMBOL "mfpipe_backend_entry"
-#define MF_BACKEND_ABI_VERSION 1u /* bump on any change to mf_backend_i, mf_backend or the opts */
+#define MF_BACKEND_ABI_VERSION 2u /* bump on any change to mf_backend_i, mf_backend or the opts */
 typedef struct mf_backend_module {
     uint32_t abi_version; /* MF_BACKEND_ABI_VERSION; first field */
     uint32_t struct_size; /* sizeof(mf_backend_i), checked against the host's */

@@ -18,7 +18,7 @@ mf_backend *mf_checked_backend_new(mf_backend *inner);
 void mf_checked_backend_free(mf_backend *be);
 
 /* Every entry of mf_backend_i must be wrapped below. This catches an entry appended to the table. */
-#define CK_LAST_ENTRY graph_free
+#define CK_LAST_ENTRY params_epoch
 _Static_assert(sizeof(mf_backend_i) ==
                    offsetof(mf_backend_i, CK_LAST_ENTRY) + sizeof(((mf_backend_i *)0)->CK_LAST_ENTRY),
                "mf_backend_i has an entry after the last one known here: wrap it in mf_backend_check.c");
@@ -190,6 +190,34 @@ static void ck_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const f
     mf_backend *in = ck_enter(be);
     in->i->conv2d_bwd_filter(in, s, x, dy, dw, dbias);
     ck_leave(be);
+}
+
+/* the optional reduced-precision entries: forwarded when inner has them, else what the graph would do */
+static void ck_conv2d_bwd(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy, const float *w,
+                          float *dw, float *dbias, float *dx, int acc) {
+    mf_backend *in = ck_enter(be);
+    if (in->i->conv2d_bwd) {
+        in->i->conv2d_bwd(in, s, x, dy, w, dw, dbias, dx, acc);
+    } else {
+        in->i->conv2d_bwd_filter(in, s, x, dy, dw, dbias);
+        in->i->conv2d_bwd_data(in, s, dy, w, dx, acc);
+    }
+    ck_leave(be);
+}
+static int ck_conv_bf16_x(mf_backend *be, const mf_conv_shape *s) {
+    mf_backend *in = ck(be)->inner;
+    return in->i->conv_bf16_x ? in->i->conv_bf16_x(in, s) : 0;
+}
+static void ck_gn_silu_bf16(mf_backend *be, int n, int c, int hw, int g, float eps, const float *x,
+                            const float *gamma, const float *beta, void *y, float *mean, float *rstd, int blk) {
+    mf_backend *in = ck_enter(be);
+    MF_ASSERT(in->i->gn_silu_bf16);
+    in->i->gn_silu_bf16(in, n, c, hw, g, eps, x, gamma, beta, y, mean, rstd, blk);
+    ck_leave(be);
+}
+static void ck_params_epoch(mf_backend *be) {
+    mf_backend *in = ck(be)->inner;
+    if (in->i->params_epoch) in->i->params_epoch(in);
 }
 
 /* ---- normalisation -------------------------------------------------------------------------- */
@@ -459,6 +487,10 @@ static const mf_backend_i check_iface = {
     .destroy = mf_checked_backend_free,
     .version = ck_version,
     .error = ck_error,
+    .conv2d_bwd = ck_conv2d_bwd,
+    .conv_bf16_x = ck_conv_bf16_x,
+    .gn_silu_bf16 = ck_gn_silu_bf16,
+    .params_epoch = ck_params_epoch,
 };
 /* The same table with the graph emulation (MFPIPE_CHECKED_GRAPHS=1), filled from it on first use. */
 static mf_backend_i check_iface_graphs;
@@ -488,6 +520,7 @@ mf_backend *mf_checked_backend_new(mf_backend *inner) {
     be->cblock = inner->cblock;
     be->precision = inner->precision;
     be->host_memory = inner->host_memory;
+    be->bf16_act = inner->bf16_act;
     be->kind = inner->kind;
     return be;
 }

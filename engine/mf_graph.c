@@ -202,7 +202,7 @@ int mf_g_conv(mf_graph *g, int x, int co, int k, int stride, const char *name) {
     nd->needs_grad = true;
     nd->blk = act_blk(g, co);
     nd->cs = (mf_conv_shape){g->batch, ci, g->nodes[x].h, g->nodes[x].w, co, k, stride, pad, ho, wo,
-                             g->nodes[x].blk, nd->blk};
+                             g->nodes[x].blk, nd->blk, MF_DT_F32, 0};
     g->flops_fwd += 2.0 * g->batch * co * ci * k * k * (double)ho * wo;
     return id;
 }
@@ -390,7 +390,8 @@ static int plan_memory(mf_graph *g, bool need_grad, bool need_tan) {
         if (nd->op == MF_OP_LABELS) continue;
         bool perm = nd->op == MF_OP_INPUT || i == g->output || nd->keep;
         int end = perm ? forever : (last_bwd[i] > last_fwd[i] ? last_bwd[i] : last_fwd[i]);
-        iv[m++] = (interval){nd->numel, perm ? -1 : i, end, &nd->out};
+        const int64_t out_floats = nd->dt == MF_DT_BF16 ? (nd->numel + 1) / 2 : nd->numel; /* bf16: half */
+        iv[m++] = (interval){out_floats, perm ? -1 : i, end, &nd->out};
         if (need_tan) iv[m++] = (interval){nd->numel, perm ? -1 : i, perm ? forever : last_fwd[i], &nd->tan};
         if (need_grad && nd->needs_grad && nd->grad_alias < 0) {
             int start = i == g->output ? n - 1 : first_grad[i];
@@ -427,12 +428,42 @@ static int plan_memory(mf_graph *g, bool need_grad, bool need_tan) {
     return fail;
 }
 
+/* bf16 activations (mf_backend.h, "reduced precision"): a fused GroupNorm+SiLU output that only
+ * convolutions read, each accepting a bf16 input, is stored in bf16: those convolutions read it as
+ * their bf16 operand directly (no conversion pass, half the memory and traffic). Its own backward and
+ * JVP read its float32 input, and tangents and gradients stay float32. */
+static void choose_bf16(mf_graph *g) {
+    mf_backend *be = BE(g);
+    const mf_backend_i *k = K(g);
+    if (!be->bf16_act || !k->gn_silu_bf16 || !k->conv_bf16_x) return;
+    for (int i = 0; i < g->n_nodes; i++) {
+        mf_gnode *nd = &g->nodes[i];
+        if (nd->op != MF_OP_GN_SILU || nd->keep || i == g->output || nd->blk == 0) continue;
+        int uses = 0, ok = 1;
+        for (int j = i + 1; j < g->n_nodes && ok; j++) {
+            mf_gnode *c = &g->nodes[j];
+            for (int s = 0; s < 2; s++)
+                if (c->in[s] == i) {
+                    uses++;
+                    mf_conv_shape cs = c->cs;
+                    cs.xdt = MF_DT_BF16;
+                    ok = c->op == MF_OP_CONV && s == 0 && k->conv_bf16_x(be, &cs);
+                }
+        }
+        if (!ok || !uses) continue;
+        nd->dt = MF_DT_BF16;
+        for (int j = i + 1; j < g->n_nodes; j++)
+            if (g->nodes[j].in[0] == i) g->nodes[j].cs.xdt = MF_DT_BF16;
+    }
+}
+
 int mf_graph_finalize(mf_graph *g, int output, bool need_grad, bool need_tan) {
     /* the host reads outputs and kept values: they must be NCHW (models end in a few-channel conv or a
      * linear layer) */
     MF_ASSERT(N_(g, output)->blk == 0);
     for (int i = 0; i < g->n_nodes; i++) MF_ASSERT(!g->nodes[i].keep || g->nodes[i].blk == 0);
     g->output = output;
+    choose_bf16(g);
     int fail = plan_memory(g, need_grad, need_tan);
     for (int i = 0; i < g->n_nodes && !fail; i++) {
         mf_gnode *nd = &g->nodes[i];
@@ -498,8 +529,12 @@ static void forward_node(mf_graph *g, mf_gnode *nd) {
                      nd->out, nd->mean, nd->rstd, nd->blk);
         break;
     case MF_OP_GN_SILU:
-        k->gn_silu(be, nd->n, nd->c, hw, nd->groups, nd->eps, a->out, P(g, nd->p[0]), P(g, nd->p[1]), nd->out,
-                   nd->mean, nd->rstd, nd->blk);
+        if (nd->dt == MF_DT_BF16)
+            k->gn_silu_bf16(be, nd->n, nd->c, hw, nd->groups, nd->eps, a->out, P(g, nd->p[0]), P(g, nd->p[1]),
+                            nd->out, nd->mean, nd->rstd, nd->blk);
+        else
+            k->gn_silu(be, nd->n, nd->c, hw, nd->groups, nd->eps, a->out, P(g, nd->p[0]), P(g, nd->p[1]), nd->out,
+                       nd->mean, nd->rstd, nd->blk);
         break;
     case MF_OP_SILU: k->silu(be, nd->numel, a->out, nd->out); break;
     case MF_OP_ADD: k->add2(be, nd->numel, 1.0f, a->out, 1.0f, b->out, nd->out); break;
@@ -520,6 +555,7 @@ static void forward_node(mf_graph *g, mf_gnode *nd) {
 
 void mf_graph_forward(mf_graph *g) {
     MF_ASSERT(g->allocated && g->pbuf);
+    if (K(g)->params_epoch) K(g)->params_epoch(BE(g));
     const int prof = profiling() > 0;
     for (int i = 0; i < g->n_nodes; i++) {
         double t0 = prof ? now_s() : 0;
@@ -565,10 +601,17 @@ static void backward_node(mf_graph *g, int i) {
     case MF_OP_INPUT:
     case MF_OP_LABELS:
     case MF_OP_FOURIER: break; /* times are not trained */
-    case MF_OP_CONV:
-        if (G(g, nd->p[0])) k->conv2d_bwd_filter(be, &nd->cs, a->out, dy, G(g, nd->p[0]), G(g, nd->p[1]));
-        if ((acc = grad_target(g, nd->in[0], &dx)) >= 0) k->conv2d_bwd_data(be, &nd->cs, dy, P(g, nd->p[0]), dx, acc);
+    case MF_OP_CONV: {
+        float *gw = G(g, nd->p[0]);
+        acc = grad_target(g, nd->in[0], &dx);
+        if (gw && acc >= 0 && k->conv2d_bwd) {
+            k->conv2d_bwd(be, &nd->cs, a->out, dy, P(g, nd->p[0]), gw, G(g, nd->p[1]), dx, acc);
+            break;
+        }
+        if (gw) k->conv2d_bwd_filter(be, &nd->cs, a->out, dy, gw, G(g, nd->p[1]));
+        if (acc >= 0) k->conv2d_bwd_data(be, &nd->cs, dy, P(g, nd->p[0]), dx, acc);
         break;
+    }
     case MF_OP_LINEAR: {
         int ci = (int)(a->numel / nd->n);
         if (G(g, nd->p[0])) {
@@ -659,7 +702,13 @@ static void jvp_node(mf_graph *g, mf_gnode *nd) {
     case MF_OP_INPUT:
     case MF_OP_LABELS:
     case MF_OP_EMBED: nd->has_tan = false; break;
-    case MF_OP_CONV: k->conv2d(be, &nd->cs, ta, P(g, nd->p[0]), NULL, nd->tan); break;
+    case MF_OP_CONV: { /* the tangent: float32, bias-free, from the float32 tangent of x */
+        mf_conv_shape ts = nd->cs;
+        ts.xdt = MF_DT_F32;
+        ts.fp32 = 1;
+        k->conv2d(be, &ts, ta, P(g, nd->p[0]), NULL, nd->tan);
+        break;
+    }
     case MF_OP_LINEAR: {
         int ci = (int)(a->numel / nd->n);
         k->gemm(be, 0, 1, nd->n, nd->c, ci, 1.0f, ta, P(g, nd->p[0]), 0.0f, nd->tan);
@@ -704,6 +753,7 @@ static void jvp_node(mf_graph *g, mf_gnode *nd) {
 
 void mf_graph_jvp(mf_graph *g, int n_tan, const int *tan_nodes, const float *const *tan_inputs) {
     MF_ASSERT(g->allocated && g->pbuf);
+    if (K(g)->params_epoch) K(g)->params_epoch(BE(g));
     for (int i = 0; i < g->n_nodes; i++) g->nodes[i].has_tan = false;
     for (int j = 0; j < n_tan; j++) {
         mf_gnode *nd = N_(g, tan_nodes[j]);

@@ -51,6 +51,8 @@ typedef struct mf_gnode {
     int p[2];         /* parameters: weight/gamma, bias/beta (-1: none) */
     int n, c, h, w;   /* output shape (linear/fourier outputs: (n, c, 1, 1)) */
     int blk;          /* layout of out/grad/tan: 0 NCHW, else the backend's channel block (mf_backend.h) */
+    int dt;           /* element type of out: MF_DT_F32, or MF_DT_BF16 (a GN_SILU output that only
+                       * bf16-accepting convolutions read, on a backend with bf16_act; grad/tan: float32) */
     int64_t numel;
     mf_conv_shape cs; /* MF_OP_CONV */
     int groups;       /* MF_OP_GROUPNORM */

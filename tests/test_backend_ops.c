@@ -281,7 +281,7 @@ static const cshape conv_shapes[] = {
 };
 
 static mf_conv_shape conv_of(const cshape *c, int bx, int by) {
-    mf_conv_shape s = {c->n, c->ci, c->h, c->w, c->co, c->k, c->stride, c->pad, 0, 0, bx, by};
+    mf_conv_shape s = {c->n, c->ci, c->h, c->w, c->co, c->k, c->stride, c->pad, 0, 0, bx, by, 0, 0};
     s.ho = (c->h + 2 * c->pad - c->k) / c->stride + 1;
     s.wo = (c->w + 2 * c->pad - c->k) / c->stride + 1;
     return s;

@@ -10,8 +10,10 @@
  *      products of two bf16 values are exact in fp32, so what remains is fp32 summation order, bounded
  *      by TOL_SAME: proves the operands and only the operands are rounded and accumulation is fp32.
  * The bias gradient is a reduction and stays float32: within TOL_SAME of fp32's.
- * Also: the bias-less forward convolution (the JVP tangent pass, which stays fp32) is bit-identical to
- * fp32 unless MFPIPE_CPU_BF16_JVP=1; the few-channel output convolution (co < 16, direct kernel) is
+ * Also: a forward convolution flagged fp32 (mf_conv_shape.fp32: the JVP tangent pass) is bit-identical
+ * to fp32 unless MFPIPE_CPU_BF16_JVP=1; the bf16-activation entries (check_bf16_act): x stored in bf16
+ * (xdt) gives bit for bit the result of converting it in the call, the fused conv2d_bwd equals the two
+ * gradient calls, gn_silu_bf16 is gn_silu rounded once; the bf16 weight cache follows params_epoch; the few-channel output convolution (co < 16, direct kernel) is
  * bit-identical to fp32; results are bitwise deterministic; MFPIPE_CPU_NO_BF16=1 opens an fp32 backend.
  * Skips (prints why, exits 0) where the CPU has no AVX512-BF16 / AMX or the build no oneDNN. */
 #include <math.h>
@@ -119,7 +121,7 @@ typedef struct conv_case {
 } conv_case;
 
 static mf_conv_shape shape_of(const conv_case *c) {
-    mf_conv_shape s = {c->n, c->ci, c->h, c->h, c->co, c->k, c->stride, c->k / 2, 0, 0, c->bx, c->by};
+    mf_conv_shape s = {c->n, c->ci, c->h, c->h, c->co, c->k, c->stride, c->k / 2, 0, 0, c->bx, c->by, 0, 0};
     s.ho = (s.h + 2 * s.pad - s.k) / s.stride + 1;
     s.wo = (s.w + 2 * s.pad - s.k) / s.stride + 1;
     return s;
@@ -141,7 +143,9 @@ static float *run_dir(mf_backend *be, const mf_conv_shape *s, const host_in *h, 
         float *b = v == V_FWD ? up(be, h->b, (size_t)s->co) : NULL;
         float *y = be->i->alloc(be, sizeof(float) * h->ny);
         be->i->fill(be, y, NAN, (int64_t)h->ny);
-        be->i->conv2d(be, s, x, w, b, y);
+        mf_conv_shape st = *s;
+        st.fp32 = v == V_FWD_NOBIAS; /* the JVP's tangent pass: bias-free, flagged float32 */
+        be->i->conv2d(be, &st, x, w, b, y);
         out = downa(be, y, s->n, s->co, hwy, s->by);
         be->i->free(be, x), be->i->free(be, w), be->i->free(be, b), be->i->free(be, y);
     } else if (v == V_BWD_DATA || v == V_BWD_DATA_ACC) {
@@ -167,7 +171,7 @@ static size_t out_len(const host_in *h, int v) {
     return v <= V_FWD_NOBIAS ? h->ny : v <= V_BWD_DATA_ACC ? h->nx : h->nw;
 }
 
-static const char *k_var[6] = {"fwd bias", "fwd no-bias (bf16 tangent)", "bwd_data", "bwd_data acc",
+static const char *k_var[6] = {"fwd bias", "fwd tangent (bf16 jvp)", "bwd_data", "bwd_data acc",
                                "bwd_filter dbias", "bwd_filter"};
 
 /* bf16 backend be against fp32 (same inputs) and fp32 on bf16-rounded inputs. */
@@ -244,6 +248,130 @@ static void run_case(const conv_case *c) {
     }
     free(hr.x), free(hr.w), free(hr.dy);
     host_in_free(&h);
+}
+
+static mf_backend *open_cpu(int prec);
+
+/* bf16 bits of a host array (round to nearest even, finite values) */
+static uint16_t *bits16(const float *h, size_t n) {
+    uint16_t *r = malloc(sizeof(uint16_t) * n);
+    for (size_t i = 0; i < n; i++) {
+        const float f = bf16r(h[i]);
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        r[i] = (uint16_t)(u >> 16);
+    }
+    return r;
+}
+static int same_f(const float *a, const float *b, size_t n) { return memcmp(a, b, sizeof(float) * n) == 0; }
+
+/* The bf16-activation entries on a case whose three kernels are bf16 (conv_bf16_x): x given in bf16
+ * (xdt) = x converted by the call, bit for bit; conv2d_bwd = bwd_filter then bwd_data, bit for bit. */
+static void check_bf16_act(const conv_case *c) {
+    mf_conv_shape s = shape_of(c);
+    mf_conv_shape s16 = s;
+    s16.xdt = MF_DT_BF16;
+    char label[96];
+    snprintf(label, sizeof label, "n%d %d->%d %dx%d k%d s%d", s.n, s.ci, s.co, s.h, s.w, s.k, s.stride);
+    const int ok_x = B->bf16_act && B->i->conv_bf16_x(B, &s16);
+    printf("%s conv_bf16_x %-30s: %d\n", ok_x ? "ok  " : "FAIL", label, ok_x);
+    CHECK_MSG(ok_x, "%s: a blocked shape with bf16 kernels should accept a bf16 x", label);
+    if (!ok_x) return;
+    const size_t nx = (size_t)s.n * s.ci * s.h * s.w, ny = (size_t)s.n * s.co * s.ho * s.wo;
+    const size_t nw = (size_t)s.co * s.ci * s.k * s.k;
+    float *hx = hrand(nx), *hw = hrand(nw), *hb = hrand((size_t)s.co), *hdy = hrand(ny);
+    float *hx_l = malloc(sizeof(float) * nx); /* x in the backend layout (bx = 16) */
+    for (int i = 0; i < s.n; i++)
+        for (int ch = 0; ch < s.ci; ch++)
+            for (int p = 0; p < s.h * s.w; p++) hx_l[bidx(s.ci, s.h * s.w, 16, i, ch, p)] = hx[((size_t)i * s.ci + ch) * s.h * s.w + p];
+    uint16_t *hx16 = bits16(hx_l, nx);
+    float *x = up(B, hx_l, nx), *w = up(B, hw, nw), *b = up(B, hb, (size_t)s.co);
+    float *dy = upa(B, hdy, s.n, s.co, s.ho * s.wo, s.by);
+    float *x16 = B->i->alloc(B, sizeof(uint16_t) * nx);
+    B->i->write(B, x16, hx16, sizeof(uint16_t) * nx);
+    float *y = B->i->alloc(B, sizeof(float) * ny), *y2 = B->i->alloc(B, sizeof(float) * ny);
+    B->i->conv2d(B, &s, x, w, b, y);
+    B->i->conv2d(B, &s16, x16, w, b, y2);
+    float *a = down(B, y, ny), *a2 = down(B, y2, ny);
+    const int fwd_same = same_f(a, a2, ny);
+    /* gradients: separate calls on the float32 x, the fused call on the bf16 x */
+    float *dw = up(B, hw, nw), *db = up(B, hb, (size_t)s.co), *dx = upa(B, hx, s.n, s.ci, s.h * s.w, s.bx);
+    float *dw2 = up(B, hw, nw), *db2 = up(B, hb, (size_t)s.co), *dx2 = upa(B, hx, s.n, s.ci, s.h * s.w, s.bx);
+    B->i->conv2d_bwd_filter(B, &s, x, dy, dw, db);
+    B->i->conv2d_bwd_data(B, &s, dy, w, dx, 1);
+    B->i->conv2d_bwd(B, &s16, x16, dy, w, dw2, db2, dx2, 1);
+    float *g1 = down(B, dw, nw), *g2 = down(B, dw2, nw), *b1 = down(B, db, (size_t)s.co), *b2 = down(B, db2, (size_t)s.co);
+    float *d1 = down(B, dx, nx), *d2 = down(B, dx2, nx);
+    const int bwd_same = same_f(g1, g2, nw) && same_f(b1, b2, (size_t)s.co) && same_f(d1, d2, nx);
+    printf("%s bf16 x (xdt) %-30s: forward %s, fused conv2d_bwd %s\n", fwd_same && bwd_same ? "ok  " : "FAIL", label,
+           fwd_same ? "bit-identical" : "DIFFERS", bwd_same ? "bit-identical" : "DIFFERS");
+    CHECK_MSG(fwd_same, "%s: conv2d on a bf16 x differs from conv2d converting it (%.3g)", label, nerr(a2, a, ny));
+    CHECK_MSG(bwd_same, "%s: conv2d_bwd on a bf16 x differs from the two gradient calls", label);
+    free(hx), free(hw), free(hb), free(hdy), free(hx_l), free(hx16), free(a), free(a2);
+    free(g1), free(g2), free(b1), free(b2), free(d1), free(d2);
+    float *bufs[] = {x, w, b, dy, x16, y, y2, dw, db, dx, dw2, db2, dx2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) B->i->free(B, bufs[i]);
+}
+
+/* gn_silu_bf16 writes exactly the bf16 rounding of gn_silu's output (blocked layout) */
+static void check_gn_silu_bf16(void) {
+    const int n = 3, c = 32, hw = 49, g = 8;
+    const size_t len = (size_t)n * c * hw;
+    float *hx = hrand(len), *hg = hrand((size_t)c), *hb = hrand((size_t)c);
+    for (size_t i = 0; i < len; i++) hx[i] = 3.0f * hx[i] + 0.5f;
+    float *x = up(B, hx, len), *gm = up(B, hg, (size_t)c), *bt = up(B, hb, (size_t)c);
+    float *y = B->i->alloc(B, sizeof(float) * len), *y16 = B->i->alloc(B, sizeof(uint16_t) * len);
+    float *m1 = B->i->alloc(B, sizeof(float) * n * g), *r1 = B->i->alloc(B, sizeof(float) * n * g);
+    float *m2 = B->i->alloc(B, sizeof(float) * n * g), *r2 = B->i->alloc(B, sizeof(float) * n * g);
+    B->i->gn_silu(B, n, c, hw, g, 1e-5f, x, gm, bt, y, m1, r1, 16);
+    B->i->gn_silu_bf16(B, n, c, hw, g, 1e-5f, x, gm, bt, y16, m2, r2, 16);
+    float *hy = down(B, y, len), *hm1 = down(B, m1, (size_t)n * g), *hm2 = down(B, m2, (size_t)n * g);
+    float *hr1 = down(B, r1, (size_t)n * g), *hr2 = down(B, r2, (size_t)n * g);
+    uint16_t *got = malloc(sizeof(uint16_t) * len), *want = bits16(hy, len);
+    B->i->read(B, got, y16, sizeof(uint16_t) * len);
+    const int ok = memcmp(got, want, sizeof(uint16_t) * len) == 0 && same_f(hm1, hm2, (size_t)n * g) &&
+                   same_f(hr1, hr2, (size_t)n * g);
+    printf("%s gn_silu_bf16 = bf16(gn_silu) bit for bit, same mean/rstd\n", ok ? "ok  " : "FAIL");
+    CHECK(ok);
+    free(hx), free(hg), free(hb), free(hy), free(hm1), free(hm2), free(hr1), free(hr2), free(got), free(want);
+    float *bufs[] = {x, gm, bt, y, y16, m1, r1, m2, r2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) B->i->free(B, bufs[i]);
+}
+
+/* The bf16 weights cache: after params_epoch a changed weight is seen; with no new epoch the cached
+ * conversion is used (the contract: nothing writes the parameters between two epochs). */
+static void check_weight_cache(void) {
+    const conv_case c = {2, 16, 8, 16, 3, 1, 16, 16, 0};
+    const mf_conv_shape s = shape_of(&c);
+    const size_t nx = (size_t)s.n * s.ci * s.h * s.w, ny = (size_t)s.n * s.co * s.ho * s.wo;
+    const size_t nw = (size_t)s.co * s.ci * s.k * s.k;
+    mf_backend *E = open_cpu(MF_PREC_BF16); /* its own backend: epochs from here on */
+    float *hx = hrand(nx), *hw1 = hrand(nw), *hw2 = hrand(nw);
+    float *x = upa(E, hx, s.n, s.ci, s.h * s.w, 16), *w = up(E, hw1, nw), *y = E->i->alloc(E, sizeof(float) * ny);
+    /* references from the uncached backend B */
+    float *xb = upa(B, hx, s.n, s.ci, s.h * s.w, 16), *wb1 = up(B, hw1, nw), *wb2 = up(B, hw2, nw);
+    float *yb = B->i->alloc(B, sizeof(float) * ny);
+    B->i->conv2d(B, &s, xb, wb1, NULL, yb);
+    float *ref1 = down(B, yb, ny);
+    B->i->conv2d(B, &s, xb, wb2, NULL, yb);
+    float *ref2 = down(B, yb, ny);
+    E->i->params_epoch(E);
+    E->i->conv2d(E, &s, x, w, NULL, y);
+    float *a1 = down(E, y, ny);
+    E->i->write(E, w, hw2, sizeof(float) * nw); /* without a new epoch: the cached w1 is used */
+    E->i->conv2d(E, &s, x, w, NULL, y);
+    float *a_stale = down(E, y, ny);
+    E->i->params_epoch(E);
+    E->i->conv2d(E, &s, x, w, NULL, y);
+    float *a2 = down(E, y, ny);
+    const int ok = same_f(a1, ref1, ny) && same_f(a_stale, ref1, ny) && same_f(a2, ref2, ny) && !same_f(ref1, ref2, ny);
+    printf("%s bf16 weights cache: converted once per params_epoch (same w within an epoch, new w after one)\n",
+           ok ? "ok  " : "FAIL");
+    CHECK(ok);
+    free(hx), free(hw1), free(hw2), free(ref1), free(ref2), free(a1), free(a_stale), free(a2);
+    E->i->free(E, x), E->i->free(E, w), E->i->free(E, y);
+    B->i->free(B, xb), B->i->free(B, wb1), B->i->free(B, wb2), B->i->free(B, yb);
+    mf_backend_free(E);
 }
 
 /* A NaN in x and an Inf in dy reach the outputs (the training loop's non-finite gradient skip relies on it). */
@@ -332,6 +460,20 @@ int main(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
     check_nonfinite();
+    static const conv_case act_cases[] = {
+        {4, 16, 28, 16, 3, 1, 16, 16, 0}, {4, 16, 28, 16, 3, 2, 16, 16, 0}, {4, 48, 28, 16, 1, 1, 16, 16, 0},
+        {2, 64, 28, 64, 3, 1, 16, 16, 0}, {4, 128, 7, 128, 3, 1, 16, 16, 0},
+    };
+    for (size_t i = 0; i < sizeof act_cases / sizeof act_cases[0]; i++) check_bf16_act(&act_cases[i]);
+    { /* a shape whose kernels are not all bf16 does not take a bf16 x: conv_out (direct fp32 kernel) */
+        const conv_case co = {4, 16, 28, 1, 3, 1, 16, 0, 0};
+        mf_conv_shape s = shape_of(&co);
+        s.xdt = MF_DT_BF16;
+        CHECK(B->i->conv_bf16_x(B, &s) == 0);
+        CHECK(F->bf16_act == 0 && F->i->conv_bf16_x(F, &s) == 0);
+    }
+    check_gn_silu_bf16();
+    check_weight_cache();
     for (int d = 0; d < 3; d++)
         printf("worst %-10s: %.2e against fp32 (tol %.0e), %.2e against fp32 on bf16-rounded inputs (tol %.0e)\n",
                k_dir[d], g_worst[d], TOL_BF16, g_worst_same[d], TOL_SAME);

@@ -174,7 +174,7 @@ static void ref_conv_bwd(const mf_conv_shape *s, const double *x, const double *
 
 static void test_conv_l(mf_backend *be, int n, int ci, int h, int w, int co, int k, int stride, int pad, int bx,
                         int by) {
-    mf_conv_shape s = {n, ci, h, w, co, k, stride, pad, 0, 0, bx, by};
+    mf_conv_shape s = {n, ci, h, w, co, k, stride, pad, 0, 0, bx, by, 0, 0};
     s.ho = (h + 2 * pad - k) / stride + 1;
     s.wo = (w + 2 * pad - k) / stride + 1;
     char tag[160];
@@ -286,7 +286,7 @@ static void test_conv(mf_backend *be, int n, int ci, int h, int w, int co, int k
 
 /* Larger shapes, timing-free: bit-identical filter gradients and forward outputs on repeated runs. */
 static void test_conv_determinism(mf_backend *be) {
-    mf_conv_shape s = {9, 16, 14, 14, 24, 3, 1, 1, 14, 14, 0, 0};
+    mf_conv_shape s = {9, 16, 14, 14, 24, 3, 1, 1, 14, 14, 0, 0, 0, 0};
     const size_t nx = (size_t)9 * 16 * 14 * 14, nw = (size_t)24 * 16 * 9, ny = (size_t)9 * 24 * 14 * 14;
     float *hx = hrand(nx, 1, 0), *hdy = hrand(ny, 1, 0);
     float *X = up(be, hx, nx), *DY = up(be, hdy, ny), *DW = be->i->alloc(be, sizeof(float) * nw);
@@ -1039,7 +1039,7 @@ static void test_memory(void) {
     CHECK(be->i->peak_bytes(be) == peak); /* re-used room does not raise it */
     be->i->free(be, c);
     /* the conv workspace counts */
-    mf_conv_shape s = {4, 8, 10, 10, 8, 3, 1, 1, 10, 10, 0, 0};
+    mf_conv_shape s = {4, 8, 10, 10, 8, 3, 1, 1, 10, 10, 0, 0, 0, 0};
     float *x = be->i->alloc(be, sizeof(float) * 3200), *w = be->i->alloc(be, sizeof(float) * 576),
           *y = be->i->alloc(be, sizeof(float) * 3200);
     be->i->fill(be, x, 1.0f, 3200), be->i->fill(be, w, 1.0f, 576);

@@ -58,4 +58,37 @@ expect_ok bf16-resume "$MFPIPE" resume b2 -q
 check "resumed from step 20" grep -q '"from_step":20,' b2/resumes.jsonl
 check "bf16 resume is bit-identical" test "$(ckpt b2)" = "$(ckpt b1)"
 check "the resumed run still says bf16" test "$(backend_prec b2)" = bf16
+
+# bf16 activations (GroupNorm+SiLU outputs stored in bf16, read by the convolutions in place), the fused
+# two-gradient call and the once-per-step weight cache change no value: MFPIPE_CPU_BF16_ACT=0 (float32
+# activations, converted in each call) trains to the same bytes, with more activation memory
+MFPIPE_CPU_BF16_ACT=0 expect_ok bf16-f32act "$MFPIPE" run -q exp.yaml --out ba
+check "bf16 activations: the same checkpoint as float32 activations" test "$(ckpt ba)" = "$(ckpt b1)"
+act_mib() { grep -o '[0-9.]* MiB of activations' "$1/log.txt" | head -1 | cut -d' ' -f1; }
+check "bf16 activations: less activation memory ($(act_mib b1) vs $(act_mib ba) MiB)" \
+  awk -v a="$(act_mib b1)" -v b="$(act_mib ba)" 'BEGIN { exit !(a + 0 > 0 && a + 0 < b + 0) }'
+check "fp32 plans the same memory as float32 activations in bf16" test "$(act_mib f32)" = "$(act_mib ba)"
+
+# MeanFlow in bf16: the JVP's tangent convolutions stay float32; it trains and resumes bit-identically
+cat >mf.yaml <<Y
+name: bfm
+seed: 5
+threads: 2
+precision: bf16
+stages: [data, train]
+data: {dataset: mnist, root: $TMP/mn, verify: false}
+model: {channels: 16, channel_mult: [1, 2], res_blocks: 1, groups: 4, time_embed: {dim: 16, frequencies: 4}}
+train: {objective: meanflow, steps: 20, batch: 16, log_every: 5, checkpoint_every: 10, final_grid: 0,
+        optimizer: {lr: 2.0e-3, weight_decay: 0}, schedule: {kind: constant, warmup: 0}}
+Y
+mck() { sha256sum <"$1/checkpoints/ckpt_00000020.mfc"; }
+expect_ok meanflow-bf16 "$MFPIPE" run -q mf.yaml --out m1
+check "meanflow bf16: the manifest says bf16" test "$(backend_prec m1)" = bf16
+check "meanflow bf16: finite losses" awk -v l="$(loss_at m1 20)" 'BEGIN { exit !(l == l + 0 && l + 0 < 1e30) }'
+expect_ok meanflow-fp32 "$MFPIPE" run -q mf.yaml precision=fp32 --out m32
+check "meanflow bf16 differs from fp32" test "$(mck m1)" != "$(mck m32)"
+rm m1/checkpoints/ckpt_00000020.mfc
+expect_ok meanflow-bf16-resume "$MFPIPE" resume m1 -q
+expect_ok meanflow-bf16-again "$MFPIPE" run -q mf.yaml --out m2
+check "meanflow bf16 resume is bit-identical" test "$(mck m1)" = "$(mck m2)"
 finish
