@@ -18,8 +18,9 @@ static const mf_key k_runner_keys[] = {
     MF_STR("name", "~", "experiment name: results go to <results_dir>/<name>/ (default: file name)"),
     MF_INT("seed", "0", 0, 9007199254740991.0, "seed of every random stream (data order, init, noise)"),
     MF_ENUM("engine", "auto", "auto|cpu|cuda", "tensor engine: auto (cuda when usable, else cpu), cpu, cuda"),
-    MF_ENUM("precision", "fp32", "fp32|tf32|bf16",
-            "matrix precision: fp32; tf32 (GPU tensor cores); bf16 products, fp32 master weights and reductions"),
+    MF_ENUM("precision", "fp32", "fp32|tf32|bf16|auto",
+            "matrix precision: fp32; tf32 (GPU tensor cores); bf16 products, fp32 master weights and reductions; "
+            "auto: bf16 on a CPU with AVX512-BF16 or AMX, tf32 on a GPU, else fp32"),
     MF_INT("threads", "0", 0, 4096, "CPU worker threads; 0 = all cores"),
     MF_STR("results_dir", "results", "root folder of results"),
     MF_STR("description", "", "free text, copied to the manifest"),

@@ -778,8 +778,8 @@ static mf_backend *cu_open(const mf_backend_opts *opts, char *why, size_t why_ca
 /* ---- the table ------------------------------------------------------------------------------------- */
 
 /* Every entry of mf_backend_i is set below; this catches one appended to the interface. */
-static_assert(sizeof(mf_backend_i) == offsetof(mf_backend_i, graph_free) + sizeof(void (*)(void)),
-              "mf_backend_i has an entry after graph_free: set it in cu_table");
+static_assert(sizeof(mf_backend_i) == offsetof(mf_backend_i, params_epoch) + sizeof(void (*)(void)),
+              "mf_backend_i has an entry after params_epoch: set it in cu_table");
 
 static const mf_backend_i *cu_table(void) {
     static mf_backend_i t;
@@ -839,6 +839,13 @@ static const mf_backend_i *cu_table(void) {
     t.graph_end = cu_graph_end;
     t.graph_launch = cu_graph_launch;
     t.graph_free = cu_graph_free;
+    /* the reduced-precision entries of the CPU's bf16 engine: none here (the graph then makes the two
+     * gradient calls and stores every activation in float32; bf16 converts per call, see docs/cuda.md).
+     * mf_conv_shape.fp32 (the JVP's tangents) is not read: a bf16 run's tangent convolutions are bf16. */
+    t.conv2d_bwd = NULL;
+    t.conv_bf16_x = NULL;
+    t.gn_silu_bf16 = NULL;
+    t.params_epoch = NULL;
     made = 1;
     return &t;
 }

@@ -20,6 +20,7 @@ const char *mf_precision_name(int precision) {
     case MF_PREC_FP32: return "fp32";
     case MF_PREC_TF32: return "tf32";
     case MF_PREC_BF16: return "bf16";
+    case MF_PREC_AUTO: return "auto";
     default: return "?";
     }
 }
@@ -84,7 +85,13 @@ static mf_backend *open_named(const char *name, const mf_backend_opts *o) {
             mf_fail("cannot create the cpu backend");
             return NULL;
         }
-        if (o->precision != MF_PREC_FP32) {
+        if (o->precision == MF_PREC_AUTO) { /* bf16 where it is real, silently fp32 elsewhere */
+            char why[320];
+            if (mf_cpu_set_precision(be, MF_PREC_BF16, why, sizeof why) == MF_PREC_BF16)
+                mf_info("precision auto: bf16 (cpu convolutions in bf16 through oneDNN: %s)", why);
+            else
+                mf_info("precision auto: fp32 (no bf16 here: %s)", why);
+        } else if (o->precision != MF_PREC_FP32) {
             char why[320];
             if (mf_cpu_set_precision(be, o->precision, why, sizeof why) == o->precision)
                 mf_info("precision %s: cpu convolutions in bf16 through oneDNN (%s); fp32 accumulation, master "
@@ -100,7 +107,9 @@ static mf_backend *open_named(const char *name, const mf_backend_opts *o) {
             return NULL;
         }
         char why[512] = "";
-        be = m->open(o, why, sizeof why);
+        mf_backend_opts oc = *o;
+        if (oc.precision == MF_PREC_AUTO) oc.precision = MF_PREC_TF32; /* the module falls back below sm_80 */
+        be = m->open(&oc, why, sizeof why);
         if (!be) {
             mf_fail("engine cuda: %s", why[0] ? why : "the CUDA backend could not be opened");
             return NULL;

@@ -253,6 +253,8 @@ enum {
     MF_PREC_FP32 = 0, /* float32 throughout (TF32 off) */
     MF_PREC_TF32 = 1, /* float32 storage, TF32 tensor-core products (GPU) */
     MF_PREC_BF16 = 2, /* bfloat16 products with float32 accumulation, float32 master weights */
+    MF_PREC_AUTO = -1, /* asked only (mf_backend_opts): the registry picks bf16 on a CPU whose bf16
+                        * convolutions are real (AVX512-BF16 or AMX), tf32 on a GPU, else fp32 */
 };
 const char *mf_precision_name(int precision); /* "fp32", "tf32", "bf16" */
 

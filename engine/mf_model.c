@@ -24,6 +24,7 @@ mf_backend *mf_run_backend(mf_run *run) {
     int p = MF_PREC_FP32;
     if (prec && strcmp(prec, "tf32") == 0) p = MF_PREC_TF32;
     else if (prec && strcmp(prec, "bf16") == 0) p = MF_PREC_BF16;
+    else if (prec && strcmp(prec, "auto") == 0) p = MF_PREC_AUTO;
     mf_backend_opts o = {.threads = mf_run_threads(run), .precision = p, .device = 0};
     mf_backend *be = mf_backend_open(mf_run_engine(run), &o);
     if (!be) return NULL;

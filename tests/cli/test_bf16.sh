@@ -30,6 +30,16 @@ check "MFPIPE_CPU_NO_BF16=1: the manifest says fp32" test "$(backend_prec nob)" 
 check "MFPIPE_CPU_NO_BF16=1: a warning in the log" grep -q 'warning.*precision bf16: the cpu backend runs fp32 (MFPIPE_CPU_NO_BF16=1)' nob/log.txt
 check "MFPIPE_CPU_NO_BF16=1: trains as fp32, bit for bit" test "$(ckpt nob)" = "$(ckpt f32)"
 expect_ok bf16 "$MFPIPE" run -q exp.yaml --out b1
+# precision: auto: bf16 where the bf16 convolutions are real, else fp32 with an info line (no warning)
+expect_ok auto "$MFPIPE" run -q exp.yaml precision=auto --out au
+check "precision auto runs what bf16 runs here ($(backend_prec au))" test "$(backend_prec au)" = "$(backend_prec b1)"
+check "precision auto: no warning" sh -c "! grep -q 'warning.*precision' au/log.txt"
+check "precision auto: the log says what it picked" grep -q "precision auto: $(backend_prec b1)" au/log.txt
+check "precision auto: the same bytes as that precision" test "$(ckpt au)" = "$(ckpt b1)"
+DNNL_MAX_CPU_ISA=AVX512_CORE expect_ok auto-no-isa "$MFPIPE" run -q exp.yaml precision=auto --out auf
+check "precision auto without AVX512-BF16: fp32" test "$(backend_prec auf)" = fp32
+check "precision auto without AVX512-BF16: trains as fp32, bit for bit" test "$(ckpt auf)" = "$(ckpt f32)"
+check "precision auto without AVX512-BF16: an info line, no warning" sh -c "grep -q 'info.*precision auto: fp32 (' auf/log.txt && ! grep -q 'warning.*precision' auf/log.txt"
 if [ "$(backend_prec b1)" != bf16 ]; then
   echo "note: this CPU or build runs no bf16 convolutions ($(grep -o 'runs fp32 ([^)]*)' b1/log.txt)); fallback checked only" >&2
   check "bf16 unavailable: a warning in the log" grep -q 'warning.*precision bf16: the cpu backend runs fp32' b1/log.txt
