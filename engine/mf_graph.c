@@ -463,7 +463,12 @@ int mf_graph_finalize(mf_graph *g, int output, bool need_grad, bool need_tan) {
     MF_ASSERT(N_(g, output)->blk == 0);
     for (int i = 0; i < g->n_nodes; i++) MF_ASSERT(!g->nodes[i].keep || g->nodes[i].blk == 0);
     g->output = output;
-    choose_bf16(g);
+    if (g->fp32) {
+        for (int i = 0; i < g->n_nodes; i++)
+            if (g->nodes[i].op == MF_OP_CONV) g->nodes[i].cs.fp32 = 1;
+    } else {
+        choose_bf16(g);
+    }
     int fail = plan_memory(g, need_grad, need_tan);
     for (int i = 0; i < g->n_nodes && !fail; i++) {
         mf_gnode *nd = &g->nodes[i];

@@ -82,6 +82,9 @@ typedef struct mf_graph {
     int output;        /* output node id */
     double flops_fwd;  /* multiply-adds * 2 of conv and linear layers, for the whole batch */
     bool allocated;
+    bool fp32;         /* every convolution in float32, no activation in bf16, whatever the backend's
+                        * precision (set before finalize: the evaluation's feature network, so metrics do
+                        * not depend on the run's precision) */
     bool *grad_written; /* per node: gradient already initialised during this backward pass */
     char prefix[96];   /* name prefix stack for the builder */
     size_t act_bytes;  /* bytes of activations, grads, tangents allocated (after the memory plan) */

@@ -79,6 +79,7 @@ int mf_featnet_init(mf_featnet *f, mf_backend *be, const char *path, const mf_le
         f->cfg = *cfg;
     }
     mf_graph_init(&f->g, be, batch);
+    f->g.fp32 = true; /* features (FID, scores) in float32 whatever the run's precision */
     mf_lenet_build(&f->g, &f->cfg, &f->ids);
     int rc = mf_graph_finalize(&f->g, f->ids.logits, false, false);
     if (rc == 0 && path && n != f->g.n_param_floats)
