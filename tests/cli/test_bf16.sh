@@ -79,6 +79,18 @@ check "bf16 activations: less activation memory ($(act_mib b1) vs $(act_mib ba) 
   awk -v a="$(act_mib b1)" -v b="$(act_mib ba)" 'BEGIN { exit !(a + 0 > 0 && a + 0 < b + 0) }'
 check "fp32 plans the same memory as float32 activations in bf16" test "$(act_mib f32)" = "$(act_mib ba)"
 
+# metrics do not depend on the run's precision: the feature network (LeNet, 32/64-channel blocked
+# convolutions that bf16 would otherwise run in bf16) is float32 in a bf16 run, so eval gives the same bytes
+if [ -f "$SRC/models/lenet_mnist_v1.mfw" ]; then
+  EV=(data.root="\"$TMP/mn\"" data.verify=false eval.cache="\"$TMP/cache\"" eval.n=16)
+  expect_ok eval-fp32 "$MFPIPE" eval --samples "$TMP/mn/t10k-images-idx3-ubyte" "${EV[@]}" precision=fp32 --out ev32
+  expect_ok eval-bf16 "$MFPIPE" eval --samples "$TMP/mn/t10k-images-idx3-ubyte" "${EV[@]}" precision=bf16 --out ev16
+  check "eval in a bf16 run ran bf16" test "$(backend_prec ev16)" = bf16
+  metrics() { grep -o '"metric":"[a-z_0-9]*","value":[0-9.e+-]*' "$1/eval.json"; }
+  check "eval in bf16: the same metrics as in fp32 ($(metrics ev16 | head -1))" test "$(metrics ev16)" = "$(metrics ev32)"
+  check "eval in bf16: some metrics" test "$(metrics ev16 | wc -l)" -ge 3
+fi
+
 # MeanFlow in bf16: the JVP's tangent convolutions stay float32; it trains and resumes bit-identically
 cat >mf.yaml <<Y
 name: bfm
