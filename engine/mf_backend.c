@@ -88,14 +88,16 @@ static mf_backend *open_named(const char *name, const mf_backend_opts *o) {
         if (o->precision == MF_PREC_AUTO) { /* bf16 where it is real, silently fp32 elsewhere */
             char why[320];
             if (mf_cpu_set_precision(be, MF_PREC_BF16, why, sizeof why) == MF_PREC_BF16)
-                mf_info("precision auto: bf16 (cpu convolutions in bf16 through oneDNN: %s)", why);
+                mf_info("precision auto: bf16 (cpu convolutions in bf16 through oneDNN: %s%s)", why,
+                        be->bf16_act ? "; GroupNorm+SiLU outputs that feed them stored in bf16" : "");
             else
                 mf_info("precision auto: fp32 (no bf16 here: %s)", why);
         } else if (o->precision != MF_PREC_FP32) {
             char why[320];
             if (mf_cpu_set_precision(be, o->precision, why, sizeof why) == o->precision)
-                mf_info("precision %s: cpu convolutions in bf16 through oneDNN (%s); fp32 accumulation, master "
-                        "weights, JVP tangents and every other kernel", mf_precision_name(o->precision), why);
+                mf_info("precision %s: cpu convolutions in bf16 through oneDNN (%s)%s; fp32 accumulation, master "
+                        "weights, gradients, JVP tangents and every other kernel", mf_precision_name(o->precision), why,
+                        be->bf16_act ? ", GroupNorm+SiLU outputs that feed them stored in bf16" : "");
             else
                 mf_warn("precision %s: the cpu backend runs fp32 (%s); using fp32", mf_precision_name(o->precision),
                         why);
