@@ -8,7 +8,7 @@
 
 #include "mf_error.h"
 
-static void buf_reserve(mf_buf *b, size_t extra) {
+void mf_buf_reserve(mf_buf *b, size_t extra) {
     if (b->len + extra + 1 <= b->cap) return;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra + 1) cap *= 2;
@@ -18,7 +18,7 @@ static void buf_reserve(mf_buf *b, size_t extra) {
 
 void mf_buf_puts(mf_buf *b, const char *s) {
     size_t n = strlen(s);
-    buf_reserve(b, n);
+    mf_buf_reserve(b, n);
     memcpy(b->s + b->len, s, n + 1);
     b->len += n;
 }
@@ -29,7 +29,7 @@ void mf_buf_printf(mf_buf *b, const char *fmt, ...) {
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    buf_reserve(b, (size_t)n);
+    mf_buf_reserve(b, (size_t)n);
     vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap2);
     va_end(ap2);
     b->len += (size_t)n;

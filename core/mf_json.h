@@ -14,6 +14,7 @@ typedef struct mf_buf {
     size_t len, cap;
 } mf_buf;
 
+void mf_buf_reserve(mf_buf *b, size_t extra); /* room for `extra` more bytes and the NUL */
 void mf_buf_puts(mf_buf *b, const char *s);
 void mf_buf_printf(mf_buf *b, const char *fmt, ...)
 #if defined(__GNUC__)

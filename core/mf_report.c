@@ -67,17 +67,9 @@ static void esc_lines(mf_buf *b, const char *s) {
     }
 }
 
-static void reserve(mf_buf *b, size_t extra) {
-    if (b->len + extra + 1 <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra + 1) cap *= 2;
-    b->s = mf_xrealloc(b->s, cap);
-    b->cap = cap;
-}
-
 static void b64(mf_buf *b, const uint8_t *d, size_t n) {
     static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    reserve(b, (n + 2) / 3 * 4);
+    mf_buf_reserve(b, (n + 2) / 3 * 4);
     char *o = b->s + b->len;
     size_t i = 0;
     for (; i + 2 < n; i += 3) {
@@ -741,6 +733,19 @@ static void add_csv(mf_svg_chart *c, const char *path, int *points) {
     mf_table_free(&t);
 }
 
+/* add_csv for every fid_vs_nfe CSV file in folder d; returns how many */
+static int add_csvs_in(mf_svg_chart *c, const char *d, int *points) {
+    char **csv;
+    const int nc = list_dir(d, want_csv, &csv);
+    for (int i = 0; i < nc; i++) {
+        char *pth = mf_xasprintf("%s/%s", d, csv[i]);
+        add_csv(c, pth, points);
+        free(pth);
+    }
+    free_list(csv, nc);
+    return nc;
+}
+
 typedef struct nfe_pt {
     char sampler[64];
     double nfe, fid, n;
@@ -790,29 +795,14 @@ static void nfe_section(page *p, const char *dir) {
         sources++;
     }
     free(pts);
-    /* 2. fid_vs_nfe CSV files (scripts/fid_vs_nfe.sh) in the run folder or one or two levels below */
-    char **csv;
-    int nc = list_dir(dir, want_csv, &csv);
-    for (int i = 0; i < nc; i++) {
-        char *pth = mf_xasprintf("%s/%s", dir, csv[i]);
-        add_csv(&c, pth, &points);
-        free(pth);
-        sources++;
-    }
-    free_list(csv, nc);
+    /* 2. fid_vs_nfe CSV files (scripts/fid_vs_nfe.sh) in the run folder or one level below */
+    sources += add_csvs_in(&c, dir, &points);
     char **top;
     int nt = list_dir(dir, want_dir, &top);
     for (int i = 0; i < nt; i++) {
         if (strcmp(top[i], "checkpoints") == 0 || strcmp(top[i], "tb") == 0) continue;
         char *sub = mf_xasprintf("%s/%s", dir, top[i]);
-        nc = list_dir(sub, want_csv, &csv);
-        for (int j = 0; j < nc; j++) {
-            char *pth = mf_xasprintf("%s/%s", sub, csv[j]);
-            add_csv(&c, pth, &points);
-            free(pth);
-            sources++;
-        }
-        free_list(csv, nc);
+        sources += add_csvs_in(&c, sub, &points);
         free(sub);
     }
     free_list(top, nt);

@@ -113,7 +113,6 @@ static int same_shape(const mf_conv_shape *a, const mf_conv_shape *b) {
            a->stride == b->stride && a->pad == b->pad && blk(a->bx) == blk(b->bx) && blk(a->by) == blk(b->by);
 }
 
-static dn_prim *get_prim_bf16(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bias);
 
 static dnnl_primitive_t make_reorder(mfcpu_dnnl *d, const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
                                      int sum) {
@@ -155,61 +154,90 @@ static dn_prim *prim_slot(mfcpu_dnnl *d, int bf16, int dir, const mf_conv_shape 
     return p;
 }
 
-static dn_prim *get_prim(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bias) {
+/* oneDNN's status where a failure is soft (bf16: the caller falls back to fp32) or fatal (fp32) */
+static int pd_status(int bf16, dnnl_status_t st, const char *what) {
+    if (st == dnnl_success) return 0;
+    if (bf16) return -1;
+    fprintf(stderr, "mfpipe: oneDNN: %s failed (status %d)\n", what, (int)st);
+    abort();
+}
+
+/* The cached primitive for (precision, dir, shape, bias), created on first use. fp32: everything float32.
+ * bf16: src, weights and diff_dst bf16 (x16_md / y16_md: x and y in bf16, same layout), dst, diff_src,
+ * diff_weights and bias float32. ref is set when oneDNN offers only reference code (or, in bf16, no
+ * implementation at all) for the shape: the caller then runs other kernels and the primitive is not made.
+ * Weights stay OIHW float32 in the parameter buffer: wre reorders them into the primitive's format, or
+ * (bwd_filter) the blocked gradient back into OIHW with a sum post-op, where the formats differ. */
+static dn_prim *get_prim_dt(mfcpu_dnnl *d, int bf16, int dir, const mf_conv_shape *s, int bias) {
     int fresh;
-    dn_prim *p = prim_slot(d, 0, dir, s, bias, &fresh);
+    dn_prim *p = prim_slot(d, bf16, dir, s, bias, &fresh);
     if (!fresh) return p;
     act_md(&p->x_md, s->n, s->ci, s->h, s->w, s->bx);
     act_md(&p->y_md, s->n, s->co, s->ho, s->wo, s->by);
+    if (bf16) {
+        act_md_dt(&p->x16_md, s->n, s->ci, s->h, s->w, s->bx, dnnl_bf16);
+        act_md_dt(&p->y16_md, s->n, s->co, s->ho, s->wo, s->by, dnnl_bf16);
+        p->x16_bytes = dnnl_memory_desc_get_size(&p->x16_md);
+        p->y16_bytes = dnnl_memory_desc_get_size(&p->y16_md);
+    }
+    const dnnl_memory_desc_t *src = bf16 ? &p->x16_md : &p->x_md, *ddst = bf16 ? &p->y16_md : &p->y_md;
     dnnl_dims_t wd = {s->co, s->ci, s->k, s->k}, bd = {s->co};
     dnnl_dims_t str = {s->stride, s->stride}, pl = {s->pad, s->pad};
     dnnl_dims_t pr = {(s->ho - 1) * s->stride + s->k - s->h - s->pad, (s->wo - 1) * s->stride + s->k - s->w - s->pad};
-    dnnl_memory_desc_t w_any;
-    DN(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
+    dnnl_memory_desc_t w_any, w32_any; /* the weights operand; the filter gradient (float32) */
+    DN(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, bf16 ? dnnl_bf16 : dnnl_f32, dnnl_format_tag_any));
+    DN(dnnl_memory_desc_init_by_tag(&w32_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
     DN(dnnl_memory_desc_init_by_tag(&p->w_user, 4, wd, dnnl_f32, dnnl_oihw));
     DN(dnnl_memory_desc_init_by_tag(&p->b_md, 1, bd, dnnl_f32, dnnl_x));
     dnnl_convolution_desc_t fd, cd;
-    DN(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &p->x_md, &w_any,
+    DN(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, src, &w_any,
                                           bias ? &p->b_md : NULL, &p->y_md, str, pl, pr));
     /* scratchpads come from the backend's workspace (user mode), so peak_bytes counts them */
     dnnl_primitive_attr_t sp_attr;
     DN(dnnl_primitive_attr_create(&sp_attr));
     DN(dnnl_primitive_attr_set_scratchpad_mode(sp_attr, dnnl_scratchpad_mode_user));
-    dnnl_primitive_desc_t fpd, pd;
-    DN(dnnl_primitive_desc_create(&fpd, &fd, sp_attr, d->eng, NULL));
+    dnnl_primitive_desc_t fpd = NULL, pd = NULL;
     dnnl_query_t wq = dnnl_query_weights_md;
-    if (dir == DIR_FWD) {
+    int bad = pd_status(bf16, dnnl_primitive_desc_create(&fpd, &fd, sp_attr, d->eng, NULL), "forward desc");
+    if (!bad && dir == DIR_FWD) {
         pd = fpd;
-    } else if (dir == DIR_BWD_DATA) {
-        DN(dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &p->x_md, &w_any, &p->y_md, str, pl,
-                                                    pr));
-        DN(dnnl_primitive_desc_create(&pd, &cd, sp_attr, d->eng, fpd));
-    } else {
-        DN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &p->x_md, &w_any,
-                                                       bias ? &p->b_md : NULL, &p->y_md, str, pl, pr));
-        DN(dnnl_primitive_desc_create(&pd, &cd, sp_attr, d->eng, fpd));
+    } else if (!bad && dir == DIR_BWD_DATA) {
+        DN(dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &p->x_md, &w_any, ddst, str, pl, pr));
+        bad = pd_status(bf16, dnnl_primitive_desc_create(&pd, &cd, sp_attr, d->eng, fpd), "backward-data desc");
+    } else if (!bad) {
+        DN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, src, &w32_any,
+                                                       bias ? &p->b_md : NULL, ddst, str, pl, pr));
+        bad = pd_status(bf16, dnnl_primitive_desc_create(&pd, &cd, sp_attr, d->eng, fpd), "backward-weights desc");
         wq = dnnl_query_diff_weights_md;
     }
-    const char *info = NULL;
-    DN(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info));
-    snprintf(p->impl, sizeof p->impl, "%s", info ? info : "?");
-    p->ref = info && strncmp(info, "ref", 3) == 0;
-    p->w_md = *dnnl_primitive_desc_query_md(pd, wq, 0);
-    p->w_bytes = dnnl_memory_desc_get_size(&p->w_md);
-    p->sp_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    p->sp_bytes = dnnl_memory_desc_get_size(&p->sp_md);
     dnnl_primitive_attr_destroy(sp_attr);
-    DN(dnnl_primitive_create(&p->prim, pd));
-    if (!dnnl_memory_desc_equal(&p->w_md, &p->w_user))
-        /* bwd_filter: blocked diff weights -> OIHW, accumulating (dw += ...); else OIHW -> blocked */
-        p->wre = dir == DIR_BWD_FILTER ? make_reorder(d, &p->w_md, &p->w_user, 1) : make_reorder(d, &p->w_user, &p->w_md, 0);
-    if (pd != fpd) dnnl_primitive_desc_destroy(pd);
-    dnnl_primitive_desc_destroy(fpd);
+    const char *info = NULL;
+    if (!bad) DN(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info));
+    snprintf(p->impl, sizeof p->impl, "%s", bad ? "none" : info ? info : "?");
+    p->ref = bad || (info && strncmp(info, "ref", 3) == 0);
+    if (!p->ref) {
+        p->w_md = *dnnl_primitive_desc_query_md(pd, wq, 0);
+        p->w_bytes = dnnl_memory_desc_get_size(&p->w_md);
+        p->sp_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        p->sp_bytes = dnnl_memory_desc_get_size(&p->sp_md);
+        DN(dnnl_primitive_create(&p->prim, pd));
+        if (!dnnl_memory_desc_equal(&p->w_md, &p->w_user)) /* bf16 weights always differ from OIHW f32 */
+            p->wre = dir == DIR_BWD_FILTER ? make_reorder(d, &p->w_md, &p->w_user, 1) : make_reorder(d, &p->w_user, &p->w_md, 0);
+    }
+    if (pd && pd != fpd) dnnl_primitive_desc_destroy(pd);
+    if (fpd) dnnl_primitive_desc_destroy(fpd);
     if (getenv("MFPIPE_DNNL_VERBOSE"))
-        fprintf(stderr, "mfpipe: oneDNN %s n%d %dx%d %d->%d k%d s%d blk %d/%d bias %d: %s\n",
+        fprintf(stderr, "mfpipe: oneDNN%s %s n%d %dx%d %d->%d k%d s%d blk %d/%d bias %d: %s%s\n", bf16 ? " bf16" : "",
                 dir == DIR_FWD ? "fwd" : dir == DIR_BWD_DATA ? "bwd_data" : "bwd_filter", s->n, s->h, s->w, s->ci,
-                s->co, s->k, s->stride, blk(s->bx), blk(s->by), bias, p->impl);
+                s->co, s->k, s->stride, blk(s->bx), blk(s->by), bias, p->impl,
+                bf16 && p->ref ? " (not used: fp32)" : "");
     return p;
+}
+static dn_prim *get_prim(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bias) {
+    return get_prim_dt(d, 0, dir, s, bias);
+}
+static dn_prim *get_prim_bf16(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bias) {
+    return get_prim_dt(d, 1, dir, s, bias);
 }
 
 static dnnl_memory_t mem(mfcpu_dnnl *d, const dnnl_memory_desc_t *md, const void *ptr) {
@@ -228,12 +256,24 @@ static void run(mf_backend *be, dnnl_primitive_t prim, int n, const dnnl_exec_ar
     for (int i = 0; i < n; i++) dnnl_memory_destroy(args[i].memory);
 }
 
-/* The weights in the primitive's format: w itself, or a reorder of it into `tmp`. */
-static const float *prim_weights(mf_backend *be, mfcpu_dnnl *d, dn_prim *p, const float *w, float *tmp) {
+/* The weights in the primitive's format: w itself, or a reorder of it into `tmp` (bf16: always). */
+static const void *prim_weights(mf_backend *be, mfcpu_dnnl *d, dn_prim *p, const float *w, void *tmp) {
     if (!p->wre) return w;
     dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, mem(d, &p->w_user, w)}, {DNNL_ARG_TO, mem(d, &p->w_md, tmp)}};
     run(be, p->wre, 2, a);
     return tmp;
+}
+
+/* dw (OIHW) += gw, the filter gradient in the bwd_filter primitive's format */
+static void add_filter_grad(mf_backend *be, mfcpu_dnnl *d, dn_prim *p, const mf_conv_shape *s, const float *gw,
+                            float *dw) {
+    if (p->wre) {
+        dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, mem(d, &p->w_md, gw)}, {DNNL_ARG_TO, mem(d, &p->w_user, dw)}};
+        run(be, p->wre, 2, r);
+    } else {
+        const int64_t nw = (int64_t)s->co * s->ci * s->k * s->k;
+        for (int64_t i = 0; i < nw; i++) dw[i] += gw[i];
+    }
 }
 
 static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
@@ -252,7 +292,7 @@ int mfcpu_dnnl_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, co
     if (p->ref) return -1;
     const size_t wb = round64(p->w_bytes);
     char *ws = mfcpu_workspace(be, wb + p->sp_bytes);
-    const float *wp = prim_weights(be, d, p, w, (float *)ws);
+    const void *wp = prim_weights(be, d, p, w, ws);
     dnnl_exec_arg_t a[5];
     int na = 0;
     a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, mem(d, &p->x_md, x)};
@@ -274,7 +314,7 @@ int mfcpu_dnnl_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const flo
     const size_t wb = round64(p->w_bytes);
     const size_t tb = acc ? round64(sizeof(float) * (size_t)nx) : 0;
     char *ws = mfcpu_workspace(be, wb + tb + p->sp_bytes);
-    const float *wp = prim_weights(be, d, p, w, (float *)ws);
+    const void *wp = prim_weights(be, d, p, w, ws);
     float *out = acc ? (float *)(ws + wb) : dx;
     dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, mem(d, &p->y_md, dy)},
                             {DNNL_ARG_WEIGHTS, mem(d, &p->w_md, wp)},
@@ -303,87 +343,13 @@ int mfcpu_dnnl_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const f
     if (dbias) a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_BIAS, mem(d, &p->b_md, gb)};
     na = scratch_arg(d, p, ws + 2 * wb + bb, a, na);
     run(be, p->prim, na, a);
-    if (p->wre) { /* dw += reorder(gw) */
-        dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, mem(d, &p->w_md, gw)}, {DNNL_ARG_TO, mem(d, &p->w_user, dw)}};
-        run(be, p->wre, 2, r);
-    } else {
-        const int64_t nw = (int64_t)s->co * s->ci * s->k * s->k;
-        for (int64_t i = 0; i < nw; i++) dw[i] += gw[i];
-    }
+    add_filter_grad(be, d, p, s, gw, dw);
     if (dbias)
         for (int o = 0; o < s->co; o++) dbias[o] += gb[o];
     return 0;
 }
 
 /* ---- bf16 ------------------------------------------------------------------------------------------ */
-
-static int soft(dnnl_status_t st) { return st == dnnl_success ? 0 : -1; }
-
-
-/* The bf16 primitive for (dir, shape, bias): src/weights/diff_dst bf16, dst/diff_src/diff_weights/bias
- * float32. ref is set when oneDNN offers only reference code or no implementation at all for the data
- * types (the caller then runs the fp32 kernels for that shape). */
-static dn_prim *get_prim_bf16(mfcpu_dnnl *d, int dir, const mf_conv_shape *s, int bias) {
-    int fresh;
-    dn_prim *p = prim_slot(d, 1, dir, s, bias, &fresh);
-    if (!fresh) return p;
-    act_md(&p->x_md, s->n, s->ci, s->h, s->w, s->bx);
-    act_md(&p->y_md, s->n, s->co, s->ho, s->wo, s->by);
-    act_md_dt(&p->x16_md, s->n, s->ci, s->h, s->w, s->bx, dnnl_bf16);
-    act_md_dt(&p->y16_md, s->n, s->co, s->ho, s->wo, s->by, dnnl_bf16);
-    p->x16_bytes = dnnl_memory_desc_get_size(&p->x16_md);
-    p->y16_bytes = dnnl_memory_desc_get_size(&p->y16_md);
-    dnnl_dims_t wd = {s->co, s->ci, s->k, s->k}, bd = {s->co};
-    dnnl_dims_t str = {s->stride, s->stride}, pl = {s->pad, s->pad};
-    dnnl_dims_t pr = {(s->ho - 1) * s->stride + s->k - s->h - s->pad, (s->wo - 1) * s->stride + s->k - s->w - s->pad};
-    dnnl_memory_desc_t w16_any, w32_any;
-    DN(dnnl_memory_desc_init_by_tag(&w16_any, 4, wd, dnnl_bf16, dnnl_format_tag_any));
-    DN(dnnl_memory_desc_init_by_tag(&w32_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
-    DN(dnnl_memory_desc_init_by_tag(&p->w_user, 4, wd, dnnl_f32, dnnl_oihw));
-    DN(dnnl_memory_desc_init_by_tag(&p->b_md, 1, bd, dnnl_f32, dnnl_x));
-    dnnl_convolution_desc_t fd, cd;
-    DN(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &p->x16_md, &w16_any,
-                                          bias ? &p->b_md : NULL, &p->y_md, str, pl, pr));
-    dnnl_primitive_attr_t sp_attr;
-    DN(dnnl_primitive_attr_create(&sp_attr));
-    DN(dnnl_primitive_attr_set_scratchpad_mode(sp_attr, dnnl_scratchpad_mode_user));
-    dnnl_primitive_desc_t fpd = NULL, pd = NULL;
-    dnnl_query_t wq = dnnl_query_weights_md;
-    int bad = soft(dnnl_primitive_desc_create(&fpd, &fd, sp_attr, d->eng, NULL));
-    if (!bad && dir == DIR_FWD) {
-        pd = fpd;
-    } else if (!bad && dir == DIR_BWD_DATA) {
-        DN(dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &p->x_md, &w16_any, &p->y16_md, str,
-                                                    pl, pr));
-        bad = soft(dnnl_primitive_desc_create(&pd, &cd, sp_attr, d->eng, fpd));
-    } else if (!bad) {
-        DN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &p->x16_md, &w32_any,
-                                                       bias ? &p->b_md : NULL, &p->y16_md, str, pl, pr));
-        bad = soft(dnnl_primitive_desc_create(&pd, &cd, sp_attr, d->eng, fpd));
-        wq = dnnl_query_diff_weights_md;
-    }
-    dnnl_primitive_attr_destroy(sp_attr);
-    const char *info = NULL;
-    if (!bad) DN(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info));
-    snprintf(p->impl, sizeof p->impl, "%s", bad ? "none" : info ? info : "?");
-    p->ref = bad || (info && strncmp(info, "ref", 3) == 0);
-    if (!p->ref) {
-        p->w_md = *dnnl_primitive_desc_query_md(pd, wq, 0);
-        p->w_bytes = dnnl_memory_desc_get_size(&p->w_md);
-        p->sp_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-        p->sp_bytes = dnnl_memory_desc_get_size(&p->sp_md);
-        DN(dnnl_primitive_create(&p->prim, pd));
-        if (dir != DIR_BWD_FILTER) p->wre = make_reorder(d, &p->w_user, &p->w_md, 0); /* f32 OIHW -> bf16 */
-        else if (!dnnl_memory_desc_equal(&p->w_md, &p->w_user)) p->wre = make_reorder(d, &p->w_md, &p->w_user, 1);
-    }
-    if (pd && pd != fpd) dnnl_primitive_desc_destroy(pd);
-    if (fpd) dnnl_primitive_desc_destroy(fpd);
-    if (getenv("MFPIPE_DNNL_VERBOSE"))
-        fprintf(stderr, "mfpipe: oneDNN bf16 %s n%d %dx%d %d->%d k%d s%d blk %d/%d bias %d: %s%s\n",
-                dir == DIR_FWD ? "fwd" : dir == DIR_BWD_DATA ? "bwd_data" : "bwd_filter", s->n, s->h, s->w, s->ci,
-                s->co, s->k, s->stride, blk(s->bx), blk(s->by), bias, p->impl, p->ref ? " (not used: fp32)" : "");
-    return p;
-}
 
 /* The weights in the bf16 primitive's format. Once the graph has called params_epoch, the reorder is
  * cached per primitive: made once per (weights, epoch), i.e. once per training step, not once per use;
@@ -397,9 +363,7 @@ static const void *weights_bf16(mf_backend *be, mfcpu_dnnl *d, dn_prim *p, const
         p->wc_src = w;
         p->wc_epoch = ep;
     }
-    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, mem(d, &p->w_user, w)}, {DNNL_ARG_TO, mem(d, &p->w_md, dst)}};
-    run(be, p->wre, 2, a);
-    return dst;
+    return prim_weights(be, d, p, w, dst);
 }
 
 /* dst = bf16(src) for an activation (n, c, hw) in channel blocks of b (16: nChw16c, 1: NCHW), dst in the
@@ -490,13 +454,7 @@ static void bwd_filter_run(mf_backend *be, mfcpu_dnnl *d, dn_prim *p, const mf_c
                             {DNNL_ARG_DIFF_DST, mem(d, &p->y16_md, dy16)},
                             {DNNL_ARG_DIFF_WEIGHTS, mem(d, &p->w_md, gw)}};
     run(be, p->prim, scratch_arg(d, p, ws + round64(p->w_bytes), a, 3), a);
-    if (p->wre) { /* dw += reorder(gw) */
-        dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, mem(d, &p->w_md, gw)}, {DNNL_ARG_TO, mem(d, &p->w_user, dw)}};
-        run(be, p->wre, 2, r);
-    } else {
-        const int64_t nw = (int64_t)s->co * s->ci * s->k * s->k;
-        for (int64_t i = 0; i < nw; i++) dw[i] += gw[i];
-    }
+    add_filter_grad(be, d, p, s, gw, dw);
     if (dbias) /* float32 bias gradient: the per-sample sums of dy, added in sample order */
         for (int o = 0; o < s->co; o++) {
             double t = 0;

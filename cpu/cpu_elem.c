@@ -348,10 +348,3 @@ void mfcpu_to_bf16_span(int simd, const float *p, uint16_t *o, int64_t len, int 
     for (int64_t q = 0; q < len / b; q++)
         for (int l = 0; l < b; l++) part[l] += p[q * b + l];
 }
-
-void mfcpu_from_bf16_span(const uint16_t *p, float *o, int64_t len) {
-    for (int64_t j = 0; j < len; j++) {
-        const uint32_t u = (uint32_t)p[j] << 16;
-        memcpy(o + j, &u, sizeof u);
-    }
-}

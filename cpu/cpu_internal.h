@@ -120,7 +120,6 @@ MFCPU_HIDDEN int mfcpu_dnnl_bf16_x_ok(mf_backend *be, const mf_conv_shape *s);
 /* o = bf16(p) (len floats; round to nearest even; simd: AVX512-BF16, which flushes denormals to zero);
  * part != NULL: also part[l] = sum over q of p[q b + l] for l < b, in double (len a multiple of b). */
 MFCPU_HIDDEN void mfcpu_to_bf16_span(int simd, const float *p, uint16_t *o, int64_t len, int b, double *part);
-MFCPU_HIDDEN void mfcpu_from_bf16_span(const uint16_t *p, float *o, int64_t len);
 /* 0 when this CPU and oneDNN run bf16 convolutions with real (AVX512-BF16 / AMX) kernels; info gets the
  * ISA and the implementations, or why not (-1). */
 MFCPU_HIDDEN int mfcpu_dnnl_bf16_probe(mf_backend *be, char *info, size_t cap);

@@ -231,28 +231,15 @@ static int few_out(const mf_conv_shape *s) {
  * oneDNN's bf16 kernels, whatever the layouts, except calls flagged fp32 (mf_conv_shape.fp32: the JVP's
  * tangent passes, which stay float32; MFPIPE_CPU_BF16_JVP=1: bf16 too). A shape oneDNN has no fast bf16
  * kernel for runs the fp32 kernels below; the graph stores x in bf16 (xdt) only for shapes that have all
- * three (conv_bf16_x), so a bf16 x always meets a bf16 kernel (x_f32 is the safety net). */
+ * three (conv_bf16_x), so a bf16 x always meets a bf16 kernel (asserted). */
 static int bf16_conv(mf_backend *be, const mf_conv_shape *s) {
     return mfcpu(be)->bf16 && !few_out(s) && (!s->fp32 || mfcpu(be)->bf16_jvp);
 }
 
-/* a float32 copy of a bf16 x (s->xdt) in its own allocation (the fp32 kernels use the workspace) */
-static const float *x_f32(mf_backend *be, const mf_conv_shape *s, const float *x, mf_conv_shape *s32) {
-    *s32 = *s;
-    if (s->xdt != MF_DT_BF16) return x;
-    s32->xdt = MF_DT_F32;
-    const int64_t nx = (int64_t)s->n * s->ci * s->h * s->w;
-    float *t = mfcpu_alloc(be, sizeof(float) * (size_t)nx);
-    MF_ASSERT(t);
-    mfcpu_from_bf16_span((const uint16_t *)x, t, nx);
-    return t;
-}
-static void x_f32_done(mf_backend *be, const float *x32, const float *x) {
-    if (x32 != x) mfcpu_free(be, (void *)x32);
-}
-
-static void conv2d_f32(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w, const float *bias,
+static void cpu_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w, const float *bias,
                        float *y) {
+    if (bf16_conv(be, s) && mfcpu_dnnl_conv2d_bf16(be, s, x, w, bias, y) == 0) return;
+    MF_ASSERT(s->xdt != MF_DT_BF16); /* conv_bf16_x: a bf16 x always meets a bf16 kernel */
     if (!is_b16(s->bx) && !is_b16(s->by)) {
         mfcpu_conv2d(be, s, x, w, bias, y);
         return;
@@ -268,15 +255,6 @@ static void conv2d_f32(mf_backend *be, const mf_conv_shape *s, const float *x, c
     mfcpu_conv2d(be, &pc.s, pc.x ? pc.x : x, w, bias, pc.y ? pc.y : y);
     if (pc.y) from_plain(be, s->n, s->co, s->ho * s->wo, pc.y, y, 0);
     plain_end(be, &pc);
-}
-
-static void cpu_conv2d(mf_backend *be, const mf_conv_shape *s, const float *x, const float *w, const float *bias,
-                       float *y) {
-    if (bf16_conv(be, s) && mfcpu_dnnl_conv2d_bf16(be, s, x, w, bias, y) == 0) return;
-    mf_conv_shape s32;
-    const float *x32 = x_f32(be, s, x, &s32);
-    conv2d_f32(be, &s32, x32, w, bias, y);
-    x_f32_done(be, x32, x);
 }
 
 static void cpu_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const float *dy, const float *w, float *dx,
@@ -299,8 +277,10 @@ static void cpu_conv2d_bwd_data(mf_backend *be, const mf_conv_shape *s, const fl
     plain_end(be, &pc);
 }
 
-static void conv2d_bwd_filter_f32(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy,
-                                  float *dw, float *dbias) {
+static void cpu_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy, float *dw,
+                                  float *dbias) {
+    if (bf16_conv(be, s) && mfcpu_dnnl_conv2d_bwd_filter_bf16(be, s, x, dy, dw, dbias) == 0) return;
+    MF_ASSERT(s->xdt != MF_DT_BF16);
     if (!is_b16(s->bx) && !is_b16(s->by)) {
         mfcpu_conv2d_bwd_filter(be, s, x, dy, dw, dbias);
         return;
@@ -316,15 +296,6 @@ static void conv2d_bwd_filter_f32(mf_backend *be, const mf_conv_shape *s, const 
     if (pc.y) to_plain(be, s->n, s->co, s->ho * s->wo, dy, pc.y);
     mfcpu_conv2d_bwd_filter(be, &pc.s, pc.x ? pc.x : x, pc.y ? pc.y : dy, dw, dbias);
     plain_end(be, &pc);
-}
-
-static void cpu_conv2d_bwd_filter(mf_backend *be, const mf_conv_shape *s, const float *x, const float *dy, float *dw,
-                                  float *dbias) {
-    if (bf16_conv(be, s) && mfcpu_dnnl_conv2d_bwd_filter_bf16(be, s, x, dy, dw, dbias) == 0) return;
-    mf_conv_shape s32;
-    const float *x32 = x_f32(be, s, x, &s32);
-    conv2d_bwd_filter_f32(be, &s32, x32, dy, dw, dbias);
-    x_f32_done(be, x32, x);
 }
 
 /* both gradients: in bf16 with dy converted once; else the two calls */

@@ -223,16 +223,22 @@ static void check_fp32(mf_backend *be, const char *why, const char *label, const
     free(got), free(f32), free(gb), free(fb);
 }
 
+/* random inputs of shape s (x, w, bias, dy and the accumulators' start values) */
+static host_in host_in_new(const mf_conv_shape *s) {
+    host_in h = {0};
+    h.nx = (size_t)s->n * s->ci * s->h * s->w;
+    h.ny = (size_t)s->n * s->co * s->ho * s->wo;
+    h.nw = (size_t)s->co * s->ci * s->k * s->k;
+    h.x = hrand(h.nx), h.w = hrand(h.nw), h.b = hrand((size_t)s->co), h.dy = hrand(h.ny);
+    h.dx0 = hrand(h.nx), h.dw0 = hrand(h.nw), h.db0 = hrand((size_t)s->co);
+    return h;
+}
+
 static void host_in_free(host_in *h) { free(h->x), free(h->w), free(h->b), free(h->dy), free(h->dx0), free(h->dw0), free(h->db0); }
 
 static void run_case(const conv_case *c) {
     const mf_conv_shape s = shape_of(c);
-    host_in h = {0};
-    h.nx = (size_t)s.n * s.ci * s.h * s.w;
-    h.ny = (size_t)s.n * s.co * s.ho * s.wo;
-    h.nw = (size_t)s.co * s.ci * s.k * s.k;
-    h.x = hrand(h.nx), h.w = hrand(h.nw), h.b = hrand((size_t)s.co), h.dy = hrand(h.ny);
-    h.dx0 = hrand(h.nx), h.dw0 = hrand(h.nw), h.db0 = hrand((size_t)s.co);
+    host_in h = host_in_new(&s);
     host_in hr = h; /* x, w, dy rounded to bf16; bias and the accumulators' start values stay fp32 */
     hr.x = rounded(h.x, h.nx), hr.w = rounded(h.w, h.nw), hr.dy = rounded(h.dy, h.ny);
     char label[96];
@@ -378,12 +384,7 @@ static void check_weight_cache(void) {
 static void check_nonfinite(void) {
     const conv_case c = {2, 16, 8, 16, 3, 1, 16, 16, 0};
     const mf_conv_shape s = shape_of(&c);
-    host_in h = {0};
-    h.nx = (size_t)s.n * s.ci * s.h * s.w;
-    h.ny = (size_t)s.n * s.co * s.ho * s.wo;
-    h.nw = (size_t)s.co * s.ci * s.k * s.k;
-    h.x = hrand(h.nx), h.w = hrand(h.nw), h.b = hrand((size_t)s.co), h.dy = hrand(h.ny);
-    h.dx0 = hrand(h.nx), h.dw0 = hrand(h.nw), h.db0 = hrand((size_t)s.co);
+    host_in h = host_in_new(&s);
     h.x[5] = NAN;
     h.dy[7] = INFINITY;
     float *db = NULL;
